@@ -1,0 +1,94 @@
+"""Where things live and whether the machine is online.
+
+All paths come from environment variables with sensible defaults, so the CLI, the worker processes and
+the pages agree without passing settings around. ``settings()`` is cheap; call it where needed.
+
+| variable | default | meaning |
+|---|---|---|
+| AW_ARTIFACTS | <project>/artifacts | run registry, run outputs, imported data and weights, vector store |
+| AW_MVTEC_ROOT | ../shared/datasets/mvtec_ad if present, else <artifacts>/datasets/mvtec_ad | MVTec AD root |
+| AW_WEIGHTS_DIR | <artifacts>/weights | imported backbone weights (``python -m core weights import``) |
+| AW_EXTRA_WEIGHTS_DIRS | ../shared/weights if present | more read-only folders searched for weights (``:``-separated) |
+| AW_OFFLINE | 1 if HF_HUB_OFFLINE=1 | never try a download; fail at once with a message saying what is missing |
+| AW_IMAGENET_DIR | unset | a folder of natural images (one sub-folder or more) for EfficientAD's penalty loss |
+| AW_QDRANT_URL / AW_QDRANT_API_KEY | unset | a Qdrant server; unset means the embedded store under artifacts/qdrant |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# A sibling folder of real data and weights for air-gapped machines (optional; never required).
+SHARED_ROOT = PROJECT_ROOT.parent / "shared"
+
+# glibc keeps freed 16 MB blocks in its heap during PatchCore's coreset step (20 GB seen); forcing mmap for
+# large allocations returns them to the OS. Must be in the environment before Python starts.
+TRAINING_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _paths(value: str | None) -> list[Path]:
+    return [Path(p).expanduser() for p in (value or "").split(os.pathsep) if p.strip()]
+
+
+@dataclass(frozen=True)
+class Settings:
+    artifacts: Path
+    mvtec_root: Path
+    weights_dir: Path
+    extra_weights_dirs: tuple[Path, ...] = ()
+    offline: bool = False
+    imagenet_dir: Path | None = None
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = field(default=None, repr=False)
+
+    @property
+    def registry_path(self) -> Path:
+        return self.artifacts / "registry.sqlite"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.artifacts / "runs"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.artifacts / "datasets"
+
+    @property
+    def qdrant_path(self) -> Path:
+        return self.artifacts / "qdrant"
+
+    @property
+    def weights_search_path(self) -> list[Path]:
+        return [self.weights_dir, *self.extra_weights_dirs]
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+
+def settings() -> Settings:
+    env = os.environ
+    artifacts = Path(env.get("AW_ARTIFACTS") or PROJECT_ROOT / "artifacts").expanduser().resolve()
+    shared_mvtec = SHARED_ROOT / "datasets" / "mvtec_ad"
+    default_mvtec = shared_mvtec if shared_mvtec.is_dir() else artifacts / "datasets" / "mvtec_ad"
+    if "AW_EXTRA_WEIGHTS_DIRS" in env:
+        extra = _paths(env["AW_EXTRA_WEIGHTS_DIRS"])
+    else:
+        extra = [SHARED_ROOT / "weights"] if (SHARED_ROOT / "weights").is_dir() else []
+    imagenet = env.get("AW_IMAGENET_DIR")
+    return Settings(
+        artifacts=artifacts,
+        mvtec_root=Path(env.get("AW_MVTEC_ROOT") or default_mvtec).expanduser().resolve(),
+        weights_dir=Path(env.get("AW_WEIGHTS_DIR") or artifacts / "weights").expanduser().resolve(),
+        extra_weights_dirs=tuple(p.resolve() for p in extra),
+        offline=_truthy(env.get("AW_OFFLINE")) or _truthy(env.get("HF_HUB_OFFLINE")),
+        imagenet_dir=Path(imagenet).expanduser().resolve() if imagenet else None,
+        qdrant_url=env.get("AW_QDRANT_URL") or None,
+        qdrant_api_key=env.get("AW_QDRANT_API_KEY") or None,
+    )
