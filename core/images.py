@@ -1,0 +1,289 @@
+"""Reading and checking user images.
+
+Everything a user can hand us (a path, an upload's bytes) goes through ``read_image`` / ``read_mask``,
+which return plain numpy arrays or raise ``ImageError`` with a message naming the file and saying what
+to do. No OpenCV or Pillow exception escapes from here.
+
+OpenCV decodes (it keeps 16-bit and float data exactly, and it refuses truncated files); Pillow only
+reads the header first, so that sizes are checked before a huge image is decoded, and acts as a
+fallback decoder for the odd file OpenCV cannot read.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from core.errors import DatasetError, ImageError
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+MAX_PIXELS = 100_000_000  # 100 megapixels: ~300 MB as RGB, far beyond any inspection camera we target.
+
+_SUPPORTED = "PNG, JPEG, BMP, TIFF or WebP"
+_EXIF_ORIENTATION = 0x0112
+
+Source = str | Path | bytes | bytearray | memoryview
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _load_bytes(source: Source, name: str | None) -> tuple[bytes, str]:
+    """The file's bytes and the label to use in messages."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, label = bytes(source), name or "uploaded image"
+    elif hasattr(source, "getvalue"):  # an upload object (e.g. Streamlit's UploadedFile)
+        data, label = bytes(source.getvalue()), name or getattr(source, "name", None) or "uploaded image"
+    else:
+        path = Path(source)
+        label = name or str(path)
+        if not path.exists():
+            raise ImageError(f"Image file not found: {label}. Check the path, or upload the file again.")
+        if path.is_dir():
+            raise ImageError(f"{label} is a folder, not an image file. Pick an image inside it.")
+        try:
+            data = path.read_bytes()
+        except PermissionError:
+            raise ImageError(f"Cannot read {label}: permission denied. Fix the file's permissions.") from None
+        except OSError as exc:
+            raise ImageError(f"Cannot read {label}: {exc.strerror or exc}.") from None
+    if not data:
+        raise ImageError(f"{label} is empty (0 bytes). It was probably not copied completely; copy it again.")
+    return data, label
+
+
+def _check_size(width: int, height: int, label: str) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{label} has no pixels ({width}x{height}). Re-export it from the source.")
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"{label} is too large: {width}x{height} = {width * height / 1e6:.0f} megapixels; the limit is "
+            f"{MAX_PIXELS // 1_000_000} megapixels. Downscale or crop it first."
+        )
+
+
+def _probe(data: bytes, label: str) -> tuple[str | None, int]:
+    """Pillow's format name (None if Pillow does not know the file) and EXIF orientation.
+
+    Only the header is parsed, so an oversized image is refused before any pixel is decoded.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DecompressionBombWarning, "corrupt EXIF": we check size ourselves.
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                fmt, (width, height) = im.format, im.size
+                try:
+                    orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
+                except Exception:
+                    orientation = 1
+        except Image.DecompressionBombError:
+            raise ImageError(
+                f"{label} is too large (over {MAX_PIXELS // 1_000_000} megapixels). Downscale or crop it first."
+            ) from None
+        except Exception:
+            return None, 1
+    _check_size(width, height, label)
+    return fmt, orientation
+
+
+def _decode_cv2(data: bytes) -> np.ndarray | None:
+    """Native array (any depth; gray, RGB or RGBA channel order) or None if OpenCV cannot decode it."""
+    try:
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except Exception:
+        return None
+    if arr is None:
+        return None
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):  # OpenCV is BGR(A)
+        arr = arr[..., [2, 1, 0, 3][: arr.shape[2]]]
+    return arr
+
+
+def _decode_pillow(data: bytes) -> np.ndarray | None:
+    """Fallback decoder; strict about truncation (Pillow's default)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+                    return np.array(im)  # high bit depth gray: scaled by _to_uint8
+                return np.array(im.convert("RGBA"))
+    except Exception:
+        return None
+
+
+def _decode(data: bytes, label: str) -> np.ndarray:
+    """Decoded native array with EXIF orientation applied; raises ImageError if it cannot be decoded."""
+    fmt, orientation = _probe(data, label)
+    arr = _decode_cv2(data)
+    if arr is None:
+        arr = _decode_pillow(data)
+    if arr is None:
+        if fmt:
+            raise ImageError(
+                f"{label} looks like a {fmt} image but cannot be decoded: it is truncated or corrupt "
+                f"(for example an interrupted copy or download). Copy or export it again."
+            )
+        raise ImageError(
+            f"{label} is not a readable image (unknown format or damaged header). Use {_SUPPORTED} files."
+        )
+    _check_size(arr.shape[1] if arr.ndim > 1 else 0, arr.shape[0], label)
+    return _apply_orientation(arr, orientation)
+
+
+def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Rotate/flip as the camera's EXIF tag says, so phone photos appear upright (as in any viewer)."""
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: np.swapaxes(a, 0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.rot90(a, 1)[::-1],
+        8: lambda a: np.rot90(a, 1),
+    }
+    op = ops.get(orientation)
+    return np.ascontiguousarray(op(arr)) if op else arr
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Any integer or float image to uint8, keeping its meaning.
+
+    16-bit data is scaled by its full range (0..65535 -> 0..255), not stretched per image, so that
+    brightness stays comparable between images. Floats are taken as 0..1 if they fit, else as 0..255
+    if they fit, else min-max stretched (the only sensible choice for e.g. raw sensor values).
+    """
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.integer):
+        wide = arr.astype(np.float64)
+        if arr.dtype.itemsize == 1:  # int8
+            return np.clip(wide, 0, 255).astype(np.uint8)
+        if arr.dtype.itemsize > 2 and wide.max(initial=0) <= 255:  # 8-bit values in a 32-bit container
+            return np.clip(wide, 0, 255).astype(np.uint8)
+        return np.round(np.clip(wide, 0, 65535) / 257.0).astype(np.uint8)
+    wide = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(wide.min(initial=0)), float(wide.max(initial=0))
+    if lo >= 0 and hi <= 1.0:
+        wide = wide * 255.0
+    elif lo < 0 or hi > 255:
+        wide = (wide - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(wide)
+    return np.round(np.clip(wide, 0, 255)).astype(np.uint8)
+
+
+def read_image(source: Source, name: str | None = None) -> np.ndarray:
+    """Decode an image file or bytes to an HxWx3 uint8 RGB array.
+
+    Grayscale is replicated to three channels, palettes are expanded, 16-bit and float data are
+    scaled to 8 bit (see ``_to_uint8``), and transparency is composited on black (a transparent
+    pixel becomes black rather than showing whatever colour the editor left under it).
+    ``name`` labels the image in error messages (use the upload's file name for bytes).
+    Raises ImageError for missing, empty, corrupt, truncated, zero-sized or > 100 MP images.
+    """
+    data, label = _load_bytes(source, name)
+    arr = _decode(data, label)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        return np.repeat(_to_uint8(arr)[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (2, 3, 4):
+        raise ImageError(f"{label} has an unsupported layout {arr.shape}. Save it as an RGB or grayscale image.")
+    arr = _to_uint8(arr)
+    if arr.shape[2] == 2:  # gray + alpha
+        arr = arr[..., [0, 0, 0, 1]]
+    if arr.shape[2] == 4:
+        alpha = arr[..., 3:].astype(np.uint16)
+        arr = ((arr[..., :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+def read_mask(source: Source, shape: tuple[int, int] | None = None, name: str | None = None) -> np.ndarray:
+    """Read a ground-truth mask as a bool HxW array: any nonzero pixel is defect.
+
+    Works on the native values (a 16-bit mask of 0/1 stays a mask). Transparent pixels count as
+    background. With ``shape=(height, width)`` a mask of another size is resized nearest-neighbour,
+    so it stays binary.
+    """
+    data, label = _load_bytes(source, name)
+    arr = _decode(data, label)
+    if arr.ndim == 3:
+        channels = arr.shape[2]
+        colour = arr[..., : 3 if channels >= 3 else 1] != 0
+        mask = colour.any(axis=2)
+        if channels in (2, 4):
+            mask &= arr[..., -1] != 0
+    else:
+        mask = arr != 0
+    if shape is not None:
+        height, width = int(shape[0]), int(shape[1])
+        if height <= 0 or width <= 0:
+            raise ValueError(f"mask shape must be positive (height, width), got {shape}")
+        if mask.shape != (height, width):
+            resized = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+            mask = resized.astype(bool)
+    return mask
+
+
+# ---------------------------------------------------------------------------------------------- folders
+
+
+def _is_hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """Image files in ``folder`` (by suffix, any case), sorted; hidden files and folders are skipped
+    (e.g. macOS ``._x.png`` resource forks, ``.ipynb_checkpoints``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"Image folder not found: {folder}. Check the path.")
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(
+        p
+        for p in candidates
+        if p.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(p, folder) and p.is_file()
+    )
+
+
+def validate_images(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Decode every file; return (readable paths, [(unreadable path, reason)])."""
+    valid: list[Path] = []
+    invalid: list[tuple[Path, str]] = []
+    for path in paths:
+        try:
+            read_image(path)
+        except ImageError as exc:
+            invalid.append((Path(path), str(exc)))
+        else:
+            valid.append(Path(path))
+    return valid, invalid
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def to_png_bytes(image: np.ndarray) -> bytes:
+    """Encode an HxWx3 RGB (or HxW gray / bool mask) uint8 array as PNG bytes."""
+    arr = np.asarray(image)
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    if arr.dtype != np.uint8:
+        raise ValueError(f"to_png_bytes expects uint8 or bool, got {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        arr = arr[..., ::-1]  # OpenCV writes BGR
+    elif arr.ndim != 2:
+        raise ValueError(f"to_png_bytes expects HxW or HxWx3, got shape {arr.shape}")
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr))
+    if not ok:
+        raise ValueError(f"PNG encoding failed for an array of shape {arr.shape}")
+    return buf.tobytes()
