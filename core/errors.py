@@ -28,3 +28,7 @@ class RunError(WorkbenchError):
 
 class VectorStoreError(WorkbenchError):
     """The vector store is unreachable, or a query does not fit the collection."""
+
+
+class RunCancelled(Exception):
+    """Raised inside a run when the user cancelled it (not an error: the run ends as 'cancelled')."""

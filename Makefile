@@ -1,0 +1,37 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    create .venv if needed, install pinned requirements, start the dashboard
+#   make test   the same set-up (plus Debian's chromium for the browser test), then the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt | sha256sum | cut -c1-12)
+PORT ?= 8501
+
+# glibc heap growth during PatchCore's coreset step (see core/memory.py)
+export MALLOC_MMAP_THRESHOLD_ = 131072
+
+.PHONY: setup run test browser benchmark
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "could not install chromium: the browser test will be skipped"; \
+	  else echo "chromium not installed (needs root: apt-get install chromium): the browser test will be skipped"; fi; }
+
+test: setup browser
+	$(PY) -m pytest
+
+benchmark: setup
+	$(PY) benchmarks/mvtec_benchmark.py

@@ -1,0 +1,102 @@
+"""What a finished run leaves in ``artifacts/runs/<id>/`` and how to read it back.
+
+| file | content |
+|---|---|
+| model.safetensors, model.json | the trained weights (safetensors: loading never executes code) and how to rebuild the model |
+| records.json | one row per test image: path, label, defect type, raw score, predicted label |
+| maps.npz | anomaly maps at model resolution (float16) and ground-truth masks at the same size |
+| metrics.json, curves.json, latency.json | evaluation, ROC/PR points, timing figures |
+| log.txt, loss.jsonl | the run's log and (EfficientAD) its training-loss curve |
+
+Per-image records are written once when a run is tested; every threshold-dependent view is recomputed
+from them, so moving a slider never reruns a model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.errors import RunError
+
+RECORD_COLUMNS = ["index", "path", "label", "defect_type", "mask_path", "score", "pred_label"]
+
+
+def write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=float))
+    tmp.replace(path)  # atomic: a reader never sees half a file
+
+
+def read_json(path: Path, default=None):
+    return json.loads(path.read_text()) if path.is_file() else default
+
+
+@dataclass
+class RunArtifacts:
+    run_dir: Path
+
+    checkpoint = property(lambda self: self.run_dir / "model.safetensors")
+    model_json = property(lambda self: self.run_dir / "model.json")
+    records_path = property(lambda self: self.run_dir / "records.json")
+    maps_path = property(lambda self: self.run_dir / "maps.npz")
+    metrics_path = property(lambda self: self.run_dir / "metrics.json")
+    curves_path = property(lambda self: self.run_dir / "curves.json")
+    latency_path = property(lambda self: self.run_dir / "latency.json")
+    log_path = property(lambda self: self.run_dir / "log.txt")
+    loss_path = property(lambda self: self.run_dir / "loss.jsonl")
+
+    @property
+    def has_records(self) -> bool:
+        return self.records_path.is_file() and self.maps_path.is_file()
+
+    def save_records(self, records: list[dict], maps: np.ndarray, masks: np.ndarray) -> None:
+        write_json(self.records_path, records)
+        tmp = self.run_dir / "maps.tmp.npz"
+        np.savez_compressed(tmp, maps=maps.astype(np.float16), masks=masks.astype(bool))
+        tmp.replace(self.maps_path)
+
+    @cached_property
+    def records(self) -> pd.DataFrame:
+        if not self.records_path.is_file():
+            raise RunError(f"Run folder {self.run_dir} has no test records (the run did not finish testing).")
+        return pd.DataFrame(read_json(self.records_path), columns=RECORD_COLUMNS)
+
+    @cached_property
+    def _maps_file(self) -> dict[str, np.ndarray]:
+        if not self.maps_path.is_file():
+            raise RunError(f"Run folder {self.run_dir} has no anomaly maps.")
+        with np.load(self.maps_path) as data:
+            return {"maps": data["maps"], "masks": data["masks"]}
+
+    @property
+    def maps(self) -> np.ndarray:
+        return self._maps_file["maps"]
+
+    @property
+    def masks(self) -> np.ndarray:
+        return self._maps_file["masks"]
+
+    def metrics(self) -> dict:
+        return read_json(self.metrics_path, {})
+
+    def curves(self) -> dict:
+        return read_json(self.curves_path, {})
+
+    def latency(self) -> dict:
+        return read_json(self.latency_path, {})
+
+    def loss_curve(self) -> list[dict]:
+        if not self.loss_path.is_file():
+            return []
+        return [json.loads(line) for line in self.loss_path.read_text().splitlines() if line.strip()]
+
+    def log_tail(self, n: int = 40) -> list[str]:
+        if not self.log_path.is_file():
+            return []
+        return self.log_path.read_text(errors="replace").splitlines()[-n:]

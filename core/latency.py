@@ -1,0 +1,98 @@
+"""Latency, measured apart from training, after warm-up, with the machine it ran on recorded beside it.
+
+- model-only: the forward pass on an already pre-processed batch;
+- end-to-end: decode the file + pre-process + forward + post-process (what a line-side camera would see);
+- at batch 1 and at each batch size tried, with images/s; the best batch size is reported.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core import images
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict:
+    """Versions and hardware recorded with every run."""
+    import anomalib
+    import timm
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "python": platform.python_version(), "torch": torch.__version__, "anomalib": anomalib.__version__,
+        "timm": timm.__version__, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "gpu": gpu, "platform": platform.platform(),
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _percentiles(ms: list[float]) -> tuple[float, float]:
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
+
+
+def measure(loaded, paths: list[str], batch_sizes=(4, 8), max_images: int = 16, warmup: int = 2) -> dict:
+    """Time ``loaded`` (an inference.LoadedModel) on up to ``max_images`` of ``paths``."""
+    paths = list(paths)[:max_images]
+    if not paths:
+        return {}
+    for p in paths[:warmup]:  # first calls allocate and pick kernels; never timed
+        loaded.forward(loaded.preprocess([images.read_image(p)]))
+
+    model_ms, e2e_ms = [], []
+    for p in paths:
+        t0 = time.perf_counter()
+        rgb = images.read_image(p)
+        batch = loaded.preprocess([rgb])
+        t1 = time.perf_counter()
+        scores, maps = loaded.forward(batch)
+        t2 = time.perf_counter()
+        loaded.verdict(float(scores[0]))
+        t3 = time.perf_counter()
+        model_ms.append((t2 - t1) * 1000)
+        e2e_ms.append((t3 - t0) * 1000)
+
+    throughput = {1: 1000.0 / float(np.mean(e2e_ms))}
+    for bs in batch_sizes:
+        if bs > len(paths):
+            continue
+        n_batches = max(1, len(paths) // bs)
+        t0 = time.perf_counter()
+        for i in range(n_batches):
+            chunk = paths[i * bs:(i + 1) * bs]
+            loaded.forward(loaded.preprocess([images.read_image(p) for p in chunk]))
+        throughput[bs] = n_batches * bs / (time.perf_counter() - t0)
+    best = max(throughput, key=throughput.get)
+    m50, m95 = _percentiles(model_ms)
+    e50, e95 = _percentiles(e2e_ms)
+    return {
+        "path": "workbench-torch",
+        "n_images": len(paths),
+        "model_ms_p50": m50, "model_ms_p95": m95,
+        "e2e_ms_p50": e50, "e2e_ms_p95": e95,
+        "images_per_s_b1": throughput[1],
+        "images_per_s_by_batch": {str(k): v for k, v in throughput.items()},
+        "best_batch_size": best, "images_per_s_best": throughput[best],
+        "peak_rss_mb": peak_rss_mb(),
+        "threads": torch.get_num_threads(), "cpu": cpu_model(),
+    }

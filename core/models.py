@@ -1,0 +1,274 @@
+"""Model registry: a name → an anomalib model with documented, validated parameters.
+
+In the manner of timm's ``create_model``: ``create_model("patchcore", {"coreset_sampling_ratio": 0.01})``.
+Each entry declares its parameters (default, help, range) so the CLI and the training page build their
+forms from the registry, and adding another anomalib image model is one ``register(...)`` call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from core.config import Settings, settings as current_settings
+from core.errors import RunCancelled, WeightsError, WorkbenchError
+from core import weights
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    help: str
+    kind: str = "float"  # "int" | "float" | "choice" | "str"
+    choices: tuple = ()
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass
+class Hooks:
+    """Callbacks a run gives its model: progress reporting and cooperative cancellation."""
+
+    progress: Callable[[str, int, int], None] = lambda phase, done, total: None
+    should_stop: Callable[[], bool] = lambda: False
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    label: str
+    description: str
+    params: tuple[Param, ...]
+    build: Callable[[dict, Settings, Hooks, bool], Any]  # (params, settings, hooks, pre_trained) → module
+    trainer_kwargs: Callable[[dict], dict] = lambda p: {}
+    train_batch_size: int = 16
+    embedding_space: Callable[[dict], str] = lambda p: ""  # names the feature space (for the vector store)
+    warnings: Callable[[dict], list[str]] = lambda p: []  # shown wherever the run's results are shown
+
+
+REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register(entry: ModelEntry) -> ModelEntry:
+    REGISTRY[entry.name] = entry
+    return entry
+
+
+def get_entry(name: str) -> ModelEntry:
+    key = name.lower().replace("-", "").replace("_", "")
+    for entry in REGISTRY.values():
+        if entry.name.replace("_", "") == key:
+            return entry
+    raise WorkbenchError(f"Unknown model '{name}'. Available models: {', '.join(REGISTRY)}.")
+
+
+def resolve_params(name: str, params: dict | None = None) -> dict:
+    """Fill defaults and validate types and ranges; unknown parameter names are an error, not ignored."""
+    entry = get_entry(name)
+    params = dict(params or {})
+    known = {p.name: p for p in entry.params}
+    unknown = set(params) - set(known)
+    if unknown:
+        raise WorkbenchError(
+            f"Unknown parameter(s) for {entry.label}: {', '.join(sorted(unknown))}. Known: {', '.join(known)}."
+        )
+    out = {}
+    for p in entry.params:
+        default = p.default() if callable(p.default) else p.default
+        value = params.get(p.name, default)
+        if value is None or value == "":
+            out[p.name] = default
+            continue
+        try:
+            if p.kind == "int":
+                value = int(value)
+            elif p.kind == "float":
+                value = float(value)
+            else:
+                value = str(value)
+        except (TypeError, ValueError):
+            raise WorkbenchError(f"{entry.label}: parameter '{p.name}' must be a {p.kind}, got {value!r}.") from None
+        if p.kind == "choice" and p.choices and value not in p.choices:
+            raise WorkbenchError(f"{entry.label}: '{p.name}' must be one of {', '.join(map(str, p.choices))}.")
+        if p.min is not None and value < p.min or p.max is not None and value > p.max:
+            raise WorkbenchError(f"{entry.label}: '{p.name}' must be between {p.min} and {p.max}, got {value}.")
+        out[p.name] = value
+    return out
+
+
+def create_model(name: str, params: dict | None = None, cfg: Settings | None = None,
+                 hooks: Hooks | None = None, pre_trained: bool = True):
+    """An anomalib Lightning module for ``name``. ``pre_trained=False`` builds the bare architecture
+    (used when loading a run's own checkpoint, which holds every weight)."""
+    entry = get_entry(name)
+    return entry.build(resolve_params(entry.name, params), cfg or current_settings(), hooks or Hooks(), pre_trained)
+
+
+RANDOM_BACKBONE_WARNING = (
+    "PatchCore with a RANDOM (untrained) backbone: not a real PatchCore result. Use only to exercise the pipeline."
+)
+
+
+# ---- PatchCore ------------------------------------------------------------------------------------------
+
+def _resize_normalize(image_size: int, mean=None, std=None):
+    from anomalib.pre_processing import PreProcessor
+    from torchvision.transforms.v2 import Compose, Normalize, Resize
+
+    steps = [Resize((image_size, image_size), antialias=True)]
+    if mean is not None:
+        steps.append(Normalize(mean=list(mean), std=list(std)))
+    return PreProcessor(transform=Compose(steps))
+
+
+def _patchcore_layers(p: dict) -> list[str]:
+    layers = [s.strip() for s in str(p["layers"]).split(",") if s.strip()]
+    return layers or list(weights.get_backbone(p["backbone"]).layers)
+
+
+def _build_patchcore(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
+    from anomalib.models import Patchcore
+
+    backbone = weights.get_backbone(p["backbone"])
+    # With pre_trained=False the architecture is all that's needed: a run's checkpoint supplies the weights.
+    pre_trained = pre_trained and p["backbone_weights"] == "imagenet"
+    backbone_arg = weights.resolve_backbone(backbone.name, cfg) if pre_trained else backbone.name
+
+    class WorkbenchPatchcore(Patchcore):
+        """anomalib's PatchCore with a fast, exact coreset step that reports progress and can be cancelled."""
+
+        def fit(self) -> None:
+            from core.coreset import select_coreset
+
+            store = self.model.embedding_store
+            embedding = store[0] if len(store) == 1 else __import__("torch").vstack(store)
+            store.clear()
+            self.model.memory_bank = select_coreset(
+                embedding, self.coreset_sampling_ratio,
+                progress=lambda done, total: hooks.progress("coreset selection", done, total),
+                should_stop=hooks.should_stop,
+            )
+
+    try:
+        return WorkbenchPatchcore(
+            backbone=backbone_arg,
+            layers=_patchcore_layers(p),
+            pre_trained=pre_trained,
+            coreset_sampling_ratio=p["coreset_sampling_ratio"],
+            num_neighbors=p["num_neighbors"],
+            pre_processor=_resize_normalize(p["image_size"], backbone.mean, backbone.std),
+            evaluator=False,
+            visualizer=False,
+        )
+    except (RuntimeError, OSError) as exc:  # timm raises these for missing/unreachable weights
+        raise WeightsError(f"Could not load backbone '{backbone.name}': {exc}") from exc
+
+
+register(ModelEntry(
+    name="patchcore",
+    label="PatchCore",
+    description="Memory bank of pretrained patch features; no training, one pass over normal images.",
+    params=(
+        Param("backbone", lambda: weights.default_backbone(), "CNN whose ImageNet features describe each patch.", "choice",
+              tuple(weights.BACKBONES)),
+        Param("layers", "", "Comma-separated feature layers; empty = the backbone's usual pair.", "str"),
+        Param("coreset_sampling_ratio", 0.1, "Fraction of training patches kept in the memory bank "
+              "(paper: 0.1; smaller = faster, slightly less accurate).", "float", min=0.0001, max=1.0),
+        Param("num_neighbors", 9, "Neighbours used to re-weight the anomaly score.", "int", min=1, max=50),
+        Param("image_size", 256, "Images are resized to this square size.", "int", min=64, max=1024),
+        Param("backbone_weights", "imagenet", "'imagenet' = pretrained backbone (real results); 'random' = "
+              "untrained backbone, only to test the pipeline without weights.", "choice", ("imagenet", "random")),
+    ),
+    build=_build_patchcore,
+    trainer_kwargs=lambda p: {"max_epochs": 1},
+    train_batch_size=16,
+    embedding_space=lambda p: f"patchcore-{p['backbone']}-{p['backbone_weights']}-{','.join(_patchcore_layers(p))}",
+    warnings=lambda p: [RANDOM_BACKBONE_WARNING] if p["backbone_weights"] == "random" else [],
+))
+
+
+# ---- EfficientAD ----------------------------------------------------------------------------------------
+
+UNTRAINED_TEACHER_WARNING = (
+    "EfficientAD with an UNTRAINED (random) teacher: not a real EfficientAD result. "
+    "Use only to exercise the pipeline."
+)
+
+
+def _build_efficientad(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
+    from anomalib.models import EfficientAd
+
+    size = p["model_size"]
+    untrained = p["teacher"] == "untrained"
+    imagenet_dir = p["imagenet_dir"] or (str(cfg.imagenet_dir) if cfg.imagenet_dir else "")
+    if pre_trained:
+        if not untrained and not weights.efficientad_teacher_available(size) and cfg.offline:
+            raise WeightsError(
+                f"EfficientAD's pretrained teacher ({size}) is not available offline. Put "
+                f"pretrained_teacher_{size}.pth at {weights.efficientad_teacher_path(size)} "
+                f"(`python -m core weights import pretrained_teacher_{size}.pth`) or go online so anomalib "
+                "downloads it. (For a pipeline check only, choose teacher='untrained'.)"
+            )
+        if not imagenet_dir and cfg.offline:
+            raise WorkbenchError(
+                "EfficientAD needs a folder of natural images for its penalty loss (ImageNet or Imagenette: "
+                "any folder with at least one sub-folder of images). Set AW_IMAGENET_DIR or the 'imagenet_dir' "
+                "parameter; online, anomalib downloads Imagenette."
+            )
+    imagenet_dir = imagenet_dir or str(cfg.datasets_dir / "imagenette")
+
+    class WorkbenchEfficientAd(EfficientAd):
+        """EfficientAD that reports training steps and honours an explicit untrained-teacher choice."""
+
+        def prepare_pretrained_model(self) -> None:
+            if untrained:
+                return  # the registry labels such runs everywhere they are shown
+            super().prepare_pretrained_model()
+
+        def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+            hooks.progress("training", self.global_step, self.trainer.max_steps)
+            if hooks.should_stop():
+                raise RunCancelled("cancelled by the user")
+
+    return WorkbenchEfficientAd(
+        imagenet_dir=imagenet_dir,
+        model_size=size,
+        lr=p["lr"],
+        pre_processor=_resize_normalize(p["image_size"]),
+        evaluator=False,
+        visualizer=False,
+    )
+
+
+register(ModelEntry(
+    name="efficientad",
+    label="EfficientAD",
+    description="Student–teacher network plus autoencoder; trained for a number of steps.",
+    params=(
+        Param("model_size", "small", "Network size (small is ~2× faster).", "choice", ("small", "medium")),
+        Param("max_steps", 200, "Training steps (paper: 70,000 on GPU; on 2 CPU cores ~1 s per step).",
+              "int", min=1, max=200_000),
+        Param("lr", 1e-4, "Adam learning rate.", "float", min=1e-6, max=1e-1),
+        Param("image_size", 256, "Images are resized to this square size (EfficientAD needs ≥ 256).", "int",
+              min=256, max=1024),
+        Param("teacher", "pretrained", "'pretrained' = anomalib's distilled teacher (real results); "
+              "'untrained' = random teacher, only to test the pipeline.", "choice", ("pretrained", "untrained")),
+        Param("imagenet_dir", "", "Folder of natural images (≥ 1 sub-folder) for the penalty loss; empty = "
+              "AW_IMAGENET_DIR, or Imagenette downloaded by anomalib when online.", "str"),
+    ),
+    build=_build_efficientad,
+    trainer_kwargs=lambda p: {"max_steps": p["max_steps"], "max_epochs": -1},
+    train_batch_size=1,  # EfficientAD's training step requires batch size 1
+    embedding_space=lambda p: f"efficientad-{p['model_size']}-{p['teacher']}",
+    warnings=lambda p: [UNTRAINED_TEACHER_WARNING] if p["teacher"] == "untrained" else [],
+))
+
+
+def model_warnings(name: str, params: dict) -> list[str]:
+    return get_entry(name).warnings(resolve_params(name, params))
+
+
+def default_params(name: str) -> dict:
+    """Defaults, with the backbone chosen from what this machine has."""
+    return resolve_params(name, {})

@@ -1,0 +1,240 @@
+"""One run, start to finish: fit → save → test → evaluate → time → index.
+
+``execute(run_id)`` is what a worker process runs. Fitting goes through anomalib's ``Engine`` (the field's
+training loop); testing, timing and indexing go through ``core.inference`` so the stored per-image records
+are exactly what the viewer and the upload flow will reproduce. Progress, phase and cancellation travel
+through the run registry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from core.artifacts import RunArtifacts, write_json
+from core.config import Settings, settings as current_settings
+from core.datasets import DatasetSpec, build_datamodule, check_available, test_samples
+from core.errors import RunCancelled, WorkbenchError
+from core import evaluation, images, latency, models
+from core.runs import CANCELLED, DONE, FAILED, RunRegistry
+
+log = logging.getLogger("workbench.run")
+
+
+class RunHooks(models.Hooks):
+    """Throttled progress reports to the registry, a log line every 10 %, cancellation checks."""
+
+    def __init__(self, registry: RunRegistry, run_id: str, echo=None) -> None:
+        self.registry, self.run_id, self.echo = registry, run_id, echo
+        self._last_write = 0.0
+        self._last_check = 0.0
+        self._last_logged: tuple[str, int] = ("", -1)
+        self._cancel = False
+
+    def progress(self, phase: str, done: int, total: int) -> None:
+        fraction = min(1.0, done / total) if total else 0.0
+        now = time.monotonic()
+        decile = int(fraction * 10)
+        if (phase, decile) != self._last_logged:
+            self._last_logged = (phase, decile)
+            log.info("%s: %d/%d (%d%%)", phase, done, total, fraction * 100)
+        if now - self._last_write > 0.5 or done >= total:
+            self._last_write = now
+            self.registry.set_progress(self.run_id, phase, fraction, f"{phase}: {done}/{total}")
+        if self.echo:
+            self.echo(phase, done, total)
+
+    def phase(self, name: str) -> None:
+        log.info("phase: %s", name)
+        self.registry.set_progress(self.run_id, name, 0.0, name)
+        if self.echo:
+            self.echo(name, 0, 0)
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if not self._cancel and now - self._last_check > 1.0:
+            self._last_check = now
+            self._cancel = self.registry.cancel_requested(self.run_id)
+        return self._cancel
+
+    def check(self) -> None:
+        if self.should_stop():
+            raise RunCancelled("cancelled by the user")
+
+
+def _progress_callback(hooks: RunHooks, loss_path: Path):
+    """A Lightning callback: feature-extraction / validation progress and the training-loss curve."""
+    from lightning.pytorch.callbacks import Callback
+
+    class Progress(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.max_steps and trainer.max_steps > 0:  # step-based training (EfficientAD)
+                if isinstance(outputs, dict) and "loss" in outputs and trainer.global_step % 5 == 0:
+                    with open(loss_path, "a") as fh:
+                        fh.write(json.dumps({"step": trainer.global_step, "loss": float(outputs["loss"])}) + "\n")
+            else:
+                hooks.progress("feature extraction", batch_idx + 1, trainer.num_training_batches)
+            hooks.check()
+
+        def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+            total = trainer.num_val_batches[0] if trainer.num_val_batches else batch_idx + 1
+            hooks.progress("validation", batch_idx + 1, total)
+            hooks.check()
+
+    return Progress()
+
+
+def fit(run, spec: DatasetSpec, hooks: RunHooks, run_dir: Path, cfg: Settings):
+    """Train with anomalib's Engine. Returns the trained Lightning module and the fit time in seconds."""
+    from anomalib.engine import Engine
+    from lightning.pytorch import seed_everything
+
+    seed_everything(run.seed, workers=True, verbose=False)
+    entry = models.get_entry(run.model)
+    params = models.resolve_params(run.model, run.params)
+    module = models.create_model(run.model, params, cfg, hooks)
+    datamodule = build_datamodule(spec, train_batch_size=entry.train_batch_size, seed=run.seed)
+    engine = Engine(
+        accelerator="auto", devices=1, logger=False, default_root_dir=run_dir / "lightning",
+        callbacks=[_progress_callback(hooks, RunArtifacts(run_dir).loss_path)],
+        enable_progress_bar=False, enable_model_summary=False,
+        **entry.trainer_kwargs(params),
+    )
+    hooks.phase("feature extraction" if run.model == "patchcore" else "training")
+    t0 = time.perf_counter()
+    engine.fit(model=module, datamodule=datamodule)
+    elapsed = time.perf_counter() - t0
+    # Engine always writes a pickled Lightning checkpoint; the run keeps its own safetensors one instead.
+    shutil.rmtree(run_dir / "lightning", ignore_errors=True)
+    return module, elapsed
+
+
+def test(loaded, spec: DatasetSpec, hooks: RunHooks, art: RunArtifacts, batch_size: int = 8) -> dict:
+    """Score every test image with the fast path; store records and maps; compute metrics and curves."""
+    samples = test_samples(spec)
+    scores = np.zeros(len(samples), dtype=np.float64)
+    maps = None
+    masks = None
+    t0 = time.perf_counter()
+    for start in range(0, len(samples), batch_size):
+        hooks.check()
+        chunk = samples[start:start + batch_size]
+        rgbs = [images.read_image(s.path) for s in chunk]
+        s, m = loaded.forward(loaded.preprocess(rgbs))
+        if maps is None:
+            maps = np.zeros((len(samples), *m.shape[1:]), dtype=np.float32)
+            masks = np.zeros((len(samples), *m.shape[1:]), dtype=bool)
+        scores[start:start + len(chunk)] = s
+        maps[start:start + len(chunk)] = m
+        for i, sample in enumerate(chunk):
+            if sample.mask_path:
+                masks[start + i] = images.read_mask(sample.mask_path, shape=m.shape[1:])
+        hooks.progress("testing", min(start + batch_size, len(samples)), len(samples))
+    test_s = time.perf_counter() - t0
+
+    labels = np.array([s.label for s in samples])
+    defect_types = [s.defect_type for s in samples]
+    has_masks = bool(masks.any())
+    metrics = evaluation.evaluate(scores, labels, defect_types, maps if has_masks else None,
+                                  masks if has_masks else None)
+    threshold = metrics.get("image_threshold")
+    records = [
+        {"index": i, "path": s.path, "label": s.label, "defect_type": s.defect_type, "mask_path": s.mask_path,
+         "score": float(scores[i]), "pred_label": int(threshold is not None and scores[i] >= threshold)}
+        for i, s in enumerate(samples)
+    ]
+    art.save_records(records, maps, masks)
+    write_json(art.curves_path, evaluation.curves(scores, labels))
+    write_json(art.metrics_path, metrics)
+    # The range of anomaly values on the test set fixes the heatmap colour scale for every image of the run.
+    model_json = json.loads(art.model_json.read_text())
+    model_json["map_range"] = [float(np.percentile(maps, 1)), float(np.percentile(maps, 99.9))]
+    write_json(art.model_json, model_json)
+    metrics["test_s"] = test_s
+    return metrics
+
+
+def _file_logging(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return handler
+
+
+def execute(run_id: str, cfg: Settings | None = None, echo=None, index: bool = True) -> str:
+    """Run ``run_id`` (already claimed as 'running'). Returns its final status; never raises for run errors."""
+    from core.inference import LoadedModel, save_checkpoint, set_threads
+
+    cfg = cfg or current_settings()
+    registry = RunRegistry(cfg)
+    run = registry.get(run_id)
+    run_dir = registry.run_dir(run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    art = RunArtifacts(run_dir)
+    handler = _file_logging(art.log_path)
+    hooks = RunHooks(registry, run_id, echo)
+    timings: dict = {}
+    try:
+        threads = set_threads()
+        registry.update(run_id, environment=latency.environment())
+        log.info("run %s: %s on %s, params %s, seed %s, %d threads", run_id, run.model,
+                 run.dataset.get("category"), run.params, run.seed, threads)
+        spec = DatasetSpec.from_dict(run.dataset)
+        check_available(spec, cfg)
+        params = models.resolve_params(run.model, run.params)
+
+        module, timings["fit_s"] = fit(run, spec, hooks, run_dir, cfg)
+        timings["peak_rss_fit_mb"] = latency.peak_rss_mb()
+        save_checkpoint(module, run_dir, run.model, params)
+        del module
+
+        hooks.phase("testing")
+        loaded = LoadedModel(run_dir)
+        metrics = test(loaded, spec, hooks, art)
+        timings["test_s"] = metrics.pop("test_s")
+        registry.update(run_id, metrics=metrics, timings=timings)
+
+        hooks.phase("timing")
+        lat = latency.measure(loaded, [r["path"] for r in json.loads(art.records_path.read_text())])
+        write_json(art.latency_path, lat)
+        timings["checkpoint_mb"] = art.checkpoint.stat().st_size / 2**20
+        registry.update(run_id, latency=lat, timings=timings)
+
+        if index:
+            hooks.phase("indexing")
+            try:
+                from core.embeddings import index_run
+
+                registry.update(run_id, retrieval=index_run(run_id, loaded, cfg, hooks=hooks))
+            except ImportError:
+                log.info("similarity search is not available in this build; skipping indexing")
+            except WorkbenchError as exc:
+                log.warning("similarity indexing failed (the run's results are kept): %s", exc)
+                registry.merge_extra(run_id, index_error=str(exc))
+        registry.finish(run_id, DONE, phase="done", message="finished")
+        log.info("run %s done: %s", run_id, {k: metrics.get(k) for k in ("image_auroc", "pixel_auroc")})
+        return DONE
+    except RunCancelled:
+        log.info("run %s cancelled", run_id)
+        registry.finish(run_id, CANCELLED, message="cancelled by the user", timings=timings)
+        return CANCELLED
+    except WorkbenchError as exc:
+        log.error("run %s failed: %s", run_id, exc)
+        registry.finish(run_id, FAILED, error=str(exc), timings=timings)
+        return FAILED
+    except Exception as exc:  # a bug or a library failure: keep the traceback in the log, a summary in the row
+        log.error("run %s failed:\n%s", run_id, traceback.format_exc())
+        registry.finish(run_id, FAILED, error=f"{type(exc).__name__}: {exc} (full traceback in {art.log_path})",
+                        timings=timings)
+        return FAILED
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()

@@ -1,0 +1,253 @@
+"""Backbone and teacher weights: where they are, how to import them, and a clear message when missing.
+
+Online, anomalib's defaults download what they need (timm's ``wide_resnet50_2`` from the Hugging Face hub,
+EfficientAD's pretrained teacher from anomalib's release page). Air-gapped, weights come from local folders:
+``settings().weights_search_path`` (``AW_WEIGHTS_DIR`` first). A backbone found locally is always preferred,
+so a machine that has the files never tries a download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.config import Settings, settings as current_settings
+from core.errors import WeightsError
+
+# sha256 of files we know to be genuine ImageNet weights (checked on import; unknown files are still accepted).
+KNOWN_SHA256 = {
+    "2b4a5f7e9a1870e2c41efd811c5b04f7e5843b32900a338e3f181204a324f9c6": "timm tf_efficientnet_lite0 (ImageNet-1k)",
+    "23f1172f6eb8b3c560f7e60d4bdbb1ad3e5837a7a3d5a1678b4fa72ad2955ca2": "torchvision mobilenet_v2 features (ImageNet-1k)",
+}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A CNN backbone PatchCore can use, with the layers and normalisation its weights were trained with."""
+
+    name: str
+    layers: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    hub_id: str | None  # Hugging Face hub repo timm downloads from; None if only local files exist
+    description: str
+
+
+BACKBONES: dict[str, Backbone] = {
+    b.name: b
+    for b in (
+        Backbone(
+            "wide_resnet50_2", ("layer2", "layer3"), IMAGENET_MEAN, IMAGENET_STD, "timm/wide_resnet50_2.racm_in1k",
+            "anomalib's default (PatchCore paper); ~270 MB, downloaded from the Hugging Face hub when online",
+        ),
+        Backbone(
+            "tf_efficientnet_lite0", ("blocks.2", "blocks.4"), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
+            "timm/tf_efficientnet_lite0.in1k",
+            "small and fast on CPU (4.7 M parameters); timm folder with config.json + model.safetensors",
+        ),
+    )
+}
+
+
+def _hf_cache_dir() -> Path:
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
+    return Path(home).expanduser() / "hub"
+
+
+def _in_hf_cache(hub_id: str) -> bool:
+    snapshots = _hf_cache_dir() / f"models--{hub_id.replace('/', '--')}" / "snapshots"
+    return snapshots.is_dir() and any(snapshots.iterdir())
+
+
+def local_backbone_dir(name: str, cfg: Settings | None = None) -> Path | None:
+    """The first timm ``local-dir`` folder for ``name`` in the weights search path, if any."""
+    cfg = cfg or current_settings()
+    for root in cfg.weights_search_path:
+        folder = root / name
+        if (folder / "model.safetensors").is_file() or (folder / "pytorch_model.bin").is_file():
+            return folder
+    return None
+
+
+def backbone_status(name: str, cfg: Settings | None = None) -> str:
+    """'local', 'cached', 'download' (online, will be fetched) or 'missing'."""
+    cfg = cfg or current_settings()
+    backbone = get_backbone(name)
+    if local_backbone_dir(name, cfg):
+        return "local"
+    if backbone.hub_id and _in_hf_cache(backbone.hub_id):
+        return "cached"
+    return "missing" if cfg.offline or not backbone.hub_id else "download"
+
+
+def get_backbone(name: str) -> Backbone:
+    if name not in BACKBONES:
+        raise WeightsError(f"Unknown backbone '{name}'. Known backbones: {', '.join(BACKBONES)}.")
+    return BACKBONES[name]
+
+
+def resolve_backbone(name: str, cfg: Settings | None = None) -> str:
+    """The backbone string to hand to anomalib: ``local-dir:<folder>`` when local, the timm name otherwise.
+
+    Raises WeightsError offline when neither a local folder nor the hub cache has the weights.
+    """
+    cfg = cfg or current_settings()
+    backbone = get_backbone(name)
+    folder = local_backbone_dir(name, cfg)
+    if folder:
+        return f"local-dir:{folder}"
+    status = backbone_status(name, cfg)
+    if status == "missing":
+        expected = cfg.weights_dir / name
+        raise WeightsError(
+            f"Weights for backbone '{name}' are not available offline. Put the timm folder "
+            f"(config.json + model.safetensors) at {expected} — e.g. `python -m core weights import <folder>` — "
+            f"or connect to the internet so timm can download '{backbone.hub_id}'. "
+            f"Backbones available here: {', '.join(available_backbones(cfg)) or 'none'}."
+        )
+    return name
+
+
+def available_backbones(cfg: Settings | None = None) -> list[str]:
+    """Backbones that can be used right now (local, cached, or downloadable because we are online)."""
+    cfg = cfg or current_settings()
+    return [name for name in BACKBONES if backbone_status(name, cfg) != "missing"]
+
+
+def default_backbone(cfg: Settings | None = None) -> str:
+    """anomalib's default if its weights are on disk, else a backbone on disk, else anomalib's default
+    (downloaded when online). A machine that has weights locally never waits on a download by default."""
+    cfg = cfg or current_settings()
+    on_disk = [n for n in BACKBONES if backbone_status(n, cfg) in {"local", "cached"}]
+    if "wide_resnet50_2" in on_disk:
+        return "wide_resnet50_2"
+    return on_disk[0] if on_disk else "wide_resnet50_2"
+
+
+# ---- EfficientAD teacher -------------------------------------------------------------------------------
+
+def anomalib_pretrained_dir() -> Path:
+    from anomalib.utils.path import get_pretrained_weights_dir
+
+    return get_pretrained_weights_dir() / "efficientad_pretrained_weights"
+
+
+def efficientad_teacher_path(model_size: str) -> Path:
+    """Where anomalib 2.7 loads EfficientAD's pretrained teacher from (it downloads there when online)."""
+    return anomalib_pretrained_dir() / f"pretrained_teacher_{model_size}.pth"
+
+
+def efficientad_teacher_available(model_size: str) -> bool:
+    return efficientad_teacher_path(model_size).is_file()
+
+
+# ---- import --------------------------------------------------------------------------------------------
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ImportedWeights:
+    name: str
+    destination: Path
+    sha256: dict[str, str]  # relative file → sha256
+    known: dict[str, str]  # relative file → what the checksum identifies
+
+
+def _manifest_path(cfg: Settings) -> Path:
+    return cfg.weights_dir / "manifest.json"
+
+
+def read_manifest(cfg: Settings | None = None) -> dict:
+    path = _manifest_path(cfg or current_settings())
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def import_weights(source: Path, name: str | None = None, cfg: Settings | None = None) -> ImportedWeights:
+    """Copy a weights file or a timm ``local-dir`` folder into the weights folder and record its sha256.
+
+    EfficientAD teacher files (``pretrained_teacher_small.pth`` / ``_medium.pth``) go where anomalib looks.
+    """
+    cfg = cfg or current_settings()
+    source = Path(source).expanduser().resolve()
+    if not source.exists():
+        raise WeightsError(f"Nothing to import: {source} does not exist.")
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.is_file())
+        if not any(p.name in {"model.safetensors", "pytorch_model.bin"} for p in files):
+            raise WeightsError(
+                f"{source} is not a timm weights folder: it needs model.safetensors (or pytorch_model.bin) "
+                "next to config.json."
+            )
+        name = name or source.name
+        destination = cfg.weights_dir / name
+    else:
+        if source.suffix not in {".pth", ".pt", ".safetensors", ".bin"}:
+            raise WeightsError(f"{source.name} is not a weights file (.pth, .pt, .safetensors or .bin expected).")
+        files = [source]
+        if source.name.startswith("pretrained_teacher_"):
+            destination = anomalib_pretrained_dir()
+            name = name or source.stem
+        else:
+            name = name or source.stem
+            destination = cfg.weights_dir / name
+    # Copy into a temporary sibling, then rename: an interrupted import never leaves half a folder.
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = destination.parent / f".{destination.name}.importing-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    sums, known = {}, {}
+    base = source if source.is_dir() else source.parent
+    for f in files:
+        rel = f.relative_to(base)
+        (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, staging / rel)
+        sums[str(rel)] = sha256_file(staging / rel)
+        if sums[str(rel)] in KNOWN_SHA256:
+            known[str(rel)] = KNOWN_SHA256[sums[str(rel)]]
+    if destination.is_dir() and not source.is_file():
+        shutil.rmtree(destination)
+    if source.is_file():
+        destination.mkdir(parents=True, exist_ok=True)
+        for rel in sums:
+            os.replace(staging / rel, destination / rel)
+        shutil.rmtree(staging, ignore_errors=True)
+    else:
+        os.replace(staging, destination)
+    manifest = read_manifest(cfg)
+    manifest[name] = {"path": str(destination), "source": str(source), "sha256": sums, "imported_at": time.time()}
+    cfg.weights_dir.mkdir(parents=True, exist_ok=True)
+    _manifest_path(cfg).write_text(json.dumps(manifest, indent=2))
+    return ImportedWeights(name, destination, sums, known)
+
+
+def weights_overview(cfg: Settings | None = None) -> list[dict]:
+    """One row per known backbone/teacher with where it comes from — for the CLI and the Home page."""
+    cfg = cfg or current_settings()
+    rows = []
+    for name, backbone in BACKBONES.items():
+        folder = local_backbone_dir(name, cfg)
+        rows.append({
+            "weights": name, "used by": "PatchCore backbone", "status": backbone_status(name, cfg),
+            "location": str(folder) if folder else backbone.hub_id,
+        })
+    for size in ("small", "medium"):
+        path = efficientad_teacher_path(size)
+        rows.append({
+            "weights": f"EfficientAD teacher ({size})", "used by": "EfficientAD",
+            "status": "local" if path.is_file() else ("missing" if cfg.offline else "download"),
+            "location": str(path),
+        })
+    return rows

@@ -1,0 +1,55 @@
+"""Weights: imported with a checksum; missing weights offline get a message naming the file and place."""
+
+from __future__ import annotations
+
+import pytest
+
+from core import jobs, models, weights
+from core.datasets import demo
+from core.errors import WeightsError, WorkbenchError
+from tests.conftest import SHARED_LITE0, needs_shared_weights
+
+
+def test_a_missing_backbone_offline_says_which_folder_is_needed(artifacts):
+    with pytest.raises(WeightsError, match=r"tf_efficientnet_lite0.*config.json \+ model.safetensors"):
+        weights.resolve_backbone("tf_efficientnet_lite0")
+
+
+def test_queuing_a_run_without_weights_fails_before_it_starts(artifacts):
+    with pytest.raises(WeightsError, match="wide_resnet50_2"):
+        jobs.submit("patchcore", demo(n_train=4, n_test_good=2, n_test_per_defect=1),
+                    {"backbone": "wide_resnet50_2"}, start=False)
+
+
+def test_efficientad_without_its_teacher_offline_explains_where_it_goes(artifacts, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("AW_IMAGENET_DIR", str(tmp_path))
+    with pytest.raises(WeightsError, match="pretrained_teacher_small.pth"):
+        models.create_model("efficientad", {"teacher": "pretrained"})
+
+
+def test_unknown_models_and_bad_parameters_are_refused(artifacts):
+    with pytest.raises(WorkbenchError, match="Unknown model 'padim2'"):
+        models.get_entry("padim2")
+    with pytest.raises(WorkbenchError, match="coreset_sampling_ratio"):
+        models.resolve_params("patchcore", {"coreset_sampling_ratio": 5})
+    with pytest.raises(WorkbenchError, match="Unknown parameter"):
+        models.resolve_params("patchcore", {"coreset": 0.1})
+
+
+@needs_shared_weights
+def test_importing_a_timm_folder_records_its_sha256_and_makes_it_usable(artifacts):
+    imported = weights.import_weights(SHARED_LITE0)
+    assert imported.known["model.safetensors"].startswith("timm tf_efficientnet_lite0")
+    assert weights.resolve_backbone("tf_efficientnet_lite0").startswith("local-dir:")
+    assert weights.read_manifest()["tf_efficientnet_lite0"]["sha256"]["model.safetensors"] == (
+        "2b4a5f7e9a1870e2c41efd811c5b04f7e5843b32900a338e3f181204a324f9c6")
+    assert weights.default_backbone() == "tf_efficientnet_lite0"
+
+
+def test_importing_something_that_is_not_weights_is_refused(artifacts, tmp_path):
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(WeightsError, match="not a weights file"):
+        weights.import_weights(tmp_path / "notes.txt")
+    with pytest.raises(WeightsError, match="not a timm weights folder"):
+        weights.import_weights(tmp_path)
