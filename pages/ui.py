@@ -1,0 +1,161 @@
+"""Small helpers every page shares: cached core objects, run pickers, and errors shown as messages.
+
+Pages are thin views over ``core``; this module only adapts ``core`` to Streamlit (caching, widgets).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import streamlit as st
+
+from core.artifacts import RunArtifacts
+from core.config import settings
+from core.errors import WorkbenchError
+from core.runs import DONE, Run, RunRegistry
+
+
+def registry() -> RunRegistry:
+    # Cheap (opens SQLite per call); not cached so a changed AW_ARTIFACTS (tests) is always honoured.
+    return RunRegistry(settings())
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading model…")
+def _loaded_model(run_dir: str, mtime: float):
+    from core.inference import LoadedModel, set_threads
+
+    set_threads()
+    return LoadedModel(__import__("pathlib").Path(run_dir))
+
+
+def loaded_model(run: Run):
+    """The run's model, loaded once and kept (keyed by checkpoint time, so a re-trained run reloads)."""
+    art = RunArtifacts(registry().run_dir(run.id))
+    mtime = art.checkpoint.stat().st_mtime if art.checkpoint.exists() else 0.0
+    return _loaded_model(str(art.run_dir), mtime)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _records(run_dir: str, mtime: float):
+    art = RunArtifacts(__import__("pathlib").Path(run_dir))
+    return art.records, art.maps, art.masks
+
+
+def run_records(run: Run):
+    """(records DataFrame, anomaly maps, ground-truth masks) of a finished run, cached."""
+    art = RunArtifacts(registry().run_dir(run.id))
+    mtime = art.records_path.stat().st_mtime if art.records_path.exists() else 0.0
+    return _records(str(art.run_dir), mtime)
+
+
+def run_label(run: Run) -> str:
+    from core.models import get_entry
+
+    entry = get_entry(run.model)
+    detail = run.params.get("backbone") or run.params.get("model_size") or ""
+    return f"{entry.label} ({detail}) · {run.category} · {run.id}"
+
+
+def finished_runs() -> list[Run]:
+    return [r for r in registry().list(status=DONE)]
+
+
+def pick_run(label: str, key: str, runs: list[Run] | None = None) -> Run | None:
+    """A select box over finished runs; remembers the choice in the URL-free session state."""
+    runs = finished_runs() if runs is None else runs
+    if not runs:
+        st.info("No finished runs yet. Train one on the **Training runs** page (the demo dataset takes seconds).")
+        st.page_link("pages/training.py", label="Go to Training runs", icon="🏋️")
+        return None
+    by_id = {r.id: r for r in runs}
+    chosen = st.selectbox(label, list(by_id), format_func=lambda i: run_label(by_id[i]), key=key)
+    return by_id.get(chosen)
+
+
+def show_warnings(run: Run) -> None:
+    from core.models import model_warnings
+
+    for warning in model_warnings(run.model, run.params):
+        st.warning(warning, icon="⚠️")
+
+
+@contextmanager
+def friendly_errors() -> Iterator[None]:
+    """Show a WorkbenchError as a red message instead of a traceback."""
+    try:
+        yield
+    except WorkbenchError as exc:
+        st.error(str(exc))
+
+
+def fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+# ---- added for Home / Training runs (usable by any page) ---------------------------------------------------
+
+STATUS_ICONS = {"queued": "⏳", "running": "▶️", "done": "✅", "failed": "❌", "cancelled": "⛔"}
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """12 s · 3 min 05 s · 1 h 02 min; '–' when unknown."""
+    if seconds is None:
+        return "–"
+    seconds = int(round(max(0.0, seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def param_input(param, key: str, default=None, format_func=None):
+    """One widget for a ``core.models.Param``: choice → selectbox, int/float → number_input within the
+    declared range, anything else → text_input. ``default`` overrides the Param's own (e.g. a resolved
+    callable default); the help text is the registry's."""
+    default = param.default if default is None else default
+    default = default() if callable(default) else default
+    label = param.name.replace("_", " ")
+    if param.kind == "choice":
+        options = list(param.choices)
+        index = options.index(default) if default in options else 0
+        return st.selectbox(label, options, index=index, help=param.help, key=key,
+                            format_func=format_func or str)
+    if param.kind == "int":
+        return st.number_input(
+            label, value=int(default), step=1, help=param.help, key=key,
+            min_value=int(param.min) if param.min is not None else None,
+            max_value=int(param.max) if param.max is not None else None,
+        )
+    if param.kind == "float":
+        # One step = a tenth of the default's order of magnitude (0.1 → 0.01, 1e-4 → 1e-5); %g keeps
+        # small values such as learning rates readable.
+        import math
+
+        step = 10 ** (math.floor(math.log10(abs(default))) - 1) if default else 0.01
+        return st.number_input(
+            label, value=float(default), step=float(step), format="%g", help=param.help, key=key,
+            min_value=float(param.min) if param.min is not None else None,
+            max_value=float(param.max) if param.max is not None else None,
+        )
+    return st.text_input(label, value=str(default or ""), help=param.help, key=key)
+
+
+def run_table_config() -> dict:
+    """Column formats for ``core.overview.runs_frame`` tables (Home, Training runs)."""
+    metric = lambda label: st.column_config.NumberColumn(label, format="%.3f")  # noqa: E731
+    return {
+        "id": st.column_config.TextColumn("run id"),
+        "image AUROC": metric("image AUROC"), "pixel AUROC": metric("pixel AUROC"),
+        "image F1": metric("image F1"), "AUPRO": metric("AUPRO"),
+        "fit s": st.column_config.NumberColumn("fit s", format="%.1f", help="Training (fit) time in seconds"),
+        "img/s": st.column_config.NumberColumn("img/s", format="%.1f", help="Images per second, batch size 1"),
+        "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
+        "note": st.column_config.TextColumn("note", help="'pipeline check only': random backbone or untrained "
+                                                         "teacher, numbers are not a quality result"),
+    }
