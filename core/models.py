@@ -63,13 +63,16 @@ def get_entry(name: str) -> ModelEntry:
     raise WorkbenchError(f"Unknown model '{name}'. Available models: {', '.join(REGISTRY)}.")
 
 
-def resolve_params(name: str, params: dict | None = None) -> dict:
-    """Fill defaults and validate types and ranges; unknown parameter names are an error, not ignored."""
+def resolve_params(name: str, params: dict | None = None, strict: bool = True) -> dict:
+    """Fill defaults and validate types and ranges. Unknown names are an error for new runs (``strict``);
+    for stored runs they are dropped, so a run made by an older version still loads."""
     entry = get_entry(name)
     params = dict(params or {})
     known = {p.name: p for p in entry.params}
     unknown = set(params) - set(known)
-    if unknown:
+    if not strict:
+        params = {k: v for k, v in params.items() if k in known}
+    elif unknown:
         raise WorkbenchError(
             f"Unknown parameter(s) for {entry.label}: {', '.join(sorted(unknown))}. Known: {', '.join(known)}."
         )
@@ -102,7 +105,8 @@ def create_model(name: str, params: dict | None = None, cfg: Settings | None = N
     """An anomalib Lightning module for ``name``. ``pre_trained=False`` builds the bare architecture
     (used when loading a run's own checkpoint, which holds every weight)."""
     entry = get_entry(name)
-    return entry.build(resolve_params(entry.name, params), cfg or current_settings(), hooks or Hooks(), pre_trained)
+    params = resolve_params(entry.name, params, strict=pre_trained)
+    return entry.build(params, cfg or current_settings(), hooks or Hooks(), pre_trained)
 
 
 # ---- PatchCore ------------------------------------------------------------------------------------------
@@ -257,7 +261,7 @@ register(ModelEntry(
 
 
 def model_warnings(name: str, params: dict) -> list[str]:
-    return get_entry(name).warnings(resolve_params(name, params))
+    return get_entry(name).warnings(resolve_params(name, params, strict=False))
 
 
 def default_params(name: str) -> dict:

@@ -1,0 +1,273 @@
+"""Heatmap viewer: where each model looks, on the test set, next to a second model, and on your own images.
+
+A thin view: filtering/outcomes/uploads live in ``core.viewer``, pictures in ``core.overlays``. Test-set
+pictures come from the run's stored maps, so browsing never reruns a model; only uploads are scored live
+(through the run's cached model).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from core import overlays, viewer
+from core.viewer import OUTCOME_HELP, OUTCOMES
+from pages import ui
+
+CARD_SIDE = 384  # cards are ~300 px wide on screen; the detail view uses overlays.DISPLAY_MAX_SIDE
+GRID_COLUMNS = 4
+SORT_LABELS = {"desc": "Score: high → low", "asc": "Score: low → high", "index": "Test-set order"}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _photo(path: str, mtime: float, max_side: int):
+    # mtime is only part of the key: a replaced file is read again.
+    return viewer.load_display_image(path, max_side)
+
+
+def photo(path: str, max_side: int):
+    try:
+        mtime = os.stat(path).st_mtime
+    except OSError:
+        mtime = -1.0
+    return _photo(path, mtime, max_side)
+
+
+def record_picture(rec, maps, masks, cfg: viewer.DisplaySettings, opacity: float, max_side: int):
+    """(composed picture, plain photo or None, message or None) for one stored test record."""
+    pos = int(rec["index"])
+    image, problem = photo(rec["path"], max_side)
+    shape = image.shape[:2] if image is not None else overlays.display_size(*maps[pos].shape, max_side)
+    picture = overlays.compose(image, maps[pos], viewer.gt_mask(rec, masks[pos], shape), cfg.pixel_threshold,
+                               opacity, *cfg.map_range, max_side=max_side)
+    return picture, image, problem
+
+
+def score_line(score: float | None, threshold: float | None) -> str:
+    if score is None:
+        return "score –"
+    if threshold is None:
+        return f"score **{ui.fmt(score)}**"
+    side = "≥" if score >= threshold else "<"
+    return f"score **{ui.fmt(score)}** {side} threshold {ui.fmt(threshold)}"
+
+
+def legend(cfg: viewer.DisplaySettings) -> None:
+    lo, hi = cfg.map_range
+    cols = st.columns([1, 3])
+    cols[0].image(overlays.colorbar(240, 14), width=240)
+    pred = (f"magenta outline: predicted defect (map ≥ pixel threshold {ui.fmt(cfg.pixel_threshold)})"
+            if cfg.pixel_threshold is not None else "no pixel threshold for this run, so no predicted outline")
+    cols[1].caption(f"Colour scale fixed for the whole run: blue ≤ {ui.fmt(lo)} … red ≥ {ui.fmt(hi)} (raw map "
+                    f"values), so images are comparable. Green outline: ground-truth defect; {pred}.")
+
+
+def _focus(run_id: str, pos: int) -> None:
+    # Runs before the rerun, so the compare tab's image picker can still be set.
+    st.session_state[f"hm_cmp_image_{run_id}"] = pos
+
+
+# ---------------------------------------------------------------------------------------------- detail
+
+
+@st.dialog("Image detail", width="large")
+def detail(run, rec, maps, masks, cfg: viewer.DisplaySettings, opacity: float) -> None:
+    picture, image, problem = record_picture(rec, maps, masks, cfg, opacity, overlays.DISPLAY_MAX_SIDE)
+    name = Path(rec["path"]).name
+    if image is not None:
+        st.image(overlays.side_by_side(image, picture), caption=f"{name}: original | overlay", width="stretch")
+    else:
+        st.warning(problem)
+        st.image(picture, caption=f"{name}: heat map only", width="stretch")
+    c = st.columns(3)
+    c[0].metric("Anomaly score", ui.fmt(float(rec["score"])),
+                delta=None if cfg.image_threshold is None else f"{float(rec['score']) - cfg.image_threshold:+.3f} vs threshold",
+                delta_color="inverse")
+    c[1].metric("Verdict", viewer.verdict_text(rec["flagged"]))
+    c[2].metric("Outcome", rec["outcome"] or "–", help=OUTCOME_HELP.get(rec["outcome"], "needs an image threshold"))
+    st.markdown(f"True label: **{viewer.truth_text(rec['label'], rec['defect_type'])}** · "
+                f"image threshold {ui.fmt(cfg.image_threshold)} · run {run.id}")
+    st.caption(rec["path"])
+    st.download_button("Download overlay (PNG)", overlays.to_png_bytes(picture),
+                       file_name=f"{Path(name).stem}_overlay.png", mime="image/png", key="hm_detail_png")
+
+
+# ---------------------------------------------------------------------------------------------- tabs
+
+
+def images_tab(run, records, maps, masks, cfg: viewer.DisplaySettings, opacity: float) -> None:
+    thr = cfg.image_threshold
+    c = st.columns([2, 2, 3, 2])
+    label = c[0].radio("True label", viewer.LABELS, format_func=str.capitalize, horizontal=True, key="hm_label")
+    types = c[1].multiselect("Defect type", sorted(records["defect_type"].unique()), key=f"hm_types_{run.id}",
+                             placeholder="All types")
+    outs = c[2].multiselect("Outcome at the image threshold", OUTCOMES, key="hm_outcomes", placeholder="All",
+                            format_func=lambda o: f"{o}: {OUTCOME_HELP[o]}", disabled=thr is None,
+                            help="Needs the run's image threshold." if thr is None else None)
+    order = c[3].selectbox("Sort", viewer.SORTS, format_func=SORT_LABELS.get, key="hm_sort")
+
+    counts = viewer.with_outcomes(records, thr)["outcome"].value_counts()
+    if thr is not None:
+        st.caption(f"At image threshold {ui.fmt(thr)}: " + " · ".join(f"{o} {int(counts.get(o, 0))}" for o in OUTCOMES))
+
+    view = viewer.select(records, thr, label, types, outs if thr is not None else None, order)
+    if view.empty:
+        st.info("No test image matches these filters. Widen the label, defect type or outcome filter.")
+        return
+
+    p = st.columns([1, 1, 4])
+    per_page = p[0].selectbox("Per page", [12, 24, 48], key="hm_per_page")
+    pages = viewer.n_pages(len(view), per_page)
+    if st.session_state.get("hm_page", 1) > pages:  # filters shrank the list: back to the first page
+        st.session_state["hm_page"] = 1
+    page = p[1].number_input("Page", min_value=1, max_value=pages, step=1, key="hm_page")
+    rows, page = viewer.paginate(view, page, per_page)
+    first = (page - 1) * per_page + 1
+    p[2].caption(f"Showing {first}–{first + len(rows) - 1} of {len(view)} images (of {len(records)} in the test set)")
+
+    missing = 0
+    for start in range(0, len(rows), GRID_COLUMNS):
+        cols = st.columns(GRID_COLUMNS)
+        for col, (_, rec) in zip(cols, rows.iloc[start:start + GRID_COLUMNS].iterrows()):
+            picture, image, _ = record_picture(rec, maps, masks, cfg, opacity, CARD_SIDE)
+            missing += image is None
+            with col.container(border=True):
+                st.image(picture, width="stretch")
+                outcome = f" · **{rec['outcome']}**" if rec["outcome"] else ""
+                st.markdown(f"{score_line(float(rec['score']), thr)}  \n"
+                            f"Verdict: **{viewer.verdict_text(rec['flagged'])}**{outcome}")
+                st.caption(f"Truth: {viewer.truth_text(rec['label'], rec['defect_type'])} · {Path(rec['path']).name}")
+                pos = int(rec["index"])
+                if st.button("Inspect", key=f"hm_inspect_{pos}", icon="🔍", width="stretch",
+                             on_click=_focus, args=(run.id, pos)):
+                    detail(run, rec, maps, masks, cfg, opacity)
+    if missing:
+        st.warning(f"{missing} test image(s) on this page could not be read (moved or deleted?); they show the "
+                   "heat map without the photo.")
+
+
+def compare_tab(run, runs, records, maps, masks, cfg: viewer.DisplaySettings, opacity: float) -> None:
+    others = viewer.comparable_runs(run, runs)
+    if not others:
+        st.info(f"No other finished run was tested on **{run.category}** ({run.dataset.get('kind', '?')}). Train a "
+                "second model on the same dataset to compare both on the same image.")
+        st.page_link("pages/training.py", label="Go to Training runs", icon="🏋️")
+        return
+    other = ui.pick_run("Second run (same test images)", key="hm_other", runs=others)
+    if other is None:
+        return
+    o_records = None
+    with ui.friendly_errors():
+        o_records, o_maps, o_masks = ui.run_records(other)
+        o_cfg = viewer.display_settings(ui.registry().run_dir(other.id))
+    if o_records is None:
+        return
+    positions = list(range(len(records)))
+    key = f"hm_cmp_image_{run.id}"
+    if st.session_state.get(key, 0) not in positions:
+        st.session_state[key] = 0
+    pos = st.selectbox("Test image", positions, key=key, format_func=lambda i: (
+        f"{records.iloc[i]['defect_type']}/{Path(records.iloc[i]['path']).name} · score {ui.fmt(float(records.iloc[i]['score']))}"),
+        help="The 🔍 Inspect button on a card also picks the image here.")
+    rec = records.iloc[pos]
+    o_pos = viewer.find_by_path(o_records, rec["path"])
+    if o_pos is None:
+        st.warning("The second run has no record for this image (its test set changed since). Pick another image.")
+        return
+    st.caption("Each run is drawn in its own colour scale and with its own thresholds: raw scores of different "
+               "models are not comparable, so compare verdicts and how far each score is from its threshold.")
+    for col, (r, rc, mp, mk, cf) in zip(st.columns(2), (
+            (run, rec, maps, masks, cfg), (other, o_records.iloc[o_pos], o_maps, o_masks, o_cfg))):
+        with col.container(border=True):
+            st.markdown(f"**{ui.run_label(r)}**")
+            picture, image, problem = record_picture(rc, mp, mk, cf, opacity, overlays.DISPLAY_MAX_SIDE)
+            if problem:
+                st.warning(problem)
+            st.image(picture, width="stretch")
+            score, thr = float(rc["score"]), cf.image_threshold
+            flagged = None if thr is None else score >= thr
+            ratio = f" ({score / thr:.2f}× threshold)" if thr not in (None, 0) else ""
+            st.markdown(f"{score_line(score, thr)}{ratio}  \nVerdict: **{viewer.verdict_text(flagged)}**")
+    st.caption(f"Ground truth: {viewer.truth_text(rec['label'], rec['defect_type'])} · {rec['path']}")
+
+
+def upload_tab(run, cfg: viewer.DisplaySettings, opacity: float) -> None:
+    st.caption("Score images that are not in the test set with this run's model. Files stay in this browser "
+               "session; nothing is saved.")
+    files = st.file_uploader("Images to score", type=viewer.UPLOAD_TYPES, accept_multiple_files=True,
+                             key="hm_upload")
+    if not files:
+        return
+    model = None
+    with ui.friendly_errors():
+        model = ui.loaded_model(run)
+    if model is None:
+        return
+    # One cache per run, so moving the opacity slider does not rescore every upload; other runs' caches go.
+    cache_key = f"hm_upload_cache_{run.id}"
+    for key in [k for k in st.session_state if str(k).startswith("hm_upload_cache_") and k != cache_key]:
+        del st.session_state[key]
+    cache = st.session_state.setdefault(cache_key, {})
+    with st.spinner(f"Scoring {len(files)} image(s)…"):
+        preds = viewer.score_uploads(model, [(f.name, f.getvalue()) for f in files], cache)
+    for key in [k for k, v in cache.items() if not any(v is p for p in preds)]:
+        del cache[key]  # forget removed uploads
+
+    thr = cfg.image_threshold
+    table = viewer.uploads_table(preds, thr)
+    ok = [p for p in preds if p.error is None]
+    flagged = sum(bool(p.is_anomalous) for p in ok)
+    st.markdown(f"**{len(ok)}** of {len(preds)} image(s) scored · **{flagged}** flagged anomalous"
+                + ("" if thr is not None else " (this run has no image threshold, so no verdicts)"))
+    for p in preds:
+        if p.error:
+            st.error(p.error, icon="🚫")
+    st.download_button("Download results (CSV)", viewer.table_csv(table), file_name=f"scores_{run.id}.csv",
+                       mime="text/csv", key="hm_upload_csv")
+    for start in range(0, len(ok), GRID_COLUMNS):
+        for col, p in zip(st.columns(GRID_COLUMNS), ok[start:start + GRID_COLUMNS]):
+            picture = overlays.compose(p.image, p.anomaly_map, None, cfg.pixel_threshold, opacity, *cfg.map_range,
+                                       max_side=CARD_SIDE)
+            with col.container(border=True):
+                st.image(picture, width="stretch")
+                st.markdown(f"{score_line(p.score, thr)}  \nVerdict: **{viewer.verdict_text(p.is_anomalous)}**")
+                st.caption(p.name)
+
+
+# ---------------------------------------------------------------------------------------------- page
+
+
+st.title("Heatmap viewer")
+st.caption("Where does the model see a defect? Anomaly maps over the test images, two runs on the same image, "
+           "and your own images scored by a run's model.")
+
+runs = ui.finished_runs()
+run = ui.pick_run("Run", key="hm_run", runs=runs)
+if run is None:
+    st.stop()
+with ui.friendly_errors():  # a run made by an older build may have parameters this build no longer knows
+    ui.show_warnings(run)
+
+records = None
+with ui.friendly_errors():
+    records, maps, masks = ui.run_records(run)
+    cfg = viewer.display_settings(ui.registry().run_dir(run.id))
+if records is None:
+    st.stop()
+
+opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.5, 0.05, key="hm_opacity",
+                    help="0 shows the photo only, 1 the colour map only. Applies to every picture on this page.")
+legend(cfg)
+
+tab_test, tab_compare, tab_upload = st.tabs(["Test images", "Compare two runs", "Score your own images"])
+with tab_test:
+    images_tab(run, records, maps, masks, cfg, opacity)
+with tab_compare:
+    compare_tab(run, runs, records, maps, masks, cfg, opacity)
+with tab_upload:
+    upload_tab(run, cfg, opacity)
