@@ -1,0 +1,114 @@
+"""Launching runs from the pages: the first demo run, re-runs, uploaded zips, and keeping the queue moving.
+
+Runs are queued with ``start=False`` and the worker is started once afterwards, so a batch of N runs starts
+one worker instead of racing N starts. ``AW_AUTOSTART_WORKER=0`` stops the pages from starting a worker at
+all (for a worker managed elsewhere, ``python -m core worker``, and for tests that only check queuing).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from core import datasets, jobs, weights
+from core.config import Settings, settings as current_settings
+from core.errors import WeightsError
+from core.runs import QUEUED, Run, RunRegistry
+
+# Measured with anomalib 2.7, model_size small, 256 px, on 2 CPU cores.
+EFFICIENTAD_S_PER_STEP = 1.0
+
+
+def autostart_enabled() -> bool:
+    return os.environ.get("AW_AUTOSTART_WORKER", "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
+def start_worker(cfg: Settings | None = None) -> bool:
+    """Start the queue worker if allowed and none is alive. True if one was started."""
+    return jobs.ensure_worker(cfg or current_settings()) if autostart_enabled() else False
+
+
+def keep_queue_moving(cfg: Settings | None = None) -> bool:
+    """Queued runs with no live worker (it exited, or the machine restarted): start one."""
+    cfg = cfg or current_settings()
+    if RunRegistry(cfg).list(status=QUEUED, limit=1) and not jobs.worker_alive(cfg):
+        return start_worker(cfg)
+    return False
+
+
+def queue(model: str, spec: datasets.DatasetSpec, params: dict | None = None, seed: int = 0,
+          cfg: Settings | None = None) -> Run:
+    """Validate and queue one run without starting the worker (call ``start_worker`` after a batch)."""
+    return jobs.submit(model, spec, params, seed, cfg or current_settings(), start=False)
+
+
+def rerun(run_id: str, cfg: Settings | None = None) -> Run:
+    """``jobs.rerun`` that honours AW_AUTOSTART_WORKER."""
+    cfg = cfg or current_settings()
+    if autostart_enabled():
+        return jobs.rerun(run_id, cfg)
+    old = RunRegistry(cfg).get(run_id)
+    return queue(old.model, datasets.DatasetSpec.from_dict(old.dataset), old.params, old.seed, cfg)
+
+
+# ---- the first run ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FirstRunPlan:
+    params: dict | None  # PatchCore parameters; None when no pretrained backbone can be had here
+    explanation: str
+
+
+def first_run_plan(cfg: Settings | None = None) -> FirstRunPlan:
+    """PatchCore on the demo data with the best backbone this machine can use (or why none can be used)."""
+    cfg = cfg or current_settings()
+    usable = weights.available_backbones(cfg)
+    if usable:
+        best = weights.default_backbone(cfg)
+        best = best if best in usable else usable[0]
+        how = {"local": "found on disk", "cached": "in the download cache",
+               "download": "downloaded on first use"}[weights.backbone_status(best, cfg)]
+        return FirstRunPlan(
+            {"backbone": best},
+            f"PatchCore with the ImageNet-pretrained backbone **{best}** ({how}) on the synthetic demo dataset.",
+        )
+    searched = ", ".join(str(p) for p in cfg.weights_search_path)
+    return FirstRunPlan(None, (
+        "No pretrained backbone weights are available on this machine"
+        + (" and it is offline" if cfg.offline else "")
+        + f" (looked in: {searched}). PatchCore describes image patches with an ImageNet-pretrained CNN; "
+        "without one its scores mean nothing. To train a real model, import weights "
+        "(`python -m core weights import <timm folder>`, e.g. tf_efficientnet_lite0 with config.json + "
+        "model.safetensors) or connect to the internet."
+    ))
+
+
+def queue_first_run(plan: FirstRunPlan, cfg: Settings | None = None) -> Run:
+    cfg = cfg or current_settings()
+    if plan.params is None:
+        raise WeightsError(plan.explanation)
+    run = queue("patchcore", datasets.demo(cfg), plan.params, 0, cfg)
+    start_worker(cfg)
+    return run
+
+
+# ---- uploads and estimates -------------------------------------------------------------------------------
+
+def import_zip_bytes(name: str, data: bytes, cfg: Settings | None = None) -> datasets.ImportReport:
+    """Import an uploaded zip (bytes from the browser) as an own dataset; the temporary copy is removed."""
+    cfg = cfg or current_settings()
+    folder = cfg.datasets_dir / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".zip", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return datasets.import_zip(name, Path(tmp), cfg)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def efficientad_training_minutes(max_steps: int) -> float:
+    return max_steps * EFFICIENTAD_S_PER_STEP / 60

@@ -1,0 +1,339 @@
+"""Training runs: follow the runs in progress, queue new ones (datasets × models), browse and manage the history.
+
+All state lives in the run registry, so leaving or reloading the page loses nothing.
+"""
+
+from typing import Callable
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from core import datasets, launch, models, overview, weights
+from core.artifacts import RunArtifacts
+from core.config import settings
+from core.datasets import DatasetSpec
+from core.errors import WorkbenchError
+from core.jobs import cancel, worker_alive
+from core.runs import QUEUED, RUNNING, Run
+from pages import ui
+
+st.title("Training runs")
+
+
+# ---- in progress -------------------------------------------------------------------------------------------
+
+def _run_card(run: Run, ahead: int) -> None:
+    with st.container(border=True):
+        spec = DatasetSpec.from_dict(run.dataset)
+        st.markdown(f"{ui.STATUS_ICONS.get(run.status, '')} **{overview.model_label(run.model)}** on "
+                    f"{spec.label} · `{run.id}` · {run.status}")
+        with ui.friendly_errors():
+            ui.show_warnings(run)
+        if run.status == QUEUED:
+            st.progress(0.0, text=f"queued · {ahead} run(s) ahead of it" if ahead else "queued · next")
+        else:
+            progress = min(1.0, max(0.0, run.progress or 0.0))
+            st.progress(progress, text=f"{run.phase or 'starting'} · {progress:.0%}")
+            eta = run.eta_s
+            st.caption(f"Elapsed {ui.fmt_duration(run.elapsed_s)}"
+                       + (f" · about {ui.fmt_duration(eta)} left in this phase" if eta is not None else "")
+                       + (f" · {run.message}" if run.message else ""))
+        art = RunArtifacts(ui.registry().run_dir(run.id))
+        lines = art.log_tail(8)
+        if lines:
+            st.code("\n".join(lines), language="text")
+        if run.model == "efficientad":
+            loss = art.loss_curve()
+            if loss:
+                fig = px.line(pd.DataFrame(loss), x="step", y="loss", markers=True, height=220, title="Training loss")
+                fig.update_layout(margin=dict(l=10, r=10, t=40, b=10))
+                st.plotly_chart(fig, key=f"loss_{run.id}")
+        if run.cancel_requested and run.status == RUNNING:
+            st.caption("Cancelling: the run stops at its next progress report.")
+            if st.button("Stop now", key=f"force_{run.id}", help="Terminate the run's process if it hasn't stopped"):
+                with ui.friendly_errors():
+                    cancel(run.id, force_after_s=3)
+                st.rerun(scope="fragment")
+        elif st.button("Cancel", key=f"cancel_{run.id}"):
+            with ui.friendly_errors():
+                cancel(run.id)
+            st.rerun(scope="fragment")
+
+
+@st.fragment(run_every=2)
+def live_panel() -> None:
+    st.subheader("In progress")
+    active = ui.registry().list(status=(QUEUED, RUNNING))
+    active.reverse()  # oldest first: the order the worker takes them in
+    ids = {r.id for r in active}
+    finished_since = st.session_state.get("live_ids", set()) - ids
+    st.session_state.live_ids = ids
+    if finished_since:
+        st.rerun(scope="app")  # a run ended: refresh the whole page so History shows its results
+    if not active:
+        st.caption("No run is queued or running.")
+        return
+    if launch.keep_queue_moving():
+        st.caption("Started the worker for the queued runs.")
+    elif not worker_alive() and not launch.autostart_enabled():
+        st.info("Runs are queued but no worker is running (AW_AUTOSTART_WORKER=0): start one with "
+                "`python -m core worker`.")
+    for ahead, run in enumerate(active):
+        _run_card(run, ahead)
+
+
+live_panel()
+launch_tab, history_tab = st.tabs(["🚀 New runs", "📋 History"])
+
+
+# ---- new runs ----------------------------------------------------------------------------------------------
+
+SOURCES = ("MVTec AD categories", "Own dataset", "Demo dataset")
+OWN_MODES = ("Use an imported dataset", "Import from folders", "Upload a zip")
+
+
+def _imported(report: datasets.ImportReport) -> None:
+    """After an import: select the new dataset (runs in a callback, before the widgets exist)."""
+    st.session_state.import_msg = ("success", report.summary())
+    st.session_state.own_mode = OWN_MODES[0]
+    st.session_state.own_dataset = report.spec.category
+
+
+def _import_folders() -> None:
+    s = st.session_state
+    try:
+        _imported(datasets.import_folder(s.imp_name, s.imp_normal.strip(), s.imp_abnormal.strip() or None,
+                                         s.imp_masks.strip() or None))
+    except WorkbenchError as exc:
+        s.import_msg = ("error", str(exc))
+
+
+def _import_zip() -> None:
+    s = st.session_state
+    if s.zip_file is None:
+        s.import_msg = ("error", "Choose a zip file first.")
+        return
+    try:
+        _imported(launch.import_zip_bytes(s.zip_name or s.zip_file.name.rsplit(".", 1)[0], s.zip_file.getvalue()))
+    except WorkbenchError as exc:
+        s.import_msg = ("error", str(exc))
+
+
+def dataset_choice() -> tuple[list[str], Callable[[], list[DatasetSpec]]]:
+    """Dataset widgets. Returns (labels of what will be used, a function building the specs at launch)."""
+    source = st.radio("Dataset", SOURCES, horizontal=True, key="source")
+    if source == SOURCES[0]:
+        cfg = settings()
+        on_disk = datasets.available_mvtec_categories(cfg)
+        cats = st.multiselect(
+            "MVTec AD categories (several at once: one run per category and model)", datasets.MVTEC_CATEGORIES,
+            default=on_disk[:1], key="mvtec_cats",
+            format_func=lambda c: c if c in on_disk else f"{c} (not on disk)",
+        )
+        st.caption(f"MVTec AD root: {cfg.mvtec_root}"
+                   + (" · offline: only categories on disk can be used" if cfg.offline else ""))
+        limit = st.number_input("Use only N training images (0 = all)", 0, 10_000, 0, key="mvtec_limit",
+                                help="An evenly spaced subset, for a quick first look at a category.")
+        return cats, lambda: [datasets.mvtec(c, max_train_images=limit or None) for c in cats]
+    if source == SOURCES[1]:
+        mode = st.radio("Own images", OWN_MODES, horizontal=True, key="own_mode")
+        message = st.session_state.pop("import_msg", None)
+        if message:
+            (st.success if message[0] == "success" else st.error)(message[1])
+        if mode == OWN_MODES[1]:
+            st.text_input("Dataset name", key="imp_name", placeholder="e.g. housing_line3")
+            st.text_input("Folder of normal (good) images", key="imp_normal")
+            st.text_input("Folder of abnormal images (optional; sub-folders = defect types)", key="imp_abnormal")
+            st.text_input("Folder of masks (optional; paired by file name)", key="imp_masks")
+            st.button("Import folders", on_click=_import_folders)
+            return [], lambda: []
+        if mode == OWN_MODES[2]:
+            st.text_input("Dataset name (empty = the zip's name)", key="zip_name")
+            st.file_uploader("Zip with MVTec's layout, or folders normal/ abnormal/ masks/", type=["zip"],
+                             key="zip_file")
+            st.button("Import zip", on_click=_import_zip)
+            return [], lambda: []
+        names = datasets.list_custom()
+        if not names:
+            st.info("No own dataset imported yet: import folders or upload a zip first.")
+            return [], lambda: []
+        name = st.selectbox("Imported dataset", names, key="own_dataset")
+        limit = st.number_input("Use only N training images (0 = all)", 0, 100_000, 0, key="own_limit")
+        return [name], lambda: [DatasetSpec.from_dict({**datasets.custom(name).to_dict(),
+                                                       "max_train_images": limit or None})]
+    st.caption("A small synthetic dataset with exact defect masks, generated on first use (a few seconds).")
+    return ["demo"], lambda: [datasets.demo()]
+
+
+def _backbone_label(name: str) -> str:
+    return f"{name} ({weights.backbone_status(name)})"
+
+
+def model_choice() -> dict[str, dict]:
+    """Model widgets built from the registry's Param specs. Returns {model name: parameters}."""
+    names = st.multiselect("Models (several at once: one run per model and dataset)", list(models.REGISTRY),
+                           default=["patchcore"], key="models",
+                           format_func=lambda n: models.REGISTRY[n].label)
+    chosen = {}
+    for name in names:
+        entry = models.REGISTRY[name]
+        defaults = models.default_params(name)
+        with st.expander(f"{entry.label} parameters", expanded=True):
+            st.caption(entry.description)
+            if name == "efficientad":
+                steps = next(p.default for p in entry.params if p.name == "max_steps")
+                st.info(f"On 2 CPU cores one EfficientAD training step takes about 1 s: the default {steps} "
+                        f"steps train in ~{launch.efficientad_training_minutes(steps):.0f} min, so the default "
+                        "gives a usable model within ~15 minutes, testing included.", icon="⏱️")
+            params = {}
+            cols = st.columns(2)
+            for i, p in enumerate(entry.params):
+                with cols[i % 2]:
+                    params[p.name] = ui.param_input(
+                        p, key=f"param_{name}_{p.name}", default=defaults[p.name],
+                        format_func=_backbone_label if p.name == "backbone" else None,
+                    )
+            with ui.friendly_errors():
+                for warning in models.model_warnings(name, params):
+                    st.warning(warning, icon="⚠️")
+        chosen[name] = params
+    return chosen
+
+
+def launch_form() -> None:
+    labels, build_specs = dataset_choice()
+    chosen = model_choice()
+    seed = st.number_input("Seed", min_value=0, value=0, step=1, key="seed",
+                           help="Same seed, data and parameters = the same run again.")
+    n = len(labels) * len(chosen)
+    if not st.button(f"Launch {n} run(s)" if n else "Launch", type="primary", key="launch", disabled=n == 0):
+        return
+    queued, failures = [], {}
+    with st.spinner("Checking data, weights and parameters…"), ui.friendly_errors():
+        for spec in build_specs():
+            for name, params in chosen.items():
+                try:
+                    queued.append(launch.queue(name, spec, params, int(seed)))
+                except WorkbenchError as exc:  # collected so one missing file doesn't hide the other runs
+                    failures.setdefault(str(exc), []).append(f"{models.REGISTRY[name].label} on {spec.label}")
+        if queued:
+            launch.start_worker()
+    for message, what in failures.items():
+        st.error(f"Not queued: {', '.join(what)}.\n\n{message}")
+    if queued:
+        st.success(f"Queued {len(queued)} run(s): {', '.join(r.id for r in queued)}. Follow them under "
+                   "**In progress** above.")
+
+
+with launch_tab:
+    launch_form()
+
+
+# ---- history -----------------------------------------------------------------------------------------------
+
+def _select_from_table() -> None:
+    rows = st.session_state.history_table.selection.rows
+    if rows:
+        st.session_state.history_run = st.session_state.history_ids[rows[0]]
+
+
+def _kv_table(data: dict) -> None:
+    flat = {k: ui.fmt(v) if not isinstance(v, (dict, list)) else str(v) for k, v in data.items()}
+    st.dataframe(pd.DataFrame({"value": flat}), width="stretch")
+
+
+def run_detail(run: Run) -> None:
+    spec = DatasetSpec.from_dict(run.dataset)
+    st.markdown(f"#### {ui.STATUS_ICONS.get(run.status, '')} {overview.model_label(run.model)} on {spec.label} "
+                f"· `{run.id}` · {run.status}")
+    with ui.friendly_errors():
+        ui.show_warnings(run)
+    if run.error:
+        st.error(run.error)
+    if run.extra.get("index_error"):
+        st.warning(f"Similarity indexing failed (results are kept): {run.extra['index_error']}")
+    m = run.metrics
+    if m:
+        cols = st.columns(4)
+        for col, (label, key) in zip(cols, [("image AUROC", "image_auroc"), ("pixel AUROC", "pixel_auroc"),
+                                            ("image F1", "image_f1"), ("AUPRO", "aupro")]):
+            col.metric(label, ui.fmt(m.get(key)))
+        if m.get("per_defect"):
+            st.dataframe(pd.DataFrame(m["per_defect"]).T, width="stretch")
+    c1, c2 = st.columns(2)
+    with c1:
+        st.markdown("**Parameters**")
+        st.json({**run.params, "seed": run.seed}, expanded=True)
+        st.markdown("**Dataset**")
+        st.json(run.dataset, expanded=False)
+        st.markdown("**Timings (s / MB)**")
+        _kv_table({**run.timings, "total s": run.elapsed_s})
+    with c2:
+        st.markdown("**Latency**")
+        if run.latency:
+            _kv_table(run.latency)
+        else:
+            st.caption("Not measured yet." if not run.finished else "Not measured (the run did not reach timing).")
+        st.markdown("**Environment and versions**")
+        if run.environment:
+            st.json(run.environment, expanded=False)
+        else:
+            st.caption("Not recorded.")
+    if m:
+        with st.expander("All metrics"):
+            st.json(m)
+
+    a1, a2, _ = st.columns([1, 1, 4])
+    if a1.button("Re-run", key="rerun", help="Queue a new run with the same model, data, parameters and seed"):
+        with ui.friendly_errors():
+            new = launch.rerun(run.id)
+            st.session_state.history_flash = f"Queued {new.id}, a re-run of {run.id}."
+            st.rerun()
+    if a2.button("Delete…", key="delete"):
+        st.session_state.confirm_delete = run.id
+    if st.session_state.get("confirm_delete") == run.id:
+        st.warning(f"Delete run {run.id} with its model, results and log? This cannot be undone.")
+        y, n, _ = st.columns([1, 1, 4])
+        if y.button("Yes, delete", key="confirm_delete_yes", type="primary"):
+            with ui.friendly_errors():
+                ui.registry().delete(run.id)
+                st.session_state.history_flash = f"Deleted run {run.id}."
+                st.session_state.pop("history_run", None)
+                st.session_state.pop("confirm_delete", None)
+                st.rerun()
+        if n.button("Keep it", key="confirm_delete_no"):
+            st.session_state.pop("confirm_delete", None)
+            st.rerun()
+
+
+def history() -> None:
+    flash = st.session_state.pop("history_flash", None)
+    if flash:
+        st.success(flash)
+    runs = ui.registry().list()
+    if not runs:
+        st.info("No runs yet.")
+        return
+    frame = overview.runs_frame(runs)
+    statuses = sorted(frame["status"].unique())
+    shown = st.multiselect("Status", statuses, default=statuses, key="history_status")
+    frame = frame[frame["status"].isin(shown)].reset_index(drop=True)
+    st.session_state.history_ids = list(frame["id"])
+    st.dataframe(frame, hide_index=True, width="stretch", column_config=ui.run_table_config(),
+                 on_select=_select_from_table, selection_mode="single-row", key="history_table")
+    st.download_button("Download table (CSV)", frame.to_csv(index=False), file_name="anomaly_workbench_runs.csv",
+                       mime="text/csv")
+    if frame.empty:
+        return
+    by_id = {r.id: r for r in runs}
+    if st.session_state.get("history_run") not in list(frame["id"]):
+        st.session_state.pop("history_run", None)  # deleted or filtered out: fall back to the newest
+    run_id = st.selectbox("Run details (or click a row above)", list(frame["id"]), key="history_run",
+                          format_func=lambda i: f"{i} · {overview.model_label(by_id[i].model)} · "
+                                                f"{by_id[i].category} · {by_id[i].status}")
+    run_detail(by_id[run_id])
+
+
+with history_tab:
+    history()
