@@ -3,8 +3,8 @@
 Two vectors per image, both L2-normalised (cosine similarity):
 - ``global``: the model's patch features averaged over the image (PatchCore: its backbone's pooled
   multi-layer features; EfficientAD: its teacher's features) — "images that look alike";
-- ``defect``: the same patch features averaged with weights from the run's anomaly map, keeping only the
-  most anomalous patches — "defects that look alike". A query with a scratch then finds other scratches
+- ``defect``: the most anomalous patches (weights from the run's anomaly map), each taken relative to the
+  image's mean patch, then averaged — "defects that look alike". A query with a scratch then finds other scratches
   rather than images with the same overall texture.
 """
 
@@ -52,7 +52,14 @@ def embed(loaded, rgbs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.nd
     cut = torch.quantile(flat, DEFECT_QUANTILE, dim=1, keepdim=True)
     weights = (flat - cut).clamp_min(0) + 1e-12 * (flat >= cut)  # top patches, weighted by their excess
     weights = weights / weights.sum(dim=1, keepdim=True)
-    defect_vec = torch.einsum("bdn,bn->bd", feats.flatten(2), weights)
+    # Pool the defect patches' difference from the image's own typical patch: on a texture every patch shares
+    # one dominant direction (grid: cosine ≈ 0.98 between any two images), which would swamp the defect.
+    # Measured on grid (leave-one-out, same defect type p@5): plain weighted pooling 0.316, residual 0.509.
+    flat_feats = feats.flatten(2)
+    residual = torch.einsum("bdn,bn->bd", flat_feats - flat_feats.mean(2, keepdim=True), weights)
+    plain = torch.einsum("bdn,bn->bd", flat_feats, weights)
+    uniform = residual.norm(dim=1, keepdim=True) < 1e-8  # a perfectly uniform image has no residual
+    defect_vec = torch.where(uniform, plain, residual)
     unit = lambda v: F.normalize(v.float(), dim=1).numpy()
     return unit(global_vec), unit(defect_vec), scores, maps
 

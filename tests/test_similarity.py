@@ -1,0 +1,158 @@
+"""Similar cases, core side: a finished run's images are in Qdrant and can be searched like a user would.
+
+Real models, real Qdrant (embedded local mode): the session's demo runs were indexed by the training worker.
+Tests that re-index or delete work on a copy of the session's artifacts, so the other tests keep their index.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from core import embeddings, images
+from core.artifacts import RunArtifacts
+from core.config import settings
+from core.errors import VectorStoreError
+from core.inference import LoadedModel
+from core.runs import RunRegistry
+from core.vectorstore import VectorStore
+
+
+def _at(table: dict, k: int):
+    # run.retrieval went through JSON in the registry, so its k keys are strings
+    return table.get(k, table.get(str(k)))
+
+
+def _model(run_id: str) -> LoadedModel:
+    return LoadedModel(settings().run_dir(run_id))
+
+
+def _first_defective(run_id: str):
+    records = RunArtifacts(settings().run_dir(run_id)).records
+    return records[records["label"] == 1].iloc[0]
+
+
+@pytest.fixture
+def own_copy(demo_runs_root, tmp_path, monkeypatch) -> list[str]:
+    """The demo runs in a private copy of the artifacts folder (registry, run folders, Qdrant store)."""
+    root, ids = demo_runs_root
+    copy = tmp_path / "artifacts"
+    shutil.copytree(root, copy)
+    for key, value in {"AW_ARTIFACTS": str(copy), "AW_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
+                       "AW_EXTRA_WEIGHTS_DIRS": ""}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AW_QDRANT_URL", raising=False)
+    return ids
+
+
+def test_a_finished_run_is_indexed_with_precision_for_both_embeddings(demo_runs):
+    patchcore, _ = demo_runs
+    run = RunRegistry().get(patchcore)
+    n_test = len(RunArtifacts(settings().run_dir(patchcore)).records)
+    assert run.retrieval, run.extra.get("index_error")
+    assert run.retrieval["points"] > n_test  # test images plus the train images
+    for using in ("global", "defect"):
+        precision = run.retrieval[using]
+        assert "error" not in precision, precision
+        assert precision["n"] == n_test
+        for what in ("same_label", "same_defect_type"):
+            for k in (1, 5, 10):
+                assert 0.0 <= _at(precision[what], k) <= 1.0
+    assert VectorStore.open().count(run_id=patchcore) == run.retrieval["points"]
+
+
+@pytest.mark.parametrize("using", ["defect", "global"])
+def test_querying_with_a_defective_test_image_returns_k_other_images_best_first(demo_runs, using):
+    patchcore, _ = demo_runs
+    query = _first_defective(patchcore)
+    rgb = images.read_image(query["path"])
+
+    info, hits = embeddings.similar(patchcore, _model(patchcore), rgb, using=using, k=5, exclude_path=query["path"])
+
+    assert len(hits) == 5
+    assert all(h.payload["image_path"] != query["path"] for h in hits)  # never the query itself
+    assert all(h.payload["run_id"] == patchcore for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)  # best first
+    assert info["score"] == pytest.approx(float(query["score"]), rel=1e-3, abs=1e-3)  # same model, same score
+
+
+def test_the_defect_centred_neighbours_of_a_defective_image_are_defective_first(demo_runs):
+    # The global embedding may well rank normal images of the same texture first (that is what it is for);
+    # the defect-centred one, the page's default, must lead with other defects.
+    patchcore, _ = demo_runs
+    query = _first_defective(patchcore)
+
+    _, hits = embeddings.similar(patchcore, _model(patchcore), images.read_image(query["path"]), using="defect",
+                                 k=5, exclude_path=query["path"])
+
+    assert all(h.payload["label"] == 1 for h in hits[:2]), [(h.payload["defect_type"], h.score) for h in hits]
+
+
+def test_filtering_neighbours_to_normal_returns_only_normal_images(demo_runs):
+    patchcore, _ = demo_runs
+    query = _first_defective(patchcore)
+
+    _, hits = embeddings.similar(patchcore, _model(patchcore), images.read_image(query["path"]), k=8,
+                                 label="normal", exclude_path=query["path"])
+
+    assert len(hits) == 8
+    assert {h.payload["label"] for h in hits} == {0}
+    assert {h.payload["defect_type"] for h in hits} == {"good"}
+
+
+def test_filtering_by_defect_type_and_split_returns_only_those(demo_runs):
+    patchcore, _ = demo_runs
+    query = _first_defective(patchcore)
+
+    _, hits = embeddings.similar(patchcore, _model(patchcore), images.read_image(query["path"]), k=20,
+                                 defect_type=query["defect_type"], split="test", exclude_path=query["path"])
+
+    same_type = RunArtifacts(settings().run_dir(patchcore)).records["defect_type"] == query["defect_type"]
+    assert len(hits) == int(same_type.sum()) - 1  # all the others of its type, fewer than k
+    assert {(h.payload["defect_type"], h.payload["split"]) for h in hits} == {(query["defect_type"], "test")}
+
+
+def test_reindexing_a_run_replaces_its_points_instead_of_adding_more(own_copy):
+    patchcore, _ = own_copy
+    store = VectorStore.open()
+    before = store.count(run_id=patchcore)
+
+    result = embeddings.index_run(patchcore, _model(patchcore))
+
+    assert result["points"] == before
+    assert store.count(run_id=patchcore) == before
+
+
+def test_deleting_a_runs_points_makes_a_query_fail_with_a_clear_message(own_copy):
+    patchcore, efficientad = own_copy
+    store = VectorStore.open()
+    n = store.count(run_id=patchcore)
+    other = store.count(run_id=efficientad)
+
+    assert store.delete_run(patchcore) == n
+
+    assert store.count(run_id=patchcore) == 0
+    assert store.count(run_id=efficientad) == other  # the other run keeps its index
+    query = _first_defective(patchcore)
+    with pytest.raises(VectorStoreError, match=f"run {patchcore} has no similarity index"):
+        embeddings.similar(patchcore, _model(patchcore), images.read_image(query["path"]))
+
+
+def test_a_small_grayscale_upload_is_resized_by_the_model_and_searched(demo_runs, tmp_path):
+    patchcore, _ = demo_runs
+    loaded = _model(patchcore)
+    gray = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (60, 100), dtype=np.uint8), (5, 5), 0)
+    ok, png = cv2.imencode(".png", gray)
+    assert ok
+    rgb = images.read_image(png.tobytes(), name="part.png")  # what an upload goes through
+    assert rgb.shape == (60, 100, 3)
+
+    info, hits = embeddings.similar(patchcore, loaded, rgb, using="global", k=3)
+
+    assert len(hits) == 3
+    assert info["anomaly_map"].shape == (loaded.image_size, loaded.image_size)
+    for using in ("global", "defect"):
+        assert np.linalg.norm(info[using]) == pytest.approx(1.0, abs=1e-4)
