@@ -74,3 +74,21 @@ def demo_runs(demo_runs_root, monkeypatch) -> list[str]:
     for key, value in _offline_env(root).items():
         monkeypatch.setenv(key, value)
     return ids
+
+
+@pytest.fixture(scope="session")
+def grid_run(tmp_path_factory):
+    """One PatchCore run on real MVTec grid (EfficientNet-Lite0, 1 % coreset, indexed), shared by the real-data
+    tests; None where ../shared has no grid (those tests are skipped before they ask for it)."""
+    from core import datasets, jobs
+    from core.runs import RunRegistry
+
+    root = tmp_path_factory.mktemp("grid_run")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in _offline_env(root).items():
+            mp.setenv(key, value)
+        spec = datasets.mvtec("grid", root=SHARED / "datasets" / "mvtec_ad")
+        run = jobs.submit("patchcore", spec, {"backbone": "tf_efficientnet_lite0", "coreset_sampling_ratio": 0.01},
+                          start=False)
+        status = jobs.execute_claimed(run.id)
+        return RunRegistry().get(run.id), status

@@ -7,9 +7,8 @@ global one at retrieving the query's defect type (leave-one-out over the test se
 
 from __future__ import annotations
 
-from core import datasets, jobs
-from core.runs import DONE, RunRegistry
-from tests.conftest import SHARED, needs_shared_grid
+from core.runs import DONE
+from tests.conftest import needs_shared_grid
 
 
 def _at(table: dict, k: int):
@@ -18,12 +17,10 @@ def _at(table: dict, k: int):
 
 
 @needs_shared_grid
-def test_defect_centred_embedding_retrieves_the_same_defect_type_better_than_global(artifacts):
-    spec = datasets.mvtec("grid", root=SHARED / "datasets" / "mvtec_ad")
-    run = jobs.submit("patchcore", spec, {"backbone": "tf_efficientnet_lite0", "coreset_sampling_ratio": 0.01},
-                      start=False)
-    assert jobs.execute_claimed(run.id) == DONE, RunRegistry().get(run.id).error
-    finished = RunRegistry().get(run.id)
+def test_defect_centred_embedding_retrieves_the_same_defect_type_better_than_global(grid_run):
+    finished, status = grid_run
+    assert status == DONE, finished.error
+    run = finished
     retrieval = finished.retrieval
     assert "global" in retrieval and "defect" in retrieval, finished.extra.get("index_error", retrieval)
     assert retrieval["points"] == 78 + 264  # test + train images of grid

@@ -1,0 +1,128 @@
+"""FastKCenterGreedy selects exactly what anomalib's KCenterGreedy selects, reports progress and cancels.
+
+Both samplers draw from torch's RNG (random projection, start index) and numpy's global RNG (the projection's
+column sampling), so each comparison seeds both before each of the two runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from anomalib.models.components import KCenterGreedy
+
+from core.coreset import CoresetCancelled, FastKCenterGreedy, select_coreset
+from core.errors import RunCancelled
+
+
+def _seed(s: int) -> None:
+    torch.manual_seed(s)
+    np.random.seed(s)
+
+
+def _random(n: int, d: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+
+
+def _clustered(n: int, d: int, seed: int, n_clusters: int = 40) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(n_clusters, d, generator=g) * 4
+    scales = torch.rand(n_clusters, 1, generator=g) * 0.8 + 0.05   # tight and loose clusters
+    label = torch.randint(0, n_clusters, (n,), generator=g)
+    return centres[label] + scales[label] * torch.randn(n, d, generator=g)
+
+
+def _both(embedding: torch.Tensor, ratio: float, seed: int) -> tuple[list[int], list[int], float, float]:
+    """(anomalib's indices, ours, torch.rand() after each): same indices and the same RNG state after."""
+    _seed(seed)
+    ref = KCenterGreedy(embedding, ratio).select_coreset_idxs()
+    ref_after = torch.rand(1).item()
+    _seed(seed)
+    ours = FastKCenterGreedy(embedding, ratio).select_coreset_idxs()
+    ours_after = torch.rand(1).item()
+    return ref, ours, ref_after, ours_after
+
+
+def test_same_indices_as_anomalib_on_random_data():
+    ref, ours, ref_after, ours_after = _both(_random(20_000, 64, 100), 0.004, 0)
+    assert len(ours) == 80
+    assert ours == ref
+    assert ours_after == ref_after  # the same random numbers were consumed
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_same_indices_as_anomalib_on_clustered_data(seed):
+    ref, ours, _, _ = _both(_clustered(10_000, 64, 200 + seed), 0.015, seed)
+    assert len(ours) == 150
+    assert ours == ref
+
+
+def test_same_indices_with_duplicate_rows_and_ties():
+    # Exact duplicates give equal distances (ties broken by the first index, as torch.max does), and once
+    # every distinct row is chosen all distances are 0 and anomalib keeps picking the first index.
+    base = _clustered(40, 16, 7, n_clusters=5)
+    rows = base[torch.randint(0, 40, (3000,), generator=torch.Generator().manual_seed(3))]
+    ref, ours, _, _ = _both(rows, 0.02, 5)
+    assert ours == ref
+    assert ref[-1] == 0 and len(set(ref)) <= 41
+
+
+def test_same_indices_for_float64_and_for_non_2d_embeddings():
+    x = _clustered(3000, 32, 11).double()
+    ref, ours, _, _ = _both(x, 0.03, 3)
+    assert ours == ref
+    # anomalib flattens a non-2-D embedding per row and skips the random projection; so do we
+    x3 = _clustered(2000, 24, 12).reshape(2000, 4, 6)
+    ref, ours, _, _ = _both(x3, 0.05, 4)
+    assert ours == ref
+
+
+def test_select_coreset_returns_the_same_rows_as_sample_coreset():
+    x = _clustered(5000, 32, 21)
+    _seed(9)
+    ref = KCenterGreedy(x, 0.02).sample_coreset()
+    _seed(9)
+    ours = select_coreset(x, 0.02)
+    assert torch.equal(ours, ref)
+
+
+def test_progress_is_reported_about_every_percent_and_reaches_total():
+    calls: list[tuple[int, int]] = []
+    x = _clustered(20_000, 32, 31)
+    _seed(0)
+    sampler = FastKCenterGreedy(x, 0.05, progress=lambda done, total: calls.append((done, total)))
+    idxs = sampler.select_coreset_idxs()
+    total = len(idxs)
+    assert total == 1000
+    assert calls[-1] == (total, total)
+    assert all(t == total for _, t in calls)
+    done = [d for d, _ in calls]
+    assert done == sorted(done)
+    assert 90 <= len(calls) <= 110
+
+
+def test_should_stop_cancels_the_selection():
+    x = _clustered(20_000, 32, 41)
+    seen: list[int] = []
+    stop_after = 3
+
+    def stop() -> bool:
+        return len(seen) >= stop_after
+
+    sampler = FastKCenterGreedy(x, 0.05, progress=lambda done, total: seen.append(done), should_stop=stop)
+    _seed(0)
+    with pytest.raises(CoresetCancelled):
+        sampler.select_coreset_idxs()
+    assert len(seen) == stop_after
+    assert seen[-1] < 1000
+    assert issubclass(CoresetCancelled, RunCancelled)  # the run registry ends such a run as 'cancelled'
+
+
+def test_should_stop_before_starting_cancels_at_once():
+    with pytest.raises(CoresetCancelled):
+        select_coreset(_random(1000, 8, 0), 0.1, should_stop=lambda: True)
+
+
+def test_too_small_ratio_is_rejected_like_anomalib():
+    with pytest.raises(ValueError, match="coreset_size"):
+        FastKCenterGreedy(_random(100, 8, 0), 0.001)
