@@ -27,7 +27,7 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
 PAGES = [  # (url path, text the page must show)
     ("", "Anomaly Workbench"),
     ("training-runs", "Training runs"),
-    ("compare-models", "Compare"),
+    ("compare-models", "Compare models"),
     ("heatmap-viewer", "Heatmap viewer"),
     ("similar-cases", "Similar cases"),
 ]
@@ -76,11 +76,12 @@ def test_every_page_opens_in_a_real_browser_without_an_exception(server):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         for path, expected in PAGES:
             page.goto(f"{server}/{path}", wait_until="domcontentloaded")
-            # A cold app renders in steps: wait for the page's own text, then for Streamlit to go idle.
-            page.get_by_text(expected).first.wait_for(timeout=90_000)
+            # A cold app renders in steps: wait for the page's own title in the main area (the sidebar has the
+            # same words), then for Streamlit to stop running the script, then for charts/images to paint.
+            page.locator("[data-testid='stMain'] h1").filter(has_text=expected).first.wait_for(timeout=120_000)
             page.wait_for_function(
-                "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=90_000)
-            page.wait_for_timeout(1500)
+                "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
+            page.wait_for_timeout(2500)
             name = path or "home"
             page.screenshot(path=str(SCREENS / f"{name}.png"), full_page=True)
             body = page.inner_text("body")
