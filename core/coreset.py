@@ -1,27 +1,34 @@
 """Fast, exact k-center-greedy coreset selection for PatchCore.
 
 anomalib's :class:`~anomalib.models.components.KCenterGreedy` recomputes the distance of *every* patch
-vector to each new centre (``torch.linalg.norm(features - center, dim=1)``): on the CPU that is hours for
-a 10 % coreset of a few hundred thousand patches. :class:`FastKCenterGreedy` selects **the identical index
-sequence** (same random projection, same ``torch.randint`` start, same distance values bit for bit, same
-first-index tie-breaking) but only computes the distances that can change:
+vector to each new centre (``torch.linalg.norm(features - center, dim=1)``, a full copy of the features per
+pick): on 2 CPU cores a 10 % coreset of MVTec grid (~270k patches) takes well over an hour.
+:class:`FastKCenterGreedy` selects **the identical index sequence** -- same random projection, same
+``torch.randint`` start, the same distance values bit for bit, the same first-index tie-breaking -- but only
+computes the distances that can change:
 
-* every point is assigned to its nearest centre so far; a new centre ``c`` can only lower the distance of
-  a point ``x`` in cluster ``a`` if ``d(c, a) < 2·mindist(x)`` (triangle inequality), so whole clusters with
-  ``d(c, a) >= 2·radius(a)`` and most points of the others are skipped;
-* the survivors are screened with a lower bound from a PCA of the features: the distance in the top
-  principal components plus the difference of the residual norms, ``||P(x-c)||² + (||Qx|| - ||Qc||)²
-  <= ||x-c||²``;
-* only points that pass both tests get their distance computed, with anomalib's own formula
-  (``torch.linalg.norm(features[idx] - center, dim=1)``, which gives each row the same value as the full
-  computation), and ``min_distances`` is updated where it decreases.
+* Every point belongs to the cluster of its nearest centre so far; clusters keep their members sorted by
+  (-min distance, index). A new centre ``c`` can only lower the min distance of a point ``x`` of cluster
+  ``a`` if ``d(c, a) < 2 md(x)`` (triangle inequality): whole clusters with ``d(c, a) >= 2 radius(a)`` are
+  skipped, and of the others only a sorted prefix is looked at.
+* Candidates are screened with a lower bound from a PCA of the features: the distance in the top principal
+  components plus the difference of the residual norms (``||P(x-c)||² + (||Qx|| - ||Qc||)² <= ||x-c||²``),
+  for all points at once with a matrix product while clusters are still huge.
+* Only the points that pass get their distance computed, with anomalib's formula on their rows
+  (``torch.linalg.norm(features[rows] - center, dim=1)`` gives each row the value the full computation
+  gives it), and ``min_distances`` is lowered where that value is smaller.
+* Several picks are taken at once when they provably are the next argmaxes: the next candidates in
+  (-min distance, index) order are accepted as long as none of the accepted ones lowers a later one's
+  distance (every other distance can only go down), then their distances are applied together.
 
 Every pruning test has a safety margin (relative ``1e-3`` plus an absolute term far above float32 rounding),
-so a point is skipped only when its distance provably cannot go below its current minimum: the
-``min_distances`` vector is identical to anomalib's after every step, hence so is every argmax.
+so a point is skipped only when its anomalib distance provably cannot go below its current minimum: after
+every pick ``min_distances`` equals anomalib's, hence so does every argmax (this is tested against anomalib).
+When the bounds prune little (unstructured data), it falls back to plain full passes.
 
 The run registry shows coreset progress through ``progress(done, total)`` (called about every 1 %) and
-cancels through ``should_stop()`` (checked at the same points), which raises :class:`CoresetCancelled`.
+cancels through ``should_stop()`` (polled at least every 0.5 s), which raises :class:`CoresetCancelled`.
+Features are processed on the CPU; exactness is versus anomalib on the CPU.
 """
 
 from __future__ import annotations
@@ -48,6 +55,13 @@ _PCA_COMPONENTS = 15
 # Centres also get a finer lower bound (more components), used before computing centre-centre distances.
 _PCA_COMPONENTS_CENTRES = 63
 _PCA_SAMPLE = 32768
+# Most argmax picks taken at once (all provably the next picks, see _greedy_loop.accepted).
+_MAX_BATCH = 256
+# Scanning cluster members costs about this many times a point of the dense lower-bound scan.
+_SPARSE_COST = 10
+_DENSE_CHUNK = 32768
+# Above n / this many exact distances per centre, full passes over all rows are cheaper than gathers.
+_FULL_PASS_FRACTION = 4
 # How often should_stop() is also checked between progress ticks (seconds).
 _STOP_POLL_S = 0.5
 
@@ -120,7 +134,8 @@ class FastKCenterGreedy:
         if features.device.type != "cpu":
             features = features.cpu()
         features = features.contiguous()
-        if features.dtype in (torch.float32, torch.float64) and self.coreset_size > 1:
+        if (features.dtype in (torch.float32, torch.float64) and self.coreset_size > 1
+                and features.shape[1] > 0 and bool(torch.isfinite(features).all())):
             idxs = self._select_pruned(features, start)
         else:
             idxs = self._select_dense(features, start)
@@ -137,6 +152,7 @@ class FastKCenterGreedy:
     def _setup_reporting(self) -> None:
         self._tick = max(1, self.coreset_size // 100)
         self._next_report = self._tick
+        self._last_done = -1
         self._last_poll = time.monotonic()
 
     def _check_stop(self, force: bool = False) -> None:
@@ -149,14 +165,15 @@ class FastKCenterGreedy:
                 raise CoresetCancelled("coreset selection cancelled")
 
     def _report(self, done: int, force: bool = False) -> None:
-        if force or done >= self._next_report:
+        if (force and done != self._last_done) or done >= self._next_report:
             while self._next_report <= done:
                 self._next_report += self._tick
+            self._last_done = done
             if self.progress is not None:
                 self.progress(done, self.coreset_size)
             self._check_stop(force=True)
-        elif self.should_stop is not None and (done & 63) == 0:
-            self._check_stop()
+        else:
+            self._check_stop()  # at most every _STOP_POLL_S seconds
 
     # ---- plain version (other dtypes): anomalib's loop with preallocated buffers ----------------------------
 
@@ -223,6 +240,7 @@ class FastKCenterGreedy:
         return z, scale, mean_np, np.ascontiguousarray(vecs[:, :m2])
 
     def _select_pruned(self, features: torch.Tensor, start: int) -> list[int]:
+        """The pruned, batched selection (float32/float64 features on the CPU)."""
         # Thousands of small operations: one thread avoids OpenMP/BLAS wake-up and spin costs (and changes
         # no value: every distance is a per-row reduction).
         threads = torch.get_num_threads()
@@ -244,38 +262,44 @@ class FastKCenterGreedy:
                      mean: np.ndarray, basis2: np.ndarray) -> list[int]:
         self._setup_reporting()
         n = features.shape[0]
-        n_iter = self.coreset_size - 1
+        k_total = self.coreset_size
         abs_margin = _ABS_FACTOR * scale + 1e-30
         rel = 1.0 + _REL
         md_t = torch.empty(n, dtype=features.dtype)  # anomalib's min_distances, shape (n,) not (n, 1)
         md = md_t.numpy()
         f_np = features.numpy()
         take = np.take
+        mark = np.zeros(n, dtype=bool)
+        owner = np.zeros(n, dtype=np.int64)        # each point's cluster (nearest centre so far)
+        zn2 = np.einsum("ij,ij->i", z, z)          # |Z x|^2, for the dense scan
+        empty_i = np.empty(0, dtype=np.int64)
+        empty_f = np.empty(0, dtype=md.dtype)
 
-        def exact(rows: np.ndarray, center: torch.Tensor) -> np.ndarray:
-            # anomalib's formula, row by row the same value as torch.linalg.norm(features - center, dim=1)
+        def exact(rows: np.ndarray, centers: np.ndarray, center_rows: np.ndarray | None = None) -> np.ndarray:
+            """anomalib's ``torch.linalg.norm(features[rows] - features[center], dim=1)``, row by row the same
+            value as its full computation (the difference is elementwise; the norm is a per-row reduction).
+            ``centers`` indexes ``center_rows`` when given (a small, cache-resident copy), else the features."""
             sub = torch.from_numpy(take(f_np, rows, axis=0))
-            sub.sub_(center)
+            sub.sub_(torch.from_numpy(take(f_np if center_rows is None else center_rows, centers, axis=0)))
             return torch.linalg.vector_norm(sub, ord=2, dim=1).numpy()
 
-        # One cluster per centre (in selection order). Members are kept sorted by (-min_distance, index):
-        # the first member is the cluster's farthest point (smallest index among ties), and the points
-        # that can move to a new centre are a prefix.
+        # One cluster per centre whose distances were applied, in selection order. Members (never a selected
+        # point) are sorted by (-min_distance, index): the first is the cluster's farthest point (smallest
+        # index among ties) and the points that a new centre can move are a prefix.
+        n_cl = k_total
         mem: list[np.ndarray] = []
         key: list[np.ndarray] = []                 # -min_distance of the members, ascending
-        rad = np.full(n_iter, -np.inf)            # the cluster's largest min_distance (-inf: empty)
-        thr2 = np.full(n_iter, -1.0)              # (2 rad (1+rel) + abs)^2, -1 for an empty cluster
-        cz = np.zeros((n_iter, z.shape[1]), dtype=np.float64)  # centres' lower-bound coordinates
-        cz2 = np.zeros(n_iter, dtype=np.float64)
-        cidx = np.zeros(n_iter, dtype=np.int64)
-        cz_hi = np.zeros((n_iter, basis2.shape[1] + 1), dtype=np.float64)
-
-        csize = np.zeros(n_iter, dtype=np.int64)
+        rad = np.full(n_cl, -np.inf)              # the cluster's largest min_distance (-inf: empty)
+        thr2 = np.full(n_cl, -1.0)                # (2 rad (1+rel) + abs)^2, -1 for an empty cluster
+        csize = np.zeros(n_cl, dtype=np.int64)
+        cz = np.zeros((n_cl, z.shape[1]), dtype=np.float64)   # centres' lower-bound coordinates
+        cz2 = np.zeros(n_cl, dtype=np.float64)
+        cz_hi = np.zeros((n_cl, basis2.shape[1] + 1), dtype=np.float32)  # finer ones (more components)
 
         def set_cluster(a: int, members: np.ndarray, keys: np.ndarray) -> None:
             mem[a] = members
-            csize[a] = len(members)
             key[a] = keys
+            csize[a] = len(members)
             if len(keys):
                 r = -float(keys[0])
                 rad[a] = r
@@ -285,119 +309,254 @@ class FastKCenterGreedy:
                 rad[a] = -np.inf
                 thr2[a] = -1.0
 
-        def new_cluster(points: np.ndarray, values: np.ndarray) -> None:
-            order = np.lexsort((points, -values))
-            mem.append(None)  # type: ignore[arg-type]
-            key.append(None)  # type: ignore[arg-type]
-            set_cluster(len(mem) - 1, points[order], -values[order])
+        def add_centres(centres: np.ndarray) -> int:
+            """Register lower-bound coordinates for new centres; return the first new cluster id."""
+            first = len(mem)
+            last = first + len(centres)
+            zc = take(z, centres, axis=0).astype(np.float64)
+            cz[first:last] = zc
+            cz2[first:last] = np.einsum("ij,ij->i", zc, zc)
+            x = take(f_np, centres, axis=0).astype(np.float64) - mean
+            p = x @ basis2
+            cz_hi[first:last, :-1] = p
+            cz_hi[first:last, -1] = np.sqrt(np.maximum(np.einsum("ij,ij->i", x, x) - np.einsum("ij,ij->i", p, p), 0))
+            mem.extend([np.empty(0, dtype=np.int64)] * len(centres))
+            key.extend([np.empty(0, dtype=md.dtype)] * len(centres))
+            return first
 
+        dense_streak = [0]
         small = 128  # clusters up to this size are scanned whole instead of binary-searched
-        stats = {"candidate_clusters": 0, "bound_checks": 0, "exact_distances": 0}
-        idx = start
-        selected = [idx]
-        self._report(1)
-        for t in range(n_iter):
-            center = features[idx]
-            zc = z[idx].astype(np.float64)
-            cz[t] = zc
-            zc2 = float(zc @ zc)
-            cz2[t] = zc2
-            cidx[t] = idx
-            xc = f_np[idx].astype(np.float64) - mean
-            zc_hi = cz_hi[t]
-            zc_hi[:-1] = xc @ basis2
-            zc_hi[-1] = np.sqrt(max(float(xc @ xc) - float(zc_hi[:-1] @ zc_hi[:-1]), 0.0))
-            if t == 0:
-                torch.linalg.vector_norm(features - center, ord=2, dim=1, out=md_t)
-                stats["exact_distances"] += n
-                new_cluster(np.arange(n, dtype=np.int64), md.copy())
-            else:
-                # 1. clusters a that can hold a point closer to c than to a: d(c, a) < 2 rad(a)
-                lb2 = cz2[:t] + zc2
-                lb2 -= 2.0 * (cz[:t] @ zc)
-                cand = np.flatnonzero(lb2 < thr2[:t])
-                moved_pts = None
-                if len(cand):
-                    # finer lower bound of d(c, a) (more components), used as d(c, a) from here on
-                    g2 = take(cz_hi, cand, axis=0)
-                    g2 -= zc_hi
-                    lbc2 = np.einsum("ij,ij->i", g2, g2)
-                    keep = np.flatnonzero(lbc2 < take(thr2, cand))
-                    cand = take(cand, keep)
-                    dca = np.sqrt(np.maximum(take(lbc2, keep), 0.0))
-                if len(cand):
-                    stats["candidate_clusters"] += len(cand)
-                    # 2. per point: d(c, a) < 2 md(x), i.e. md(x) > lim(a)
-                    lim = (dca - abs_margin) / (2.0 * rel)
-                    cand_list = cand.tolist()
-                    parts = [mem[a] for a in cand_list]
-                    plens = csize[cand]
-                    for j in np.flatnonzero(plens > small).tolist():
-                        p = int(np.searchsorted(key[cand_list[j]], -lim[j], side="left"))
-                        parts[j] = parts[j][:p]
-                        plens[j] = p
-                    allm = np.concatenate(parts) if len(parts) > 1 else parts[0]
-                    mdp = take(md, allm)
-                    s1 = np.flatnonzero(mdp > np.repeat(lim, plens))
-                    # 3. PCA lower bound: ||Z x - Z c|| < md(x)
-                    pts = take(allm, s1)
-                    mdp = take(mdp, s1)
-                    g = take(z, pts, axis=0)
-                    g -= z[idx]
-                    lbp = np.einsum("ij,ij->i", g, g)
-                    bnd = mdp * rel + abs_margin
-                    s2 = np.flatnonzero(lbp < bnd * bnd)
-                    stats["bound_checks"] += len(pts)
-                    stats["exact_distances"] += len(s2)
-                    if len(s2):
-                        pe = take(pts, s2)
-                        d = exact(pe, center)
-                        mv = np.flatnonzero(d < take(mdp, s2))
-                        if len(mv):
-                            moved_pts = take(pe, mv)
-                            moved_val = take(d, mv)
-                            md[moved_pts] = moved_val
-                            flag = np.zeros(len(allm), dtype=bool)
-                            flag[take(s1, take(s2, mv))] = True
-                            offs = np.zeros(len(cand) + 1, dtype=np.int64)
-                            np.cumsum(plens, out=offs[1:])
-                            nonempty = np.flatnonzero(plens)
-                            lost = nonempty[np.logical_or.reduceat(flag, offs[nonempty])]
-                            for j in lost.tolist():
-                                a = int(cand[j])
-                                lo, hi = int(offs[j]), int(offs[j + 1])
-                                keep_seg = ~flag[lo:hi]
-                                plen = hi - lo
-                                m_a, k_a = mem[a], key[a]
-                                if plen == len(m_a):
-                                    set_cluster(a, m_a[keep_seg], k_a[keep_seg])
-                                else:
-                                    set_cluster(a, np.concatenate((m_a[:plen][keep_seg], m_a[plen:])),
-                                                np.concatenate((k_a[:plen][keep_seg], k_a[plen:])))
-                if moved_pts is None:
-                    mem.append(np.empty(0, dtype=np.int64))
-                    key.append(np.empty(0, dtype=md.dtype))
-                else:
-                    new_cluster(moved_pts, moved_val)
+        stats = {"batches": 0, "candidate_clusters": 0, "scanned_points": 0, "bound_checks": 0, "exact_distances": 0,
+                 "dense_updates": 0, "full_passes": 0}
 
-            # 4. argmax of min_distances, first index among ties (as torch.max does)
-            k = t + 1
+        def candidates_sparse(k: int, first: int, u: int, zc32: np.ndarray):
+            """(points, centre slots, their min distances) that may get closer, found cluster by cluster;
+            or None when the clusters to scan are so large that the dense scan is cheaper."""
+            zc = cz[first:first + u]
+            # 1. (cluster a, centre c) pairs where a can hold a point closer to c than to a: d(c, a) < 2 rad(a)
+            pa_l, pc_l = [], []
+            for lo in range(0, k, _DENSE_CHUNK):
+                hi = min(k, lo + _DENSE_CHUNK)
+                lb = cz[lo:hi] @ zc.T
+                lb *= -2.0
+                lb += cz2[lo:hi, None]
+                lb += cz2[None, first:first + u]
+                r, c = np.nonzero(lb < thr2[lo:hi, None])
+                pa_l.append(r + lo)
+                pc_l.append(c)
+            pa = np.concatenate(pa_l)
+            pc = np.concatenate(pc_l)
+            g2 = take(cz_hi, pa, axis=0)
+            g2 -= take(cz_hi, pc + first, axis=0)
+            lbc2 = np.einsum("ij,ij->i", g2, g2)      # finer lower bound of d(c, a)^2
+            keep = np.flatnonzero(lbc2 < take(thr2, pa))
+            pa = take(pa, keep)
+            pc = take(pc, keep)
+            stats["candidate_clusters"] += len(pa)
+            # 2. per point x of a: d(c, a) < 2 md(x), i.e. md(x) > lim; a sorted prefix of a
+            lim = (np.sqrt(np.maximum(take(lbc2, keep), 0.0)) - abs_margin) / (2.0 * rel)
+            pa_list = pa.tolist()
+            parts = [mem[a] for a in pa_list]
+            kparts = [key[a] for a in pa_list]
+            plens = csize[pa]
+            for j in np.flatnonzero(plens > small).tolist():
+                p = int(np.searchsorted(kparts[j], -lim[j], side="left"))
+                parts[j] = parts[j][:p]
+                kparts[j] = kparts[j][:p]
+                plens[j] = p
+            if int(plens.sum()) * _SPARSE_COST > n * u:
+                return None
+            if len(parts) == 0:
+                return empty_i, empty_i, empty_f
+            allm = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            allk = np.concatenate(kparts) if len(kparts) > 1 else kparts[0]
+            stats["scanned_points"] += len(allm)
+            pair = np.repeat(np.arange(len(pa)), plens)
+            mdp = -allk  # the members' min_distances, in member order
+            s1 = np.flatnonzero(mdp > take(lim, pair))
+            pts = take(allm, s1)
+            mdp = take(mdp, s1)
+            cen = take(pc, take(pair, s1))
+            # 3. PCA lower bound: ||Z x - Z c|| < md(x)
+            g = take(z, pts, axis=0)
+            g -= take(zc32, cen, axis=0)
+            lbp = np.einsum("ij,ij->i", g, g)
+            bnd = mdp * rel + abs_margin
+            s2 = np.flatnonzero(lbp < bnd * bnd)
+            stats["bound_checks"] += len(pts)
+            return take(pts, s2), take(cen, s2), take(mdp, s2)
+
+        def candidates_dense(u: int, zc32: np.ndarray):
+            """The same test, ||Z x - Z c|| < md(x), for every point and centre at once (a matrix product)."""
+            czn = np.einsum("ij,ij->i", zc32, zc32)
+            # float32 |x|^2 + |c|^2 - 2 x.c is off by at most ~24 eps (|x|^2 + |c|^2): allow 64 eps
+            slack = np.float32(64 * np.finfo(np.float32).eps)
+            pts_l, cen_l = [], []
+            for lo in range(0, n, _DENSE_CHUNK):
+                hi = min(n, lo + _DENSE_CHUNK)
+                blk = z[lo:hi] @ zc32.T
+                blk *= -2.0
+                blk += zn2[lo:hi, None]
+                blk += czn[None, :]
+                b = md[lo:hi] * np.float32(rel) + np.float32(abs_margin)
+                b *= b
+                b += slack * (zn2[lo:hi] + czn.max())
+                r, c = np.nonzero(blk < b[:, None])
+                pts_l.append(r + lo)
+                cen_l.append(c)
+            stats["bound_checks"] += n * u
+            stats["dense_updates"] += 1
+            pts = np.concatenate(pts_l)
+            cen = np.concatenate(cen_l)
+            return pts, cen, take(md, pts)
+
+        full_buffers: list[torch.Tensor] = []
+
+        def candidates_full(centres: np.ndarray):
+            """Every point whose distance to a centre is below its min distance, by full passes."""
+            if not full_buffers:
+                full_buffers.extend([torch.empty_like(features), torch.empty(n, dtype=features.dtype)])
+            buf, dist = full_buffers
+            pts_l, cen_l = [], []
+            for i, c in enumerate(centres.tolist()):
+                torch.sub(features, features[c], out=buf)
+                torch.linalg.vector_norm(buf, ord=2, dim=1, out=dist)
+                p = np.flatnonzero(dist.numpy() < md)
+                pts_l.append(p)
+                cen_l.append(np.full(len(p), i, dtype=np.int64))
+            stats["full_passes"] += len(centres)
+            pts = np.concatenate(pts_l)
+            return pts, np.concatenate(cen_l), take(md, pts)
+
+        def update(centres: np.ndarray) -> None:
+            """Apply the distances to ``centres`` (min_distances = min(min_distances, d(., c)) for each c)."""
+            k = len(mem)
+            first = add_centres(centres)
+            u = len(centres)
+            zc32 = take(z, centres, axis=0)
+            # while the clusters are huge, the dense scan wins: retry the cluster-by-cluster one now and then
+            found = None
+            if dense_streak[0] % 4 == 0:
+                found = candidates_sparse(k, first, u, zc32)
+            dense_streak[0] = 0 if found is not None else dense_streak[0] + 1
+            pe, ce, mdp = found if found is not None else candidates_dense(u, zc32)
+            if len(pe) * _FULL_PASS_FRACTION > n * u:
+                # the bounds prune little here (unstructured data): plain passes over all rows are cheaper
+                pe, ce, mdp = candidates_full(centres)
+            stats["exact_distances"] += len(pe)
+            if len(pe) == 0:
+                return
+            # 4. anomalib's distances for the survivors; keep those below the current minimum
+            d = exact(pe, ce, take(f_np, centres, axis=0))
+            mv = np.flatnonzero(d < mdp)
+            if len(mv) == 0:
+                return
+            mp = take(pe, mv)
+            mc = take(ce, mv)
+            mdv = take(d, mv)
+            if len(mp) != len(np.unique(mp)):  # a point moved by several centres: keep the nearest
+                o = np.lexsort((mc, mdv, mp))
+                mp, mc, mdv = mp[o], mc[o], mdv[o]
+                first_of = np.ones(len(mp), dtype=bool)
+                first_of[1:] = mp[1:] != mp[:-1]
+                mp, mc, mdv = mp[first_of], mc[first_of], mdv[first_of]
+            md[mp] = mdv
+            mark[mp] = True
+            for a in np.unique(take(owner, mp)).tolist():  # the clusters they leave
+                m_a = mem[a]
+                kept = ~take(mark, m_a)
+                set_cluster(a, m_a[kept], key[a][kept])
+            mark[mp] = False
+            owner[mp] = mc + first
+            o = np.lexsort((mp, -mdv, mc))  # by centre, then (-min_distance, index)
+            counts = np.bincount(mc, minlength=u)
+            bounds = np.zeros(u + 1, dtype=np.int64)
+            np.cumsum(counts, out=bounds[1:])
+            mp = mp[o]
+            negd = -mdv[o]
+            for i in np.flatnonzero(counts).tolist():
+                lo, hi = int(bounds[i]), int(bounds[i + 1])
+                set_cluster(first + i, mp[lo:hi], negd[lo:hi])
+
+        def accepted(cand: np.ndarray, cmd: np.ndarray) -> int:
+            """How many leading candidates are the next argmaxes: y_l is, as long as none of y_1..y_(l-1)
+            lowers its distance (every other distance can only go down)."""
+            if len(cand) < 2:
+                return len(cand)
+            zc = take(z, cand, axis=0).astype(np.float64)
+            n2 = np.einsum("ij,ij->i", zc, zc)
+            lb = zc @ zc.T
+            lb *= -2.0
+            lb += n2[:, None]
+            lb += n2[None, :]
+            bnd = cmd * rel + abs_margin
+            rows, cols = np.nonzero(np.tril(lb < (bnd * bnd)[:, None], -1))
+            if len(rows) == 0:
+                return len(cand)
+            d = exact(take(cand, rows), take(cand, cols))
+            hit = rows[d < take(cmd, rows)]
+            return int(hit.min()) if len(hit) else len(cand)
+
+        # first centre: the full computation, as anomalib does
+        selected = [start]
+        self._report(1)
+        torch.linalg.vector_norm(features - features[start], ord=2, dim=1, out=md_t)
+        stats["exact_distances"] += n
+        add_centres(np.array([start], dtype=np.int64))
+        rest = np.flatnonzero(np.arange(n) != start)
+        order = np.lexsort((rest, -md[rest]))
+        set_cluster(0, rest[order], -md[rest[order]])
+        md[start] = 0.0
+
+        want = 8
+        while len(selected) < k_total:
+            remaining = k_total - len(selected)
+            k = len(mem)
             top = rad[:k].max()
-            if top > 0:
-                ties = np.flatnonzero(rad[:k] == top)
-                a = int(ties[0])
-                if len(ties) > 1:
-                    a = int(ties[np.argmin([mem[b][0] for b in ties.tolist()])])
-                idx = int(mem[a][0])
-                set_cluster(a, mem[a][1:], key[a][1:])  # a selected point stays at distance 0
-            else:  # every distance is 0: anomalib's torch.max picks the first index
-                idx = int(torch.max(md_t, dim=0)[1])
-            md[idx] = 0.0
-            selected.append(idx)
+            if not top > 0:
+                # every min distance is 0: anomalib's torch.max keeps returning the first index
+                selected.extend([int(torch.max(md_t, dim=0)[1])] * remaining)
+                break
+            # the next candidates in argmax order: the heads of the clusters with the largest radii
+            lc = min(want, remaining, max(8, self._tick))  # no batch spans more than ~1 % (progress)
+            rk = rad[:k]
+            if k > lc:
+                cl = np.flatnonzero(rk >= np.partition(rk, k - lc)[k - lc])
+            else:
+                cl = np.flatnonzero(rk > 0)
+            heads = [mem[a][:lc] for a in cl.tolist()]
+            hkeys = [key[a][:lc] for a in cl.tolist()]
+            hp = np.concatenate(heads) if len(heads) > 1 else heads[0]
+            hk = np.concatenate(hkeys) if len(hkeys) > 1 else hkeys[0]
+            o = np.lexsort((hp, hk))[:lc]
+            cand = take(hp, o)
+            cmd = -take(hk, o).astype(np.float64)
+            pos = cmd > 0
+            if not pos.all():
+                cand, cmd = cand[pos], cmd[pos]
+            b = accepted(cand, cmd)
+            batch = cand[:b]
+            want = min(2 * want, _MAX_BATCH) if b == lc else max(8, 2 * b)
+            stats["batches"] += 1
+            # select them: distance 0, out of their clusters
+            md[batch] = 0.0
+            mark[batch] = True
+            for a in cl.tolist():
+                h = mem[a][:lc]
+                hit = take(mark, h)
+                if hit.any():
+                    kept = np.concatenate((h[~hit], mem[a][lc:]))
+                    set_cluster(a, kept, np.concatenate((key[a][:lc][~hit], key[a][lc:])))
+            mark[batch] = False
+            selected.extend(batch.tolist())
+            # anomalib never applies the distances of its last pick; neither do we (same min_distances)
+            upd = batch if len(selected) < k_total else batch[:-1]
+            if len(upd):
+                update(upd)
             self._report(len(selected))
 
         self.min_distances = md_t.unsqueeze(1)
-        stats["iterations"] = n_iter
+        stats["iterations"] = k_total - 1
         self.stats = stats
         return selected
 
