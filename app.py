@@ -7,6 +7,11 @@ process (and in every ``AppTest`` run). In that mode a requested page whose name
 matches, so Streamlit falls back to this script, and ``st.navigation`` below picks the page.
 """
 
+import os
+
+# Set before torch loads: sleeping (not spinning) OpenMP threads keep a 2-core machine responsive.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import streamlit as st
 
 from pages import ui

@@ -291,6 +291,17 @@ def cmd_index(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from core.export import export_openvino
+    from core.runs import RunRegistry
+
+    registry = RunRegistry()
+    run = registry.get(args.run_id)
+    info = export_openvino(registry.run_dir(run.id))
+    print(json.dumps(info, indent=1, default=str))
+    return 0
+
+
 def cmd_worker(args) -> int:
     from core.jobs import worker_loop
 
@@ -356,7 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, helptext in (("cancel", cmd_cancel, "cancel a queued or running run"),
                                  ("delete", cmd_delete, "delete a run and its files"),
                                  ("rerun", cmd_rerun, "queue a run again with the same parameters"),
-                                 ("index", cmd_index, "(re)build a run's similarity index")):
+                                 ("index", cmd_index, "(re)build a run's similarity index"),
+                                 ("export", cmd_export, "export a run's model to OpenVINO (FP32, FP16), checked "
+                                                        "against the torch scores")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("run_id")
         if name == "cancel":

@@ -32,7 +32,10 @@ MEASURED = "measured here"
 PUBLISHED = "published, not measured here"
 
 # Known latency paths, in display order; unknown ones follow alphabetically.
-PATH_LABELS: dict[str, str] = {"stock": "stock anomalib", "ours": "workbench (ours)", "openvino": "OpenVINO"}
+PATH_LABELS: dict[str, str] = {
+    "stock": "stock anomalib (Engine.predict)", "torch": "workbench torch", "ours": "workbench torch",
+    "openvino_fp32": "OpenVINO FP32", "openvino_fp16": "OpenVINO FP16", "openvino": "OpenVINO",
+}
 LATENCY_FIELDS = ("e2e_ms_p50", "e2e_ms_p95", "model_ms_p50", "model_ms_p95",
                   "images_per_s_b1", "images_per_s_best", "best_batch_size")
 
@@ -226,7 +229,8 @@ def latency_paths(latency: dict) -> dict[str, dict]:
     for name, values in (extra or {}).items():
         if isinstance(values, dict) and any(_num(values.get(f)) is not None for f in LATENCY_FIELDS):
             found[str(name)] = values
-    if "ours" not in found and any(_num(latency.get(f)) is not None for f in LATENCY_FIELDS):
+    # The run's own measurement is the torch path; benchmarks/speed.py re-measures it as "torch".
+    if not {"ours", "torch"} & set(found) and any(_num(latency.get(f)) is not None for f in LATENCY_FIELDS):
         found["ours"] = latency
     order = [p for p in PATH_LABELS if p in found] + sorted(p for p in found if p not in PATH_LABELS)
     return {p: found[p] for p in order}

@@ -26,7 +26,8 @@ SHARED_ROOT = PROJECT_ROOT.parent / "shared"
 
 # glibc keeps freed 16 MB blocks in its heap during PatchCore's coreset step (20 GB seen); forcing mmap for
 # large allocations returns them to the OS. Must be in the environment before Python starts.
-TRAINING_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+# OMP_WAIT_POLICY=PASSIVE: spinning OpenMP threads made torch 5-10x slower on a shared 2-core CPU.
+TRAINING_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def _truthy(value: str | None) -> bool:

@@ -3,6 +3,11 @@
 - model-only: the forward pass on an already pre-processed batch;
 - end-to-end: decode the file + pre-process + forward + post-process (what a line-side camera would see);
 - at batch 1 and at each batch size tried, with images/s; the best batch size is reported.
+
+``measure`` times any scorer with the ``LoadedModel`` interface (``preprocess`` / ``forward`` / ``verdict``,
+optionally ``read_image``): the PyTorch path or ``core.export.OpenVinoModel``. Its result carries a ``paths``
+dict, one entry per inference path measured (``path_entry``); benchmarks/speed.py adds "stock",
+"openvino_fp32" and "openvino_fp16" beside "torch" and stores it as ``run.latency["paths"]``.
 """
 
 from __future__ import annotations
@@ -51,18 +56,29 @@ def _percentiles(ms: list[float]) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
 
 
+# What every entry of ``latency["paths"]`` holds (the comparison page's chart reads these).
+PATH_FIELDS = ("e2e_ms_p50", "e2e_ms_p95", "images_per_s_b1", "images_per_s_best", "best_batch_size",
+               "peak_rss_mb", "model_mb")
+
+
+def path_entry(result: dict, **extra) -> dict:
+    """The ``latency["paths"][name]`` entry of one measurement (PATH_FIELDS plus anything in ``extra``)."""
+    return {**{f: result.get(f) for f in PATH_FIELDS}, **extra}
+
+
 def measure(loaded, paths: list[str], batch_sizes=(4, 8), max_images: int = 16, warmup: int = 2) -> dict:
-    """Time ``loaded`` (an inference.LoadedModel) on up to ``max_images`` of ``paths``."""
+    """Time ``loaded`` (an inference.LoadedModel or export.OpenVinoModel) on up to ``max_images`` of ``paths``."""
     paths = list(paths)[:max_images]
     if not paths:
         return {}
+    read = getattr(loaded, "read_image", images.read_image)
     for p in paths[:warmup]:  # first calls allocate and pick kernels; never timed
-        loaded.forward(loaded.preprocess([images.read_image(p)]))
+        loaded.forward(loaded.preprocess([read(p)]))
 
     model_ms, e2e_ms = [], []
     for p in paths:
         t0 = time.perf_counter()
-        rgb = images.read_image(p)
+        rgb = read(p)
         batch = loaded.preprocess([rgb])
         t1 = time.perf_counter()
         scores, maps = loaded.forward(batch)
@@ -80,19 +96,23 @@ def measure(loaded, paths: list[str], batch_sizes=(4, 8), max_images: int = 16, 
         t0 = time.perf_counter()
         for i in range(n_batches):
             chunk = paths[i * bs:(i + 1) * bs]
-            loaded.forward(loaded.preprocess([images.read_image(p) for p in chunk]))
+            loaded.forward(loaded.preprocess([read(p) for p in chunk]))
         throughput[bs] = n_batches * bs / (time.perf_counter() - t0)
     best = max(throughput, key=throughput.get)
     m50, m95 = _percentiles(model_ms)
     e50, e95 = _percentiles(e2e_ms)
-    return {
-        "path": "workbench-torch",
+    name = getattr(loaded, "path_name", "torch")
+    model_mb = loaded.model_mb() if hasattr(loaded, "model_mb") else None
+    result = {
+        "path": name,
         "n_images": len(paths),
         "model_ms_p50": m50, "model_ms_p95": m95,
         "e2e_ms_p50": e50, "e2e_ms_p95": e95,
         "images_per_s_b1": throughput[1],
         "images_per_s_by_batch": {str(k): v for k, v in throughput.items()},
         "best_batch_size": best, "images_per_s_best": throughput[best],
-        "peak_rss_mb": peak_rss_mb(),
-        "threads": torch.get_num_threads(), "cpu": cpu_model(),
+        "peak_rss_mb": peak_rss_mb(), "model_mb": model_mb,
+        "threads": getattr(loaded, "threads", None) or torch.get_num_threads(), "cpu": cpu_model(),
     }
+    result["paths"] = {name: path_entry(result)}
+    return result

@@ -171,7 +171,8 @@ def _file_logging(path: Path) -> logging.Handler:
 
 def execute(run_id: str, cfg: Settings | None = None, echo=None, index: bool = True) -> str:
     """Run ``run_id`` (already claimed as 'running'). Returns its final status; never raises for run errors."""
-    from core.inference import LoadedModel, save_checkpoint, set_threads
+    from core.inference import LoadedModel, save_checkpoint, set_threads, tune_malloc_for_inference
+    from core.memory import limit_heap_growth
 
     cfg = cfg or current_settings()
     registry = RunRegistry(cfg)
@@ -197,6 +198,8 @@ def execute(run_id: str, cfg: Settings | None = None, echo=None, index: bool = T
         del module
 
         hooks.phase("testing")
+        # Training is over: let glibc reuse large blocks again (the training threshold doubles inference time).
+        tune_malloc_for_inference()
         loaded = LoadedModel(run_dir)
         metrics = test(loaded, spec, hooks, art)
         timings["test_s"] = metrics.pop("test_s")
@@ -236,5 +239,6 @@ def execute(run_id: str, cfg: Settings | None = None, echo=None, index: bool = T
                         timings=timings)
         return FAILED
     finally:
+        limit_heap_growth()  # back to the training setting, for a process that runs several runs in turn
         logging.getLogger().removeHandler(handler)
         handler.close()

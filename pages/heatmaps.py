@@ -205,7 +205,7 @@ def upload_tab(run, cfg: viewer.DisplaySettings, opacity: float) -> None:
         return
     model = None
     with ui.friendly_errors():
-        model = ui.loaded_model(run)
+        model = ui.fastest_model(run)  # the OpenVINO export when the run has one
     if model is None:
         return
     # One cache per run, so moving the opacity slider does not rescore every upload; other runs' caches go.

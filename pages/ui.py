@@ -36,6 +36,21 @@ def loaded_model(run: Run):
     return _loaded_model(str(art.run_dir), mtime)
 
 
+@st.cache_resource(max_entries=4, show_spinner="Loading model…")
+def _fastest_model(run_dir: str, mtime: float):
+    from core.export import fastest_model
+
+    return fastest_model(__import__("pathlib").Path(run_dir))
+
+
+def fastest_model(run: Run):
+    """For scoring uploads: the run's validated OpenVINO export when there is one, else the torch model.
+    (Similarity search needs the torch model's features: use ``loaded_model`` there.)"""
+    art = RunArtifacts(registry().run_dir(run.id))
+    mtime = art.checkpoint.stat().st_mtime if art.checkpoint.exists() else 0.0
+    return _fastest_model(str(art.run_dir), mtime)
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
 def _records(run_dir: str, mtime: float):
     art = RunArtifacts(__import__("pathlib").Path(run_dir))

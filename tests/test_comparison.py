@@ -110,18 +110,21 @@ def test_only_references_for_the_compared_categories_join_the_chart(demo):
 # ---- latency paths -----------------------------------------------------------------------------------------
 
 def test_stock_ours_and_openvino_latency_paths_show_side_by_side_and_missing_ones_are_skipped():
+    # A run's own timing is the torch path ("ours") until benchmarks/speed.py adds every path it measured.
     latency = {"e2e_ms_p50": 40.0, "e2e_ms_p95": 50.0, "images_per_s_b1": 25.0,
-               "paths": {"openvino": {"e2e_ms_p50": 20.0, "images_per_s_b1": 50.0},
+               "paths": {"openvino_fp32": {"e2e_ms_p50": 20.0, "images_per_s_b1": 50.0},
                          "stock": {"e2e_ms_p50": 80.0, "e2e_ms_p95": 95.0},
                          "tensorrt": {}}}  # no figures: left out
-    assert list(comparison.latency_paths(latency)) == ["stock", "ours", "openvino"]
+    assert list(comparison.latency_paths(latency)) == ["stock", "ours", "openvino_fp32"]
     assert list(comparison.latency_paths({"e2e_ms_p50": 10.0})) == ["ours"]
     assert comparison.latency_paths({}) == {}
+    with_torch = {**latency, "paths": {**latency["paths"], "torch": {"e2e_ms_p50": 38.0}}}
+    assert list(comparison.latency_paths(with_torch)) == ["stock", "torch", "openvino_fp32"]  # no duplicate
 
     run = fake_run("r", "patchcore", "grid", 1)
     run.latency = latency
     fig = charts.latency_bars(comparison.latency_table([run]))
-    assert {t.name for t in fig.data} == {"stock anomalib", "workbench (ours)", "OpenVINO"}
+    assert {t.name for t in fig.data} == {"stock anomalib (Engine.predict)", "workbench torch", "OpenVINO FP32"}
 
 
 # ---- threshold what-if -------------------------------------------------------------------------------------

@@ -1,0 +1,178 @@
+"""The fast inference paths score exactly like stock anomalib (no timing assertions here).
+
+Stock = anomalib 2.7's ``Engine.predict(model=<stock Patchcore with the run's weights>, data_path=<demo test>)``
+with a forward hook on its torch model keeping the raw scores (Engine.predict itself returns normalised
+ones, which are checked against our raw scores normalised by the same post-processor).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, PngImagePlugin
+
+from core import images
+from core.config import PROJECT_ROOT, settings
+from core.inference import LoadedModel, nearest_patch, preprocess_images, read_image_fast
+from core.runs import RunRegistry
+
+
+def _speed_module():
+    spec = importlib.util.spec_from_file_location("speed_bench", PROJECT_ROOT / "benchmarks" / "speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rel(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b) / np.abs(b)))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a busy CI machine OpenMP's two spinning threads make these checks several
+    times slower (results are the same)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def stock_demo(demo_runs_root, tmp_path_factory):
+    """The demo PatchCore run, its test images, and stock Engine.predict's raw outputs on them."""
+    root, ids = demo_runs_root
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AW_ARTIFACTS", str(root))
+        cfg = settings()
+        run = RunRegistry(cfg).get(ids[0])
+        run_dir = RunRegistry(cfg).run_dir(ids[0])
+        records = json.loads((run_dir / "records.json").read_text())
+        test_dir = Path(records[0]["path"]).parent.parent
+        stock = _speed_module().run_stock(run_dir, test_dir, tmp_path_factory.mktemp("stock_results"))
+    paths = [r["path"] for r in records]
+    raw = np.array([stock["by_path"][str(Path(p).resolve())][0] for p in paths])
+    maps = np.stack([stock["by_path"][str(Path(p).resolve())][1] for p in paths])
+    normalised = np.array([stock["normalised"][str(Path(p).resolve())] for p in paths])
+    assert run.model == "patchcore" and len(paths) == len(stock["by_path"]) >= 8
+    return {"run_dir": run_dir, "paths": paths, "raw": raw, "maps": maps, "normalised": normalised,
+            "post": stock["post_processor"]}
+
+
+def test_torch_path_scores_like_stock(stock_demo):
+    loaded = LoadedModel(stock_demo["run_dir"])
+    assert loaded._fast_forward is not None  # the fast PatchCore forward is what is being checked
+    scores, maps = [], []
+    for p in stock_demo["paths"]:  # batch 1, as a camera would send them
+        s, m = loaded.forward(loaded.preprocess([loaded.read_image(p)]))
+        scores.append(s[0])
+        maps.append(m[0])
+    assert _rel(scores, stock_demo["raw"]) <= 1e-4
+    assert np.max(np.abs(np.stack(maps) - stock_demo["maps"])) <= 1e-4 * np.max(np.abs(stock_demo["maps"]))
+    # batched as well (the test phase and uploads score in batches)
+    batched, _ = loaded.forward(loaded.preprocess([loaded.read_image(p) for p in stock_demo["paths"]]))
+    assert _rel(batched, stock_demo["raw"]) <= 1e-4
+    # what Engine.predict returns is our raw score normalised by the same post-processor
+    post = stock_demo["post"]
+    ours = post._normalize(torch.tensor(scores), post.image_min, post.image_max, post.image_threshold).numpy()
+    assert np.max(np.abs(ours - stock_demo["normalised"])) <= 1e-5
+    # and the public predict() gives the same numbers
+    preds = loaded.predict(stock_demo["paths"][:3], batch_size=2)
+    assert _rel([p.score for p in preds], stock_demo["raw"][:3]) <= 1e-4
+
+
+def test_openvino_fp32_scores_like_stock(stock_demo, tmp_path):
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install openvino)")
+    pytest.importorskip("onnxscript", reason="onnxscript is not installed (needed by anomalib's ONNX export)")
+    from core.export import OpenVinoModel, export_openvino, export_status, fastest_model
+
+    run_dir = tmp_path / "run"  # a copy: the session's demo run is shared with other tests
+    shutil.copytree(stock_demo["run_dir"], run_dir)
+    info = export_openvino(run_dir, precisions=("fp32",))
+    assert info["input"]["preprocessing_in_graph"] is False
+    assert info["precisions"]["fp32"]["valid"]
+    model = OpenVinoModel(run_dir, "fp32")
+    assert model.compiled.inputs[0].get_partial_shape()[0].is_dynamic  # not fixed to batch 2
+    paths = stock_demo["paths"]
+    one = np.array([model.forward(model.preprocess([model.read_image(p)]))[0][0] for p in paths])  # batch 1
+    assert _rel(one, stock_demo["raw"]) <= 1e-3
+    four = np.concatenate([model.forward(model.preprocess([model.read_image(p) for p in paths[i:i + 4]]))[0]
+                           for i in range(0, len(paths), 4)])  # batch 4 (and a smaller last batch)
+    assert _rel(four, stock_demo["raw"]) <= 1e-3
+    preds = model.predict(paths[:2])
+    assert [p.is_anomalous for p in preds] == [model.verdict(p.score) for p in preds]
+
+    assert isinstance(fastest_model(run_dir), OpenVinoModel)
+    meta = run_dir / "openvino" / "export.json"
+    stale = json.loads(meta.read_text())
+    stale["checkpoint_sha256"] = "0" * 64  # as if the run had been re-trained after the export
+    meta.write_text(json.dumps(stale))
+    assert export_status(run_dir)[0] is False
+    assert isinstance(fastest_model(run_dir), LoadedModel)
+
+
+# ------------------------------------------------------------------------------- the pieces, on their own
+
+
+def _png(arr: np.ndarray, **info) -> bytes:
+    pnginfo = PngImagePlugin.PngInfo()
+    for key, value in info.items():
+        pnginfo.add_itxt(key, value)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", pnginfo=pnginfo)
+    return buf.getvalue()
+
+
+def test_read_image_fast_is_read_image():
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (40, 30), dtype=np.uint8)
+    rgb = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    xmp = '<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG")
+    cases = {
+        "grey": _png(grey),
+        "grey with XMP, no orientation": _png(grey, **{"XML:com.adobe.xmp": "<x:xmpmeta/>"}),
+        "grey with XMP orientation 6": _png(grey, **{"XML:com.adobe.xmp": xmp}),
+        "rgb": _png(rgb),
+        "rgba": _png(np.dstack([rgb, grey[..., None]])),
+        "16 bit": _png((grey.astype(np.uint16) * 257)),
+        "jpeg": buf.getvalue(),
+    }
+    for name, data in cases.items():
+        fast, ref = read_image_fast(data, name=name), images.read_image(data, name=name)
+        assert fast.dtype == ref.dtype and fast.shape == ref.shape and np.array_equal(fast, ref), name
+    assert read_image_fast(cases["grey with XMP orientation 6"]).shape == (30, 40, 3)  # rotated like Pillow says
+    with pytest.raises(images.ImageError):
+        read_image_fast(cases["grey"][:-40], name="truncated.png")
+
+
+def test_grey_preprocessing_is_identical():
+    from torchvision.transforms.v2 import Compose, Normalize, Resize
+
+    transform = Compose([Resize((64, 64), antialias=True), Normalize([0.5, 0.4, 0.3], [0.5, 0.6, 0.7])])
+    rng = np.random.default_rng(1)
+    grey = np.repeat(rng.integers(0, 256, (200, 170, 1), dtype=np.uint8), 3, axis=2)
+    colour = rng.integers(0, 256, (200, 170, 3), dtype=np.uint8)
+    for rgb in (grey, colour):
+        ref = transform(torch.from_numpy(rgb).permute(2, 0, 1).float().div(255).unsqueeze(0))
+        assert torch.equal(preprocess_images([rgb], transform), ref)
+
+
+def test_blocked_nearest_neighbour_is_anomalib():
+    from anomalib.models.image.patchcore.torch_model import PatchcoreModel
+
+    gen = torch.Generator().manual_seed(0)
+    emb, bank = torch.randn(300, 24, generator=gen), torch.randn(1000, 24, generator=gen)
+    ref_d, ref_i = PatchcoreModel.euclidean_dist(emb, bank).min(1)
+    d, i = nearest_patch(emb, bank, block=128, row_block=128)  # 8 × 3 tiles, the last ones partial
+    assert torch.equal(i, ref_i)
+    assert torch.allclose(d, ref_d, rtol=1e-6, atol=0)
