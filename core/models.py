@@ -242,7 +242,7 @@ register(ModelEntry(
     description="Student–teacher network plus autoencoder; trained for a number of steps.",
     params=(
         Param("model_size", "small", "Network size (small is ~2× faster).", "choice", ("small", "medium")),
-        Param("max_steps", 200, "Training steps (paper: 70,000 on GPU; on 2 CPU cores ~1 s per step).",
+        Param("max_steps", 200, "Training steps (paper: 70,000 on GPU; on 2 CPU cores ~3 s per step, so 200 ≈ 10 minutes).",
               "int", min=1, max=200_000),
         Param("lr", 1e-4, "Adam learning rate.", "float", min=1e-6, max=1e-1),
         Param("image_size", 256, "Images are resized to this square size (EfficientAD needs ≥ 256).", "int",

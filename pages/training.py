@@ -183,9 +183,10 @@ def model_choice() -> dict[str, dict]:
             st.caption(entry.description)
             if name == "efficientad":
                 steps = next(p.default for p in entry.params if p.name == "max_steps")
-                st.info(f"On 2 CPU cores one EfficientAD training step takes about 1 s: the default {steps} "
-                        f"steps train in ~{launch.efficientad_training_minutes(steps):.0f} min, so the default "
-                        "gives a usable model within ~15 minutes, testing included.", icon="⏱️")
+                st.info(f"On 2 CPU cores one EfficientAD training step takes about "
+                        f"{launch.EFFICIENTAD_S_PER_STEP:.0f} s: the default {steps} steps train in "
+                        f"~{launch.efficientad_training_minutes(steps):.0f} min, so a default run fits within "
+                        "~15 minutes, testing included (a GPU trains far longer in the same time).", icon="⏱️")
             params = {}
             cols = st.columns(2)
             for i, p in enumerate(entry.params):
