@@ -37,7 +37,6 @@ records the checkpoint's sha256 so that a re-trained run's stale export is never
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import shutil
 import time
@@ -46,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from core.artifacts import RunArtifacts, read_json, write_json
+from core.weights import sha256_file
 from core.errors import WorkbenchError
 from core.inference import LoadedModel, RunModel, preprocess_images
 
@@ -69,14 +69,6 @@ def openvino_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------- pre-processing spec
@@ -220,7 +212,7 @@ def export_openvino(run_dir: Path, precisions: tuple[str, ...] = PRECISIONS, n_c
                 {k: module.model.feature_pooler(v) for k, v in feats.items()}).shape[-2:].numel())
     info = {"format": "openvino", "openvino": ov.__version__, "anomalib": anomalib.__version__,
             "torch": torch.__version__, "model": loaded.model_name, "image_size": size,
-            "checkpoint_sha256": _sha256(RunArtifacts(run_dir).checkpoint),
+            "checkpoint_sha256": sha256_file(RunArtifacts(run_dir).checkpoint),
             "input": {"name": "input", "shape": ["batch", 3, size, size], "dtype": "float32",
                       "preprocessing_in_graph": False, "preprocessing": transform_spec},
             "outputs": ["pred_score", "anomaly_map"], "postprocessing_in_graph": False,
@@ -300,7 +292,7 @@ def export_status(run_dir: Path, precision: str = "fp32") -> tuple[bool, str]:
     if not ((folder / entry["xml"]).is_file() and (folder / entry["bin"]).is_file()):
         return False, "export files are missing"
     ckpt = RunArtifacts(run_dir).checkpoint
-    if not ckpt.is_file() or _sha256(ckpt) != info.get("checkpoint_sha256"):
+    if not ckpt.is_file() or sha256_file(ckpt) != info.get("checkpoint_sha256"):
         return False, "the export is older than the run's checkpoint"
     if not openvino_available():
         return False, "OpenVINO is not installed"
