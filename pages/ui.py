@@ -83,6 +83,11 @@ def pick_run(label: str, key: str, runs: list[Run] | None = None) -> Run | None:
         st.info("No finished runs yet. Train one on the **Training runs** page (the demo dataset takes seconds).")
         st.page_link("pages/training.py", label="Go to Training runs", icon="🏋️")
         return None
+    from core.models import model_warnings
+
+    # Real results first (newest first within each group): a demo should open on a run that means something,
+    # not on a pipeline check such as an untrained-teacher EfficientAD.
+    runs = sorted(runs, key=lambda r: bool(model_warnings(r.model, r.params)))
     by_id = {r.id: r for r in runs}
     chosen = st.selectbox(label, list(by_id), format_func=lambda i: run_label(by_id[i]), key=key)
     return by_id.get(chosen)
