@@ -143,15 +143,24 @@ class RunRegistry:
         self.cfg = cfg or current_settings()
         self.path = self.cfg.registry_path
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(SCHEMA)
+        # WAL mode is a property of the file, set once here. Switching it needs a moment alone with the file,
+        # and SQLite does not wait for that (no busy timeout), so two processes starting together retry.
+        for attempt in range(100):
+            try:
+                with self._connect() as db:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.executescript(SCHEMA)
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 99:
+                    raise
+                time.sleep(0.05)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.row_factory = sqlite3.Row
         try:
-            db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             yield db
         finally:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ import portalocker
 import pytest
 from qdrant_client import QdrantClient
 
-from core.config import settings
+from core.config import PROJECT_ROOT, settings
 from core.errors import VectorStoreError
 from core.vectorstore import VectorStore, collection_name, loo_neighbours, point_id
 
@@ -166,24 +168,27 @@ def test_hold_keeps_one_client_open(store: VectorStore, indexed) -> None:
     QdrantClient(path=str(store.root / COLL)).close()
 
 
-def _index_worker(root: str, run_id: str, seed: int, barrier) -> None:
-    vectors, payloads, _ = clustered_run(seed)
-    store = VectorStore(path=root)
-    barrier.wait()  # start together, so the two really contend for the folder
-    for _ in range(3):
-        store.index_run(run_id, COLL, vectors, payloads)
-        store.search(COLL, vectors["global"][0], run_id=run_id)
+_INDEX_WORKER = """
+import sys, time
+from core.vectorstore import VectorStore
+from tests.test_vectorstore import COLL, clustered_run
+root, run_id, seed, start_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+vectors, payloads, _ = clustered_run(seed)
+store = VectorStore(path=root)
+time.sleep(max(0.0, start_at - time.time()))  # start together, so the two really contend for the folder
+for _ in range(3):
+    store.index_run(run_id, COLL, vectors, payloads)
+    store.search(COLL, vectors["global"][0], run_id=run_id)
+"""
 
 
 def test_two_processes_index_the_same_folder(store: VectorStore) -> None:
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(2)
-    procs = [ctx.Process(target=_index_worker, args=(str(store.root), f"run-{i}", i, barrier)) for i in (1, 2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-    assert [p.exitcode for p in procs] == [0, 0]
+    # Separate interpreters (not multiprocessing): nothing of this test process is inherited or re-imported.
+    start_at = str(time.time() + 8)
+    procs = [subprocess.Popen([sys.executable, "-c", _INDEX_WORKER, str(store.root), f"run-{i}", str(i), start_at],
+                              cwd=PROJECT_ROOT, stderr=subprocess.PIPE, text=True) for i in (1, 2)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
     assert store.count("run-1", COLL) == store.count("run-2", COLL) == 42
     client = QdrantClient(path=str(store.root / COLL))  # the folder itself opens fine and holds both runs
     try:
