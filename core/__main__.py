@@ -1,7 +1,11 @@
 """Entry point for ``python -m core``."""
 
+import os
 import sys
 import warnings
+
+# Before torch loads OpenMP: spinning threads made torch 5-10× slower on a shared 2-core CPU (as app.py does).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from core.memory import limit_heap_growth
 

@@ -191,6 +191,8 @@ def execute(run_id: str, cfg: Settings | None = None, echo=None, index: bool = T
         spec = DatasetSpec.from_dict(run.dataset)
         check_available(spec, cfg)
         params = models.resolve_params(run.model, run.params)
+        if not models.get_entry(run.model).limit_heap_in_fit:
+            tune_malloc_for_inference()  # see ModelEntry.limit_heap_in_fit
 
         module, timings["fit_s"] = fit(run, spec, hooks, run_dir, cfg)
         timings["peak_rss_fit_mb"] = latency.peak_rss_mb()

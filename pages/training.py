@@ -181,12 +181,6 @@ def model_choice() -> dict[str, dict]:
         defaults = models.default_params(name)
         with st.expander(f"{entry.label} parameters", expanded=True):
             st.caption(entry.description)
-            if name == "efficientad":
-                steps = next(p.default for p in entry.params if p.name == "max_steps")
-                st.info(f"On 2 CPU cores one EfficientAD training step takes about "
-                        f"{launch.EFFICIENTAD_S_PER_STEP:.0f} s: the default {steps} steps train in "
-                        f"~{launch.efficientad_training_minutes(steps):.0f} min, so a default run fits within "
-                        "~15 minutes, testing included (a GPU trains far longer in the same time).", icon="⏱️")
             params = {}
             cols = st.columns(2)
             for i, p in enumerate(entry.params):
@@ -195,6 +189,8 @@ def model_choice() -> dict[str, dict]:
                         p, key=f"param_{name}_{p.name}", default=defaults[p.name],
                         format_func=_backbone_label if p.name == "backbone" else None,
                     )
+            if name == "efficientad":
+                st.info(launch.efficientad_time_note(int(params["max_steps"]), params["model_size"]), icon="⏱️")
             with ui.friendly_errors():
                 for warning in models.model_warnings(name, params):
                     st.warning(warning, icon="⚠️")

@@ -11,7 +11,7 @@ import math
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import datasets, launch, weights
+from core import datasets, launch, models, weights
 from core.config import PROJECT_ROOT
 from core.runs import DONE, FAILED, QUEUED, RunRegistry
 
@@ -147,10 +147,22 @@ def test_launching_on_an_mvtec_category_missing_offline_shows_an_error_not_a_tra
 def test_efficientad_form_comes_from_the_registry_and_states_the_cpu_time(artifacts):
     at = open_app("pages/training.py")
     at.multiselect(key="models").set_value(["patchcore", "efficientad"]).run()
-    assert at.number_input(key="param_efficientad_max_steps").value == 200  # the registry's default
-    assert "about 3 s" in texts(at.info) and "200" in texts(at.info) and "15 minutes" in texts(at.info)
+    default_steps = models.default_params("efficientad")["max_steps"]
+    assert at.number_input(key="param_efficientad_max_steps").value == default_steps  # the registry's default
+    info = texts(at.info)
+    assert f"about {launch.EFFICIENTAD_S_PER_STEP['small']:.1f} s" in info and f"{default_steps} steps" in info
+    assert "fits within ~15 minutes" in info  # the default is chosen to fit a demo
+    # asking for far more steps than a demo allows says so, and suggests a number that fits
+    at.number_input(key="param_efficientad_max_steps").set_value(5000).run()
+    assert "over the ~15 minutes" in texts(at.info) and "5000 steps" in texts(at.info)
     at.selectbox(key="param_efficientad_teacher").set_value("untrained").run()
     assert "UNTRAINED (random) teacher" in texts(at.warning)
+
+
+def test_the_time_estimate_suggests_steps_that_fit_in_fifteen_minutes():
+    note = launch.efficientad_time_note(5000)
+    suggested = int(note.split("lower the steps to about ")[1].split(".")[0])
+    assert "fits within ~15 minutes" in launch.efficientad_time_note(suggested)
 
 
 # ---- training runs: in progress and history ----------------------------------------------------------------
