@@ -1,10 +1,12 @@
 """Inference speed on MVTec AD grid: stock anomalib vs the workbench's PyTorch path vs OpenVINO, one table.
 
     MALLOC_MMAP_THRESHOLD_=131072 .venv/bin/python benchmarks/speed.py [--run RUN_ID ...] [--coreset 0.01 [0.1]]
-        [--threads N] [--batch-sizes 2 4 8] [--efficientad] [--no-rss]
+        [--threads N] [--batch-sizes 2 4 8] [--efficientad] [--efficientad-untrained STEPS] [--no-rss]
 
-For each PatchCore run (trained here with EfficientNet-Lite0 unless ``--run`` names finished ones), in ONE
-process and on the same 78 test images:
+For each PatchCore run (trained here with EfficientNet-Lite0 unless ``--run`` names finished ones), and
+EfficientAD-S where asked (``--efficientad``: the real pretrained teacher; ``--efficientad-untrained STEPS``:
+a random teacher, labelled timing-only, because it does the same arithmetic), in ONE process and on the
+same 78 test images:
 
 - **stock**: anomalib 2.7's documented predict path, ``Engine().predict(model=..., data_path=<grid>/test)``
   with the stock ``Patchcore`` (default pre/post-processor, evaluator and visualiser; batch 1 as Engine's
@@ -25,6 +27,10 @@ Process settings, the same for every path: ``OMP_WAIT_POLICY=PASSIVE`` (``--omp-
 spinning default, which collapses under a shared CPU) and glibc's large-block threshold restored
 (``core.inference.tune_malloc_for_inference``: the training setting ``MALLOC_MMAP_THRESHOLD_=131072``
 doubles inference latency). Training, if needed, runs in a child process with the training environment.
+
+One more row, **stock, seeds' env**: the same stock Engine.predict in a child process with the environment
+the seeds measured stock in (``MALLOC_MMAP_THRESHOLD_=131072``, OpenMP's default spinning wait), so the
+speed-up over what a user of stock anomalib gets is measured here rather than quoted (``--no-seed-env`` skips it).
 """
 
 from __future__ import annotations
@@ -45,13 +51,14 @@ if __name__ == "__main__":  # process settings; nothing of this when a test impo
     # OpenMP threads that sleep while they wait (instead of spinning) keep torch usable on a shared CPU: with
     # the default (active) policy and other jobs running, a 2-thread forward pass took 5-10× longer here. Set
     # before torch is imported, so stock anomalib and our torch path run under the same policy.
-    if "--omp-active" not in sys.argv:
+    if "--omp-active" not in sys.argv and "--stock-probe" not in sys.argv:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # This process only scores images (training runs in a child process with the training environment), so
     # it undoes MALLOC_MMAP_THRESHOLD_=131072, which doubles inference latency; stock and our paths alike.
     from core.inference import tune_malloc_for_inference
 
-    tune_malloc_for_inference()
+    if "--stock-probe" not in sys.argv:
+        tune_malloc_for_inference()
 
 import numpy as np  # noqa: E402
 
@@ -66,7 +73,7 @@ if "--rss-probe" not in sys.argv:  # the peak-RSS probes import only what their 
 
 PATHS = ("stock", "torch", "openvino_fp32", "openvino_fp16")
 COLUMNS = ["path", "model", "img/s b1", "p50 ms", "p95 ms", "img/s best (bs)", "peak RSS MB (b1 / batched)", "model MB",
-           "image AUROC", "pixel AUROC", "max rel score diff vs stock"]
+           "image AUROC", "pixel AUROC", "max rel score diff vs stock", "b1 speed-up vs stock (same env / seeds' env)"]
 TOLERANCE = {"torch": 1e-4, "openvino_fp32": 1e-3}  # required agreement with stock's raw image scores
 AUROC_TOLERANCE = 0.002
 
@@ -294,6 +301,37 @@ def child_rss(path: str, run_id: str, threads: int, batch_sizes) -> dict:
     return {}
 
 
+# ------------------------------------------------------------- stock in the seeds' process environment (child)
+
+SEED_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}  # and OpenMP's default (spinning) wait policy
+
+
+def stock_probe(run_id: str) -> None:
+    """Child process: stock Engine.predict on the grid test folder as the seeds ran it, timing included."""
+    cfg = settings()
+    run = RunRegistry(cfg).get(run_id)
+    spec = datasets.DatasetSpec.from_dict(run.dataset)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run_stock(RunRegistry(cfg).run_dir(run_id), spec.path / "test", Path(tmp))
+    timing = {**result["timing"], "with_load_s": time.perf_counter() - t0, "peak_rss_mb": own_peak_rss_mb()}
+    print("STOCK_JSON " + json.dumps(timing), flush=True)
+
+
+def child_stock_seed_env(run_id: str) -> dict:
+    """The stock path in the environment the seeds measured it in (0.47 images/s there, with another job
+    running): ``MALLOC_MMAP_THRESHOLD_=131072`` set for training, and OpenMP threads spinning while they wait."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env.update(SEED_ENV)
+    cmd = [sys.executable, __file__, "--stock-probe", run_id]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    for line in proc.stdout.splitlines():
+        if line.startswith("STOCK_JSON "):
+            return json.loads(line[11:])
+    print(f"  (stock probe in the seeds' environment failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode})")
+    return {}
+
+
 # ------------------------------------------------------------------------------------------- main
 
 def ensure_run(model: str, params: dict, spec, run_id: str | None) -> str:
@@ -345,7 +383,12 @@ def benchmark_run(run_id: str, args) -> tuple[list[dict], list[str]]:
     labels = np.array([s.label for s in samples])
     defects = [s.defect_type for s in samples]
     problems: list[str] = []
-    model_label = f"{run.model} {run.params.get('backbone', '')} coreset {run.params.get('coreset_sampling_ratio', '–')}".strip()
+    if run.model == "patchcore":
+        model_label = f"patchcore {run.params.get('backbone', '')} coreset {run.params.get('coreset_sampling_ratio', '–')}"
+    else:
+        p = models.resolve_params(run.model, run.params, strict=False)
+        model_label = f"{run.model}-{p.get('model_size', '')}" + (
+            " (UNTRAINED teacher: timing only)" if p.get("teacher") == "untrained" else "")
 
     ov_paths = []
     for precision in ("fp32", "fp16"):
@@ -400,6 +443,10 @@ def benchmark_run(run_id: str, args) -> tuple[list[dict], list[str]]:
     if norm_diff > 1e-4:
         problems.append(f"torch scores normalised like stock differ from Engine.predict's by {norm_diff:.2e}")
 
+    seed_env = {}
+    if not args.no_seed_env:
+        print(f"[{run_id}] stock Engine.predict in the seeds' process environment (child process) …", flush=True)
+        seed_env = child_stock_seed_env(run_id)
     if not args.no_rss:
         print(f"[{run_id}] peak RSS per path (child processes) …", flush=True)
         for name in results:
@@ -408,6 +455,11 @@ def benchmark_run(run_id: str, args) -> tuple[list[dict], list[str]]:
             results[name]["peak_rss_mb_batched"] = probe.get("peak_rss_mb_batched")
 
     rows = []
+    stock_b1, seed_b1 = results["stock"]["images_per_s_b1"], seed_env.get("images_per_s_b1")
+
+    def speedup(ips: float) -> str:
+        return f"{ips / stock_b1:.1f}×" + (f" / {ips / seed_b1:.1f}×" if seed_b1 else "")
+
     for name in [p for p in PATHS if p in results]:
         r = results[name]
         rows.append({"path": name, "model": model_label, "img/s b1": r["images_per_s_b1"],
@@ -417,7 +469,16 @@ def benchmark_run(run_id: str, args) -> tuple[list[dict], list[str]]:
                                                     if r.get("peak_rss_mb") and r.get("peak_rss_mb_batched") else None),
                      "model MB": r["model_mb"],
                      "image AUROC": f"{r['image_auroc']:.4f}", "pixel AUROC": f"{r['pixel_auroc']:.4f}",
-                     "max rel score diff vs stock": f"{r['max_rel_score_diff_vs_stock']:.1e}"})
+                     "max rel score diff vs stock": f"{r['max_rel_score_diff_vs_stock']:.1e}",
+                     "b1 speed-up vs stock (same env / seeds' env)": speedup(r["images_per_s_b1"])})
+        if name == "stock" and seed_env:
+            rows.append({"path": "stock, seeds' env", "model": model_label, "img/s b1": seed_b1,
+                         "p50 ms": seed_env["e2e_ms_p50"], "p95 ms": seed_env["e2e_ms_p95"],
+                         "img/s best (bs)": f"{seed_b1:.2f} (1)",
+                         "peak RSS MB (b1 / batched)": f"{seed_env['peak_rss_mb']:,.0f} / –",
+                         "model MB": r["model_mb"], "image AUROC": "same model", "pixel AUROC": "same model",
+                         "max rel score diff vs stock": "–",
+                         "b1 speed-up vs stock (same env / seeds' env)": speedup(seed_b1)})
 
     # Store in the run: latency["paths"] for the comparison page, the full record in speed.json.
     lat = dict(run.latency or {})
@@ -427,12 +488,16 @@ def benchmark_run(run_id: str, args) -> tuple[list[dict], list[str]]:
                                              peak_rss_mb_batched=r.get("peak_rss_mb_batched"),
                                              threads=args.threads)
                     for name, r in results.items()}
+    if seed_env:
+        lat["paths"]["stock_seed_env"] = latency.path_entry({**seed_env, "model_mb": results["stock"]["model_mb"]},
+                                                            environment=SEED_ENV, threads=args.threads)
     registry.update(run_id, latency=lat)
     write_json(art.latency_path, lat)
     write_json(run_dir / "speed.json", {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "environment": latency.environment(),
         "threads": args.threads, "batch_sizes": args.batch_sizes, "normalised_score_max_abs_diff": norm_diff,
         "stock_wall_s": stock["timing"]["wall_s"], "stock_model_load_s": stock["timing"]["model_load_s"],
+        "stock_seeds_environment": {**seed_env, "environment": SEED_ENV, "omp_wait_policy": "(default)"} if seed_env else None,
         "paths": {name: {k: v for k, v in r.items() if k not in ("scores", "maps")} for name, r in results.items()},
         "problems": problems,
     })
@@ -451,14 +516,22 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="threads for torch and OpenVINO (0 = all cores)")
     parser.add_argument("--batch-sizes", nargs="*", type=int, default=[2, 4, 8])
     parser.add_argument("--efficientad", action="store_true", help="also EfficientAD, if its pretrained teacher exists")
+    parser.add_argument("--efficientad-untrained", type=int, default=0, metavar="STEPS",
+                        help="also EfficientAD-S with an UNTRAINED teacher trained STEPS steps: timing and score "
+                             "equality only (same arithmetic), its AUROC is not an EfficientAD result")
     parser.add_argument("--no-rss", action="store_true", help="skip the per-path peak-RSS child processes")
     parser.add_argument("--omp-active", action="store_true", help="keep OpenMP's default (spinning) wait policy")
     parser.add_argument("--rss-probe", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--stock-probe", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--no-seed-env", action="store_true", help="skip stock in the seeds' process environment")
     args = parser.parse_args()
 
     from core.inference import set_threads
 
     args.threads = set_threads(args.threads or None)
+    if args.stock_probe:
+        stock_probe(args.stock_probe)
+        return 0
     if args.rss_probe:
         rss_probe(args.rss_probe, args.run[0], args.threads, 16, args.batch_sizes)
         return 0
@@ -479,6 +552,14 @@ def main() -> int:
             print(f"EfficientAD skipped: its pretrained teacher is not at {weights.efficientad_teacher_path('small')}"
                   + ("" if cfg.imagenet_dir else " and AW_IMAGENET_DIR is not set")
                   + " (an untrained-teacher run would not be a real EfficientAD result).", flush=True)
+    if args.efficientad_untrained:
+        from benchmarks.efficientad_steps import bundled_penalty_dir
+
+        penalty = cfg.datasets_dir / "bundled_photos"  # natural photos for the penalty loss (offline stand-in)
+        bundled_penalty_dir(penalty)
+        run_ids.append(ensure_run("efficientad", {"model_size": "small", "teacher": "untrained",
+                                                  "max_steps": args.efficientad_untrained,
+                                                  "imagenet_dir": str(penalty)}, spec, None))
 
     rows, problems = [], []
     for run_id in run_ids:

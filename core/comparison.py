@@ -33,7 +33,9 @@ PUBLISHED = "published, not measured here"
 
 # Known latency paths, in display order; unknown ones follow alphabetically.
 PATH_LABELS: dict[str, str] = {
-    "stock": "stock anomalib (Engine.predict)", "torch": "workbench torch", "ours": "workbench torch",
+    "stock": "stock anomalib (Engine.predict)",
+    "stock_seed_env": "stock anomalib, untuned process",  # benchmarks/speed.py: OpenMP spinning, training malloc
+    "torch": "workbench torch", "ours": "workbench torch",
     "openvino_fp32": "OpenVINO FP32", "openvino_fp16": "OpenVINO FP16", "openvino": "OpenVINO",
 }
 LATENCY_FIELDS = ("e2e_ms_p50", "e2e_ms_p95", "model_ms_p50", "model_ms_p95",

@@ -46,25 +46,36 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def stock_demo(demo_runs_root, tmp_path_factory):
-    """The demo PatchCore run, its test images, and stock Engine.predict's raw outputs on them."""
+def _stock_outputs(demo_runs_root, out_dir: Path, index: int, model: str) -> dict:
+    """One demo run, its test images, and stock Engine.predict's raw outputs on them."""
     root, ids = demo_runs_root
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AW_ARTIFACTS", str(root))
         cfg = settings()
-        run = RunRegistry(cfg).get(ids[0])
-        run_dir = RunRegistry(cfg).run_dir(ids[0])
+        run = RunRegistry(cfg).get(ids[index])
+        run_dir = RunRegistry(cfg).run_dir(ids[index])
         records = json.loads((run_dir / "records.json").read_text())
         test_dir = Path(records[0]["path"]).parent.parent
-        stock = _speed_module().run_stock(run_dir, test_dir, tmp_path_factory.mktemp("stock_results"))
+        stock = _speed_module().run_stock(run_dir, test_dir, out_dir)
     paths = [r["path"] for r in records]
     raw = np.array([stock["by_path"][str(Path(p).resolve())][0] for p in paths])
     maps = np.stack([stock["by_path"][str(Path(p).resolve())][1] for p in paths])
     normalised = np.array([stock["normalised"][str(Path(p).resolve())] for p in paths])
-    assert run.model == "patchcore" and len(paths) == len(stock["by_path"]) >= 8
+    assert run.model == model and len(paths) == len(stock["by_path"]) >= 8
     return {"run_dir": run_dir, "paths": paths, "raw": raw, "maps": maps, "normalised": normalised,
             "post": stock["post_processor"]}
+
+
+@pytest.fixture(scope="module")
+def stock_demo(demo_runs_root, tmp_path_factory):
+    """The demo PatchCore run, scored by stock anomalib."""
+    return _stock_outputs(demo_runs_root, tmp_path_factory.mktemp("stock_results"), 0, "patchcore")
+
+
+@pytest.fixture(scope="module")
+def stock_efficientad(demo_runs_root, tmp_path_factory):
+    """The demo EfficientAD run (untrained teacher: the same arithmetic, which is all equality needs)."""
+    return _stock_outputs(demo_runs_root, tmp_path_factory.mktemp("stock_ead"), 1, "efficientad")
 
 
 def test_torch_path_scores_like_stock(stock_demo):
@@ -117,6 +128,35 @@ def test_openvino_fp32_scores_like_stock(stock_demo, tmp_path):
     meta.write_text(json.dumps(stale))
     assert export_status(run_dir)[0] is False
     assert isinstance(fastest_model(run_dir), LoadedModel)
+
+
+def test_efficientad_torch_path_scores_like_stock(stock_efficientad):
+    loaded = LoadedModel(stock_efficientad["run_dir"])
+    scores, maps = [], []
+    for p in stock_efficientad["paths"]:
+        s, m = loaded.forward(loaded.preprocess([loaded.read_image(p)]))
+        scores.append(s[0])
+        maps.append(m[0])
+    assert _rel(scores, stock_efficientad["raw"]) <= 1e-4
+    assert np.max(np.abs(np.stack(maps) - stock_efficientad["maps"])) <= 1e-4 * np.max(np.abs(stock_efficientad["maps"]))
+    post = stock_efficientad["post"]
+    ours = post._normalize(torch.tensor(scores), post.image_min, post.image_max, post.image_threshold).numpy()
+    assert np.max(np.abs(ours - stock_efficientad["normalised"])) <= 1e-5
+
+
+def test_efficientad_openvino_fp32_scores_like_stock(stock_efficientad, tmp_path):
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install openvino)")
+    pytest.importorskip("onnxscript", reason="onnxscript is not installed (needed by anomalib's ONNX export)")
+    from core.export import OpenVinoModel, export_openvino
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(stock_efficientad["run_dir"], run_dir)
+    info = export_openvino(run_dir, precisions=("fp32",))
+    assert info["precisions"]["fp32"]["valid"]
+    model = OpenVinoModel(run_dir, "fp32")
+    paths = stock_efficientad["paths"]
+    one = np.array([model.forward(model.preprocess([model.read_image(p)]))[0][0] for p in paths])
+    assert _rel(one, stock_efficientad["raw"]) <= 1e-3
 
 
 # ------------------------------------------------------------------------------- the pieces, on their own
