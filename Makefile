@@ -22,7 +22,7 @@ $(STAMP): requirements.txt
 setup: $(STAMP)
 
 run: setup
-	$(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+	$(VENV)/bin/python app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \

@@ -1,20 +1,33 @@
 """Anomaly Workbench — the entry point: page config, navigation, and recovery of interrupted runs.
 
-Why the pages have url_paths that differ from their file names: a ``pages/`` folder next to the main script
-makes Streamlit treat the app as a legacy multipage app until ``st.navigation`` has run once in the server
-process (and in every ``AppTest`` run). In that mode a requested page whose name matches a file in
-``pages/`` would be executed on its own, skipping this script. With distinct url_paths no legacy page
-matches, so Streamlit falls back to this script, and ``st.navigation`` below picks the page.
+Start it with ``python app.py [streamlit options]`` (what ``make run`` does); ``streamlit run app.py`` works too.
+
+Why: a ``pages/`` folder next to the main script makes Streamlit treat the app as a legacy multipage app
+until ``st.navigation`` has run once in the server process (and in every ``AppTest`` run). Under
+``streamlit run``, the first request after the server starts is handled that way, so a deep link such as
+/compare-models shows "Page not found" once before the right page. ``python app.py`` marks the app as an
+``st.navigation`` app before the server starts. The url_paths still differ from the file names so that even
+that first legacy run never executes a page on its own, skipping this script: no legacy page name matches,
+Streamlit falls back to this script, and ``st.navigation`` below picks the page.
 """
 
 import os
+import sys
 
 # Set before torch loads: sleeping (not spinning) OpenMP threads keep a 2-core machine responsive.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import streamlit as st
 
-from pages import ui
+if __name__ == "__main__" and not st.runtime.exists():  # `python app.py`: start the server serving this file
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.web import cli
+
+    PagesManager.uses_pages_directory = False  # see the module docstring
+    sys.argv = ["streamlit", "run", __file__, *sys.argv[1:]]
+    sys.exit(cli.main())
+
+from pages import ui  # noqa: E402
 
 st.set_page_config(page_title="Anomaly Workbench", layout="wide")
 

@@ -127,9 +127,13 @@ def run_warnings(run: Run) -> list[str]:
 
 
 def default_selection(runs: Sequence[Run]) -> list[str]:
-    """The latest finished run per (model, category): what an engineer usually wants to compare."""
+    """The latest finished run per (model, category): what an engineer usually wants to compare.
+
+    Pipeline checks (e.g. an untrained-teacher EfficientAD) are left out when any real result exists, so a
+    demo opens on numbers that mean something; with nothing else they are shown (and labelled as such)."""
+    real = [r for r in runs if not run_warnings(r)]
     latest: dict[tuple[str, str], Run] = {}
-    for run in runs:
+    for run in real or runs:
         key = (run.model, run.category)
         if key not in latest or run.created_at > latest[key].created_at:
             latest[key] = run

@@ -1,4 +1,4 @@
-"""A real browser: `streamlit run app.py` on localhost, every page opened in headless Chromium.
+"""A real browser: `python app.py` (as `make run` starts it) on localhost, every page opened in headless Chromium.
 
 Each page must render its title and show no exception; screenshots go to tests/output/screens/ so a person
 can look at what a user sees. Skipped (with the reason) where Debian's chromium is not installed.
@@ -24,10 +24,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENS = PROJECT_ROOT / "tests" / "output" / "screens"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
-PAGES = [  # (url path, text the page must show)
+PAGES = [  # (url path, text the page must show); a deep link first, as when someone shares a link
+    ("compare-models", "Compare models"),
     ("", "Anomaly Workbench"),
     ("training-runs", "Training runs"),
-    ("compare-models", "Compare models"),
     ("heatmap-viewer", "Heatmap viewer"),
     ("similar-cases", "Similar cases"),
 ]
@@ -47,7 +47,7 @@ def server(demo_runs_root):
     port = _free_port()
     env = {**os.environ, **_offline_env(root), "AW_AUTOSTART_WORKER": "0"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+        [sys.executable, "app.py", "--server.headless", "true", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
         cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -87,4 +87,5 @@ def test_every_page_opens_in_a_real_browser_without_an_exception(server):
             body = page.inner_text("body")
             assert page.locator('[data-testid="stException"]').count() == 0, f"{name}: {body[:2000]}"
             assert "Traceback" not in body, f"{name} shows a traceback"
+            assert "Page not found" not in body, f"{name}: a deep link right after the server started fell back"
         browser.close()

@@ -77,6 +77,14 @@ def test_by_default_the_latest_run_of_each_model_on_each_category_is_compared():
     assert sorted(comparison.default_selection(runs)) == ["ead", "new", "tile"]
 
 
+def test_the_default_comparison_leaves_out_pipeline_checks_when_real_results_exist():
+    check = fake_run("check", "efficientad", "grid", 9)
+    check.params = {"teacher": "untrained"}
+    real = [fake_run("pc", "patchcore", "grid", 1), fake_run("ead", "efficientad", "tile", 2)]
+    assert sorted(comparison.default_selection([*real, check])) == ["ead", "pc"]
+    assert comparison.default_selection([check]) == ["check"]  # nothing else: shown rather than an empty page
+
+
 def test_a_setup_run_twice_on_one_category_gets_the_run_id_in_its_legend_name():
     runs = [fake_run("r1", "patchcore", "grid", 1), fake_run("r2", "patchcore", "grid", 2)]
     series = comparison.comparison_table(runs)["series"].tolist()
