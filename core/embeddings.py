@@ -44,8 +44,16 @@ def patch_features(loaded, batch: torch.Tensor) -> torch.Tensor:
 def embed(loaded, rgbs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(global (B, D), defect (B, D), scores (B,), anomaly maps (B, H, W)) for decoded RGB images."""
     batch = loaded.preprocess(rgbs)
-    scores, maps = loaded.forward(batch)
-    feats = patch_features(loaded, batch)  # (B, D, h, w)
+    captured: list[torch.Tensor] = []
+    hook = None
+    if loaded.model_name == "efficientad":  # keep the teacher's output from the scoring pass: no second teacher run
+        hook = loaded.module.model.teacher.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
+        scores, maps = loaded.forward(batch)
+    finally:
+        if hook is not None:
+            hook.remove()
+    feats = captured[0] if len(captured) == 1 else patch_features(loaded, batch)  # (B, D, h, w)
     global_vec = feats.mean(dim=(2, 3))
     small = F.interpolate(torch.from_numpy(maps).unsqueeze(1), size=feats.shape[-2:], mode="area").squeeze(1)
     flat = small.flatten(1)
