@@ -24,7 +24,7 @@ import pandas as pd
 
 from core.errors import RunError
 
-RECORD_COLUMNS = ["index", "path", "label", "defect_type", "mask_path", "score", "pred_label"]
+RECORD_COLUMNS = ["index", "path", "label", "defect_type", "mask_path", "score", "pred_label", "source"]
 
 
 def write_json(path: Path, data) -> None:

@@ -207,6 +207,29 @@ def read_image(source: Source, name: str | None = None) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+_MODE_NAMES = {"L": "greyscale", "RGB": "RGB", "RGBA": "RGBA", "LA": "greyscale+alpha", "P": "palette",
+               "PA": "palette", "1": "1-bit", "I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-bit",
+               "F": "float", "CMYK": "CMYK", "YCbCr": "YCbCr"}
+
+
+def read_image_kind(source: Source, name: str | None = None) -> tuple[np.ndarray, str, bool]:
+    """``read_image`` plus what the file holds: its colour kind ('greyscale', 'RGB', 'RGBA', '16-bit',
+    'palette'…) and whether it is a plain 8-bit greyscale/RGB PNG that any PNG reader decodes to exactly
+    these pixels (such a file can be used as it is; anything else is better converted once)."""
+    data, label = _load_bytes(source, name)
+    rgb = read_image(data, label)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(io.BytesIO(data)) as im:
+            fmt, mode = im.format, im.mode
+            try:
+                oriented = int(im.getexif().get(_EXIF_ORIENTATION, 1)) not in (0, 1)
+            except Exception:
+                oriented = False
+    plain = fmt == "PNG" and mode in ("L", "RGB") and not oriented
+    return rgb, _MODE_NAMES.get(mode, mode), plain
+
+
 def read_mask(source: Source, shape: tuple[int, int] | None = None, name: str | None = None) -> np.ndarray:
     """Read a ground-truth mask as a bool HxW array: any nonzero pixel is defect.
 
@@ -253,6 +276,17 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
         for p in candidates
         if p.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(p, folder) and p.is_file()
     )
+
+
+def image_size(path: Path | str) -> tuple[int, int] | None:
+    """(width, height) from the file's header without decoding it; None if Pillow cannot tell."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                return im.size
+    except Exception:
+        return None
 
 
 def validate_images(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:

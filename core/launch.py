@@ -8,11 +8,12 @@ all (for a worker managed elsewhere, ``python -m core worker``, and for tests th
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import datasets, jobs, weights
+from core import data_import, datasets, jobs, weights
 from core.config import Settings, settings as current_settings
 from core.errors import WeightsError
 from core.runs import QUEUED, Run, RunRegistry
@@ -101,18 +102,19 @@ def queue_first_run(plan: FirstRunPlan, cfg: Settings | None = None) -> Run:
 
 # ---- uploads and estimates -------------------------------------------------------------------------------
 
-def import_zip_bytes(name: str, data: bytes, cfg: Settings | None = None) -> datasets.ImportReport:
+def import_zip_bytes(name: str, data: bytes, cfg: Settings | None = None, replace: bool = False,
+                     filename: str | None = None) -> data_import.ImportReport:
     """Import an uploaded zip (bytes from the browser) as an own dataset; the temporary copy is removed."""
     cfg = cfg or current_settings()
     folder = cfg.datasets_dir / "uploads"
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".zip", dir=folder)
+    tmp_dir = Path(tempfile.mkdtemp(dir=folder, prefix=".upload-"))
+    tmp = tmp_dir / Path(filename or f"{name}.zip").name
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        return datasets.import_zip(name, Path(tmp), cfg)
+        tmp.write_bytes(data)
+        return data_import.import_zip(name, tmp, replace=replace, cfg=cfg)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def efficientad_training_minutes(max_steps: int, model_size: str = "small") -> float:

@@ -188,6 +188,12 @@ def gt_mask(record: dict | pd.Series, stored: np.ndarray | None, shape: tuple[in
     return overlays.resize_mask(stored, shape)
 
 
+def original_name(record: dict | pd.Series) -> str:
+    """The image as its owner knows it: the original file of an imported own image, else the file itself."""
+    source = record.get("source") if hasattr(record, "get") else None
+    return str(source) if isinstance(source, str) and source else str(record["path"])
+
+
 def verdict_text(flagged: bool | None) -> str:
     return "no threshold" if flagged is None else ("ANOMALOUS" if flagged else "normal")
 

@@ -92,7 +92,7 @@ def detail(run, rec, maps, masks, cfg: viewer.DisplaySettings, opacity: float) -
     c[2].metric("Outcome", rec["outcome"] or "–", help=OUTCOME_HELP.get(rec["outcome"], "needs an image threshold"))
     st.markdown(f"True label: **{viewer.truth_text(rec['label'], rec['defect_type'])}** · "
                 f"image threshold {ui.fmt(cfg.image_threshold)} · run {run.id}")
-    st.caption(rec["path"])
+    st.caption(viewer.original_name(rec))
     st.download_button("Download overlay (PNG)", overlays.to_png_bytes(picture),
                        file_name=f"{Path(name).stem}_overlay.png", mime="image/png", key="hm_detail_png")
 
@@ -193,7 +193,7 @@ def compare_tab(run, runs, records, maps, masks, cfg: viewer.DisplaySettings, op
             flagged = None if thr is None else score >= thr
             ratio = f" ({score / thr:.2f}× threshold)" if thr not in (None, 0) else ""
             st.markdown(f"{score_line(score, thr)}{ratio}  \nVerdict: **{viewer.verdict_text(flagged)}**")
-    st.caption(f"Ground truth: {viewer.truth_text(rec['label'], rec['defect_type'])} · {rec['path']}")
+    st.caption(f"Ground truth: {viewer.truth_text(rec['label'], rec['defect_type'])} · {viewer.original_name(rec)}")
 
 
 def upload_tab(run, cfg: viewer.DisplaySettings, opacity: float) -> None:
