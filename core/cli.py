@@ -169,6 +169,17 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    from core import models
+
+    for entry in models.REGISTRY.values():
+        print(f"{entry.name}: {entry.label} - {entry.description}")
+        defaults = models.default_params(entry.name)
+        print(table([{"parameter": p.name, "default": defaults[p.name], "meaning": p.help} for p in entry.params]))
+        print()
+    return 0
+
+
 def cmd_predict(args) -> int:
     from core.inference import LoadedModel, set_threads
     from core.runs import RunRegistry
@@ -227,24 +238,37 @@ def cmd_weights(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from core import datasets
+    from core import data_import, datasets
 
     if args.action == "demo":
         print(f"demo dataset at {datasets.demo().path}")
     elif args.action == "import":
-        if args.zip:
-            report = datasets.import_zip(args.name, args.zip)
-        else:
-            if not args.normal:
-                raise WorkbenchError("Give --normal DIR (and optionally --abnormal DIR, --masks DIR) or --zip FILE.")
-            report = datasets.import_folder(args.name, args.normal, args.abnormal, args.masks)
-        print(report.summary())
+        bar = Bar()
+        progress = lambda done, total: bar("reading images", done, total)  # noqa: E731
+        try:
+            if args.zip:
+                report = data_import.import_zip(args.name, args.zip, replace=args.replace, progress=progress)
+            else:
+                if not args.normal:
+                    raise WorkbenchError("Give --normal DIR (and optionally --abnormal DIR, --masks DIR) or --zip FILE.")
+                report = data_import.import_folder(args.name, args.normal, args.abnormal, args.masks,
+                                                   normal_test_dir=args.normal_test, test_fraction=args.test_fraction,
+                                                   replace=args.replace, progress=progress)
+        finally:
+            bar.close()
+        for line in report.lines():
+            print(line)
         for path, reason in report.skipped:
             print(f"  skipped {path}: {reason}")
+        print(f"train it: python -m core train --dataset folder:{report.spec.category}")
     else:
         cfg = settings()
         print(f"MVTec AD root: {cfg.mvtec_root} (found: {', '.join(datasets.available_mvtec_categories()) or 'none'})")
-        print(f"own datasets: {', '.join(datasets.list_custom()) or 'none'}")
+        own = datasets.list_custom()
+        print(f"own datasets: {'' if own else 'none'}")
+        for name in own:
+            counts = datasets.import_info(datasets.custom(name)).get("counts", {})
+            print(f"  folder:{name}  " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
     return 0
 
 
@@ -316,64 +340,98 @@ def cmd_execute(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core", description="Anomaly Workbench command line")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from core import models
 
-    p = sub.add_parser("train", help="train and evaluate a model (foreground with a progress bar)")
-    p.add_argument("--model", default="patchcore", help="patchcore | efficientad")
-    p.add_argument("--dataset", default="demo", help="demo | mvtec:<category> | folder:<imported name>")
-    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="model parameter (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-train-images", type=int, default=None, help="use a subset of the training images")
-    p.add_argument("--background", action="store_true", help="queue it and return at once")
+    parser = argparse.ArgumentParser(
+        prog="python -m core", description="Anomaly Workbench command line: the same engine as the dashboard.",
+        epilog="`python -m core COMMAND --help` describes each command's options.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train and evaluate a model (in the foreground, with a progress bar)",
+                       description="Train a model, test it, time it and index it for similarity search. Before it "
+                                   "starts, the expected fit time and memory are printed.")
+    p.add_argument("--model", default="patchcore", help=f"model to train: {' | '.join(models.REGISTRY)} "
+                                                         "(default: patchcore)")
+    p.add_argument("--dataset", default="demo", help="demo | mvtec:<category> | folder:<imported name> (default: demo)")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="a model parameter, repeatable (e.g. coreset_sampling_ratio=0.01); "
+                        "`python -m core models` lists them")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed, data and parameters give the "
+                                                        "same run (default: 0)")
+    p.add_argument("--max-train-images", type=int, default=None, metavar="N",
+                   help="train on an evenly spaced subset of N training images (quick first look)")
+    p.add_argument("--background", action="store_true", help="queue the run for the background worker and return "
+                                                             "at once")
+    p.add_argument("--yes", action="store_true", help="start even when the estimate says the run will be long")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("runs", help="list runs")
-    p.add_argument("--status", default=None)
-    p.add_argument("--limit", type=int, default=50)
+    p = sub.add_parser("runs", help="list runs with their key metrics")
+    p.add_argument("--status", default=None, choices=["queued", "running", "done", "failed", "cancelled"],
+                   help="only runs in this state")
+    p.add_argument("--limit", type=int, default=50, help="at most this many runs, newest first (default: 50)")
     p.set_defaults(func=cmd_runs)
 
-    p = sub.add_parser("show", help="a run's parameters, metrics and latency")
-    p.add_argument("run_id")
+    p = sub.add_parser("show", help="a run's parameters, metrics, per-defect recall and latency")
+    p.add_argument("run_id", help="the run's id (see `python -m core runs`)")
     p.set_defaults(func=cmd_show)
 
+    p = sub.add_parser("models", help="the models and their parameters (defaults and meaning)")
+    p.set_defaults(func=cmd_models)
+
     p = sub.add_parser("predict", help="score images with a run's model")
-    p.add_argument("run_id")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--csv", default=None, help="also write the results to this CSV file")
+    p.add_argument("run_id", help="the run whose model scores the images")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF, WebP)")
+    p.add_argument("--csv", default=None, metavar="FILE", help="also write the results to this CSV file")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("benchmark", help="measure a run's inference latency again")
-    p.add_argument("run_id")
-    p.add_argument("--images", type=int, default=40)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("run_id", help="the run to time")
+    p.add_argument("--images", type=int, default=40, help="how many of its test images to time (default: 40)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores, or AW_THREADS)")
     p.set_defaults(func=cmd_benchmark)
 
-    p = sub.add_parser("weights", help="list or import backbone/teacher weights")
-    p.add_argument("action", choices=["list", "import"], nargs="?", default="list")
-    p.add_argument("path", nargs="?")
-    p.add_argument("--name", default=None)
+    p = sub.add_parser("weights", help="list or import backbone/teacher weights (for air-gapped machines)")
+    p.add_argument("action", choices=["list", "import"], nargs="?", default="list",
+                   help="list: what is available; import: copy PATH into the weights folder (default: list)")
+    p.add_argument("path", nargs="?", help="for import: a timm folder (config.json + model.safetensors) or a "
+                                           "weights file such as pretrained_teacher_small.pth")
+    p.add_argument("--name", default=None, help="for import: the name to file it under (default: from the path)")
     p.set_defaults(func=cmd_weights)
 
-    p = sub.add_parser("data", help="list datasets, import own images, make the demo dataset")
-    p.add_argument("action", choices=["list", "import", "demo"], nargs="?", default="list")
-    p.add_argument("name", nargs="?", default="mydata")
-    p.add_argument("--normal")
-    p.add_argument("--abnormal")
-    p.add_argument("--masks")
-    p.add_argument("--zip")
+    p = sub.add_parser("data", help="list datasets, import own images (folders or a zip), make the demo dataset",
+                       description="Import own images: a folder of normal images, optionally abnormal images "
+                                   "(sub-folders = defect types) and masks paired by file name; or a zip of the same "
+                                   "or of MVTec AD's layout. Your files are not moved or changed.")
+    p.add_argument("action", choices=["list", "import", "demo"], nargs="?", default="list",
+                   help="list: MVTec categories and imported datasets; import: import own images; demo: generate "
+                        "the synthetic demo dataset (default: list)")
+    p.add_argument("name", nargs="?", default="mydata",
+                   help="for import: the dataset's name, used as --dataset folder:NAME (default: mydata)")
+    p.add_argument("--normal", metavar="DIR", help="folder of normal (good) images, searched with its sub-folders")
+    p.add_argument("--abnormal", metavar="DIR", help="folder of abnormal images; its sub-folders name the defect types")
+    p.add_argument("--masks", metavar="DIR", help="folder of defect masks, paired with abnormal images by file name "
+                                                  "(x.png <-> x.png, x_mask.png or x_gt.png)")
+    p.add_argument("--normal-test", metavar="DIR", help="folder of normal images kept for testing (default: hold out "
+                                                        "--test-fraction of --normal)")
+    p.add_argument("--test-fraction", type=float, default=0.2, metavar="F",
+                   help="share of the normal images held out for testing when --normal-test is not given "
+                        "(default: 0.2)")
+    p.add_argument("--zip", metavar="FILE", help="import this zip instead of folders")
+    p.add_argument("--replace", action="store_true", help="replace an imported dataset of the same name (refused "
+                                                          "while runs use it)")
     p.set_defaults(func=cmd_data)
 
     for name, func, helptext in (("cancel", cmd_cancel, "cancel a queued or running run"),
-                                 ("delete", cmd_delete, "delete a run and its files"),
+                                 ("delete", cmd_delete, "delete a run, its files and its similarity-index points"),
                                  ("rerun", cmd_rerun, "queue a run again with the same parameters"),
                                  ("index", cmd_index, "(re)build a run's similarity index"),
                                  ("export", cmd_export, "export a run's model to OpenVINO (FP32, FP16), checked "
                                                         "against the torch scores")):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("run_id")
+        p = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ".")
+        p.add_argument("run_id", help="the run's id (see `python -m core runs`)")
         if name == "cancel":
-            p.add_argument("--force-after", type=float, default=0.0, help="terminate after this many seconds")
+            p.add_argument("--force-after", type=float, default=0.0, metavar="SECONDS",
+                           help="terminate the run's process if it has not stopped after this many seconds")
         p.set_defaults(func=func)
 
     sub.add_parser("worker", help=argparse.SUPPRESS).set_defaults(func=cmd_worker)

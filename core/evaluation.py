@@ -362,8 +362,10 @@ def _aupro(m: np.ndarray, g: np.ndarray, max_pixels: int, notes: list[str]) -> t
 # --------------------------------------------------------------------------- combined
 
 
-def evaluate(scores: Any, labels: Any, defect_types: Any, maps: Any = None, masks: Any = None) -> dict:
-    """Image metrics merged with pixel metrics; pixel keys are None without maps and masks."""
+def evaluate(scores: Any, labels: Any, defect_types: Any, maps: Any = None, masks: Any = None,
+             pixel_index: Sequence[int] | None = None) -> dict:
+    """Image metrics merged with pixel metrics; pixel keys are None without maps and masks. ``pixel_index``
+    restricts pixel metrics to those images (e.g. normal images plus the abnormal ones that have a mask)."""
     result = image_metrics(scores, labels, defect_types)
     if maps is None or masks is None:
         result.update(dict.fromkeys(PIXEL_KEYS))
@@ -373,6 +375,9 @@ def evaluate(scores: Any, labels: Any, defect_types: Any, maps: Any = None, mask
     n_maps = len(maps)
     if n_maps != result["n_normal"] + result["n_anomalous"]:
         raise WorkbenchError(f"{n_maps} anomaly maps for {result['n_normal'] + result['n_anomalous']} scores.")
+    if pixel_index is not None:
+        idx = np.asarray(pixel_index, dtype=np.int64)
+        maps, masks = np.asarray(maps)[idx], np.asarray(masks)[idx]
     pixel = pixel_metrics(maps, masks)
     result["notes"] += pixel.pop("notes")
     result.update(pixel)

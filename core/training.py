@@ -20,7 +20,7 @@ import numpy as np
 from core.artifacts import RunArtifacts, write_json
 from core.config import Settings, settings as current_settings
 from core.datasets import DatasetSpec, build_datamodule, check_available, test_samples
-from core.errors import RunCancelled, WorkbenchError
+from core.errors import RunCancelled, WorkbenchError, explain
 from core import evaluation, images, latency, models
 from core.runs import CANCELLED, DONE, FAILED, RunRegistry
 
@@ -36,8 +36,10 @@ class RunHooks(models.Hooks):
         self._last_check = 0.0
         self._last_logged: tuple[str, int] = ("", -1)
         self._cancel = False
+        self.current_phase = ""
 
     def progress(self, phase: str, done: int, total: int) -> None:
+        self.current_phase = phase
         fraction = min(1.0, done / total) if total else 0.0
         now = time.monotonic()
         decile = int(fraction * 10)
@@ -51,6 +53,7 @@ class RunHooks(models.Hooks):
             self.echo(phase, done, total)
 
     def phase(self, name: str) -> None:
+        self.current_phase = name
         log.info("phase: %s", name)
         self.registry.set_progress(self.run_id, name, 0.0, name)
         if self.echo:
@@ -81,6 +84,9 @@ def _progress_callback(hooks: RunHooks, loss_path: Path):
             else:
                 hooks.progress("feature extraction", batch_idx + 1, trainer.num_training_batches)
             hooks.check()
+
+        def on_validation_epoch_start(self, trainer, pl_module):
+            hooks.phase("validation")
 
         def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
             total = trainer.num_val_batches[0] if trainer.num_val_batches else batch_idx + 1
@@ -140,16 +146,36 @@ def test(loaded, spec: DatasetSpec, hooks: RunHooks, art: RunArtifacts, batch_si
 
     labels = np.array([s.label for s in samples])
     defect_types = [s.defect_type for s in samples]
-    has_masks = bool(masks.any())
-    metrics = evaluation.evaluate(scores, labels, defect_types, maps if has_masks else None,
-                                  masks if has_masks else None)
+    has_mask = np.array([s.mask_path is not None for s in samples])
+    # Pixel metrics over the normal images and the abnormal ones that have a mask (an abnormal image without
+    # one would count its defect as defect-free pixels).
+    pixel_index = np.flatnonzero((labels == 0) | has_mask) if has_mask.any() else None
+    metrics = evaluation.evaluate(scores, labels, defect_types, maps if pixel_index is not None else None,
+                                  masks if pixel_index is not None else None, pixel_index=pixel_index)
+    n_unmasked = int(((labels == 1) & ~has_mask).sum())
+    if pixel_index is None:
+        metrics["notes"].append("No ground-truth masks: pixel AUROC, pixel F1 and AUPRO are not available.")
+    elif n_unmasked:
+        metrics["notes"].append(f"Pixel metrics use the {int(has_mask.sum())} abnormal images that have a mask; "
+                                f"{n_unmasked} have none.")
+    metrics["threshold_source"] = "F1-optimal on the test set (anomalib's adaptive threshold)"
+    if not labels.any():
+        # Nothing abnormal to choose a threshold with: flag what scores above every held-out normal image,
+        # so uploads still get a verdict (zero false alarms on the normals seen).
+        metrics["image_threshold"] = float(np.nextafter(scores.max(), np.inf))
+        metrics["threshold_source"] = "just above the highest held-out normal score (no abnormal test images)"
     threshold = metrics.get("image_threshold")
     records = [
         {"index": i, "path": s.path, "label": s.label, "defect_type": s.defect_type, "mask_path": s.mask_path,
-         "score": float(scores[i]), "pred_label": int(threshold is not None and scores[i] >= threshold)}
+         "source": s.source, "score": float(scores[i]),
+         "pred_label": int(threshold is not None and scores[i] >= threshold)}
         for i, s in enumerate(samples)
     ]
     art.save_records(records, maps, masks)
+    from core.inference import calibrate_post_processor, save_weights
+
+    if calibrate_post_processor(loaded.module, scores, maps, threshold, metrics.get("pixel_threshold")):
+        save_weights(loaded.module, art.run_dir)
     write_json(art.curves_path, evaluation.curves(scores, labels))
     write_json(art.metrics_path, metrics)
     # The range of anomaly values on the test set fixes the heatmap colour scale for every image of the run.
@@ -196,6 +222,11 @@ def execute(run_id: str, cfg: Settings | None = None, echo=None, index: bool = T
 
         module, timings["fit_s"] = fit(run, spec, hooks, run_dir, cfg)
         timings["peak_rss_fit_mb"] = latency.peak_rss_mb()
+        coreset = getattr(module, "coreset_info", None)
+        if coreset:
+            timings["coreset_s"] = coreset["seconds"]
+            registry.merge_extra(run_id, coreset=coreset)
+            log.info("memory bank: %(bank_size)d of %(patches)d patches (%(method)s, %(seconds).1f s)", coreset)
         save_checkpoint(module, run_dir, run.model, params)
         del module
 
@@ -235,10 +266,10 @@ def execute(run_id: str, cfg: Settings | None = None, echo=None, index: bool = T
         log.error("run %s failed: %s", run_id, exc)
         registry.finish(run_id, FAILED, error=str(exc), timings=timings)
         return FAILED
-    except Exception as exc:  # a bug or a library failure: keep the traceback in the log, a summary in the row
-        log.error("run %s failed:\n%s", run_id, traceback.format_exc())
-        registry.finish(run_id, FAILED, error=f"{type(exc).__name__}: {exc} (full traceback in {art.log_path})",
-                        timings=timings)
+    except Exception as exc:  # a library failure or a bug: a short message on the run, the traceback in its log
+        log.error("run %s failed during %s:\n%s", run_id, hooks.current_phase or "start-up", traceback.format_exc())
+        registry.finish(run_id, FAILED, timings=timings,
+                        error=f"{explain(exc, hooks.current_phase)} (traceback in the run log: {art.log_path})")
         return FAILED
     finally:
         limit_heap_growth()  # back to the training setting, for a process that runs several runs in turn

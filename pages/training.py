@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import datasets, launch, models, overview, weights
+from core import data_import, datasets, launch, models, overview, weights
 from core.artifacts import RunArtifacts
 from core.config import settings
 from core.datasets import DatasetSpec
@@ -93,9 +93,9 @@ SOURCES = ("MVTec AD categories", "Own dataset", "Demo dataset")
 OWN_MODES = ("Use an imported dataset", "Import from folders", "Upload a zip")
 
 
-def _imported(report: datasets.ImportReport) -> None:
+def _imported(report: data_import.ImportReport) -> None:
     """After an import: select the new dataset (runs in a callback, before the widgets exist)."""
-    st.session_state.import_msg = ("success", report.summary())
+    st.session_state.import_msg = ("success", report.lines())
     st.session_state.own_mode = OWN_MODES[0]
     st.session_state.own_dataset = report.spec.category
 
@@ -103,21 +103,24 @@ def _imported(report: datasets.ImportReport) -> None:
 def _import_folders() -> None:
     s = st.session_state
     try:
-        _imported(datasets.import_folder(s.imp_name, s.imp_normal.strip(), s.imp_abnormal.strip() or None,
-                                         s.imp_masks.strip() or None))
+        with st.spinner("Reading and linking the images…"):
+            _imported(data_import.import_folder(s.imp_name, s.imp_normal.strip(), s.imp_abnormal.strip() or None,
+                                                s.imp_masks.strip() or None, replace=s.get("imp_replace", False)))
     except WorkbenchError as exc:
-        s.import_msg = ("error", str(exc))
+        s.import_msg = ("error", [str(exc)])
 
 
 def _import_zip() -> None:
     s = st.session_state
     if s.zip_file is None:
-        s.import_msg = ("error", "Choose a zip file first.")
+        s.import_msg = ("error", ["Choose a zip file first."])
         return
     try:
-        _imported(launch.import_zip_bytes(s.zip_name or s.zip_file.name.rsplit(".", 1)[0], s.zip_file.getvalue()))
+        with st.spinner("Unpacking and reading the images…"):
+            _imported(launch.import_zip_bytes(s.zip_name or s.zip_file.name.rsplit(".", 1)[0], s.zip_file.getvalue(),
+                                              replace=s.get("zip_replace", False), filename=s.zip_file.name))
     except WorkbenchError as exc:
-        s.import_msg = ("error", str(exc))
+        s.import_msg = ("error", [str(exc)])
 
 
 def dataset_choice() -> tuple[list[str], Callable[[], list[DatasetSpec]]]:
@@ -140,18 +143,26 @@ def dataset_choice() -> tuple[list[str], Callable[[], list[DatasetSpec]]]:
         mode = st.radio("Own images", OWN_MODES, horizontal=True, key="own_mode")
         message = st.session_state.pop("import_msg", None)
         if message:
-            (st.success if message[0] == "success" else st.error)(message[1])
+            kind, lines = message
+            (st.success if kind == "success" else st.error)(lines[0])
+            for note in lines[1:]:
+                st.info(note)
         if mode == OWN_MODES[1]:
             st.text_input("Dataset name", key="imp_name", placeholder="e.g. housing_line3")
-            st.text_input("Folder of normal (good) images", key="imp_normal")
+            st.text_input("Folder of normal (good) images", key="imp_normal",
+                          help="Searched with its sub-folders. 20 % are held out (deterministically) to test on.")
             st.text_input("Folder of abnormal images (optional; sub-folders = defect types)", key="imp_abnormal")
-            st.text_input("Folder of masks (optional; paired by file name)", key="imp_masks")
+            st.text_input("Folder of masks (optional; paired by file name: x.png ↔ x.png or x_mask.png)",
+                          key="imp_masks")
+            st.checkbox("Replace an imported dataset of the same name", key="imp_replace")
+            st.caption("Your files are not moved or changed: PNGs are linked, other formats converted to PNG.")
             st.button("Import folders", on_click=_import_folders)
             return [], lambda: []
         if mode == OWN_MODES[2]:
             st.text_input("Dataset name (empty = the zip's name)", key="zip_name")
             st.file_uploader("Zip with MVTec's layout, or folders normal/ abnormal/ masks/", type=["zip"],
                              key="zip_file")
+            st.checkbox("Replace an imported dataset of the same name", key="zip_replace")
             st.button("Import zip", on_click=_import_zip)
             return [], lambda: []
         names = datasets.list_custom()
@@ -159,6 +170,11 @@ def dataset_choice() -> tuple[list[str], Callable[[], list[DatasetSpec]]]:
             st.info("No own dataset imported yet: import folders or upload a zip first.")
             return [], lambda: []
         name = st.selectbox("Imported dataset", names, key="own_dataset")
+        info = datasets.import_info(datasets.custom(name))
+        if info.get("counts"):
+            st.caption(" · ".join(f"{k}: {v}" for k, v in info["counts"].items()))
+        for note in info.get("notes", []):
+            st.caption(f"Note: {note}")
         limit = st.number_input("Use only N training images (0 = all)", 0, 100_000, 0, key="own_limit")
         return [name], lambda: [DatasetSpec.from_dict({**datasets.custom(name).to_dict(),
                                                        "max_train_images": limit or None})]
@@ -255,7 +271,12 @@ def run_detail(run: Run) -> None:
         cols = st.columns(4)
         for col, (label, key) in zip(cols, [("image AUROC", "image_auroc"), ("pixel AUROC", "pixel_auroc"),
                                             ("image F1", "image_f1"), ("AUPRO", "aupro")]):
-            col.metric(label, ui.fmt(m.get(key)))
+            value = m.get(key)
+            col.metric(label, "not available" if value is None else ui.fmt(value))
+        for note in m.get("notes", []):
+            st.caption(note)
+        if m.get("threshold_source") and m.get("image_threshold") is not None:
+            st.caption(f"Threshold {ui.fmt(m['image_threshold'])} (raw score): {m['threshold_source']}.")
         if m.get("per_defect"):
             st.dataframe(pd.DataFrame(m["per_defect"]).T, width="stretch")
     c1, c2 = st.columns(2)
