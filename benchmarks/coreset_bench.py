@@ -243,7 +243,7 @@ def main() -> int:
 
     _seed()
     t1 = time.perf_counter()
-    bank = select_coreset(embedding, fit_ratio)
+    bank, _ = select_coreset(embedding, fit_ratio, method="anomalib")
     t_fit = t_extract + time.perf_counter() - t1
     stock_fit = t_extract + stock["setup_s"] + per_iter * (bank.shape[0] - 1)
     how = "" if stock["iters"] >= bank.shape[0] - 1 else ", extrapolated"

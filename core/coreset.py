@@ -561,12 +561,204 @@ class FastKCenterGreedy:
         return selected
 
 
+def concat_and_clear(store: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.vstack(store)`` then ``store.clear()``, without holding both copies: each batch is freed as soon as it
+    is copied (at 1 M patches x 152 features that is 0.6 GB less at the peak)."""
+    if len(store) == 1:
+        out = store.pop()
+        return out
+    total = sum(t.shape[0] for t in store)
+    out = torch.empty((total, *store[0].shape[1:]), dtype=store[0].dtype)
+    offset = 0
+    store.reverse()
+    while store:
+        t = store.pop()
+        out[offset:offset + t.shape[0]] = t
+        offset += t.shape[0]
+        del t
+    return out
+
+
 def select_coreset(
     embedding: torch.Tensor,
     sampling_ratio: float,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
-) -> torch.Tensor:
-    """PatchCore's memory bank: the coreset rows of ``embedding`` (same rows as anomalib's sampler)."""
-    sampler = FastKCenterGreedy(embedding, sampling_ratio, progress=progress, should_stop=should_stop)
-    return sampler.sample_coreset()
+    max_size: int | None = None,
+    method: str = "blocked",
+) -> tuple[torch.Tensor, dict]:
+    """PatchCore's memory bank (the coreset rows of ``embedding``) and what was done to get it.
+
+    ``method="anomalib"``: anomalib's exact pick sequence (``FastKCenterGreedy``); ``"blocked"``: the same greedy
+    rule with matrix products (``BlockedKCenterGreedy``), for large sets. ``max_size`` caps the bank.
+    """
+    t0 = time.perf_counter()
+    n = embedding.shape[0]
+    if method == "anomalib":
+        ratio = sampling_ratio
+        if max_size and int(n * sampling_ratio) > max_size:
+            ratio = (max_size + 0.5) / n  # int(n * ratio) == max_size, whatever the float rounding
+        sampler = FastKCenterGreedy(embedding, ratio, progress=progress, should_stop=should_stop)
+        idxs = sampler.select_coreset_idxs()
+        dims = sampler.features.shape[1]
+    elif method == "blocked":
+        sampler = BlockedKCenterGreedy(embedding, sampling_ratio, max_size=max_size, progress=progress,
+                                       should_stop=should_stop)
+        idxs = sampler.select_coreset_idxs()
+        dims = sampler.stats["dims"]
+    else:
+        raise ValueError(f"Unknown coreset method {method!r}: use 'blocked' or 'anomalib'.")
+    requested = int(n * sampling_ratio)
+    info = {"method": method, "patches": n, "features": int(embedding.shape[1]), "selection_dims": int(dims),
+            "bank_size": len(idxs), "requested_size": requested, "capped": bool(max_size and requested > max_size),
+            "seconds": time.perf_counter() - t0}
+    return embedding[idxs], info
+
+
+# ---- blocked k-center greedy: the same greedy rule, computed with matrix products -----------------------------
+
+class BlockedKCenterGreedy:
+    """k-center greedy (PatchCore's coreset rule: repeatedly take the patch farthest from all picks so far) for
+    millions of patches, computed with matrix products instead of one pass over all patches per pick.
+
+    Exact greedy order, with distances from ``|x|^2 + |c|^2 - 2 x.c`` in float32 (on centred features) rather
+    than anomalib's ``norm(x - c)``: at near-ties of ~1e-6 relative the pick may differ, so the sequence is not
+    bit-identical to anomalib's (``FastKCenterGreedy`` is, and stays the choice for small sets).
+
+    Lazy evaluation keeps it exact: every patch holds an upper bound of its squared min distance (all picks up
+    to the last refresh applied). A *pool* holds the ``pool_size`` patches with the largest bounds, with exact
+    min distances kept up to date pick by pick; every patch outside it is at most ``tau``, the largest bound
+    outside. So while the pool's best is >= tau it is the true farthest patch. When it drops below, the picks
+    made since the last refresh are applied to all patches at once (one matrix product, chunked) and the pool
+    is rebuilt. Cost: N x k x d multiply-adds in matrix products (~150 GFLOP/s on 2 cores) instead of k
+    memory-bound passes over the features.
+
+    Args:
+        embedding: ``(n, d)`` patch features.
+        sampling_ratio: fraction of rows to keep (``int(n * ratio)``, as anomalib).
+        max_size: keep at most this many rows (None: no cap). Greedy is sequential, so a capped selection is
+            exactly the first ``max_size`` picks of the uncapped one.
+        projection: "anomalib" (default) applies anomalib's sparse random projection (eps=0.9, the same random
+            numbers), so the picks are anomalib's up to near-ties (tests: the same set, sometimes in another order);
+            "auto" does so only when it lowers the dimension (anomalib's rule *raises* EfficientNet-Lite0's 152
+            features to 341 dimensions at 1 M patches: 2.2x the work); "none" uses the features as they are.
+    """
+
+    def __init__(self, embedding: torch.Tensor, sampling_ratio: float, max_size: int | None = None,
+                 projection: str = "anomalib", pool_size: int = 8192, progress: ProgressFn | None = None,
+                 should_stop: StopFn | None = None) -> None:
+        n = embedding.shape[0]
+        size = int(n * sampling_ratio)
+        if max_size:
+            size = min(size, int(max_size))
+        if size <= 0:
+            raise ValueError(f"coreset_size must be a positive integer, got {size} (sampling_ratio {sampling_ratio}, "
+                             f"{n} embeddings).")
+        if projection not in ("anomalib", "auto", "none"):
+            raise ValueError(f"projection must be 'anomalib', 'auto' or 'none', got {projection!r}")
+        self.embedding = embedding
+        self.coreset_size = size
+        self.projection = projection
+        self.pool_size = pool_size
+        self.progress, self.should_stop = progress, should_stop
+        self.stats: dict[str, float] = {}
+        self._last_poll = 0.0
+
+    def _features(self) -> torch.Tensor:
+        from anomalib.models.components.dimensionality_reduction import SparseRandomProjection
+
+        emb = self.embedding.detach()
+        emb = emb.reshape(emb.shape[0], -1).float()
+        n, d = emb.shape
+        rp = SparseRandomProjection(eps=0.9)
+        # Non-2-D embeddings are flattened and not projected, as anomalib does.
+        project = self.embedding.ndim == 2 and (
+            self.projection == "anomalib"
+            or (self.projection == "auto" and rp._johnson_lindenstrauss_min_dim(n, 0.9) < d))
+        if project:
+            rp.fit(emb)
+            emb = rp.transform(emb)  # a new tensor: ours to change in place
+        self.stats["dims"] = emb.shape[1]
+        # Centring changes no distance and keeps |x|^2 + |c|^2 - 2 x.c well conditioned.
+        mean = emb[:: max(1, n // 65536)].double().mean(0).float()
+        return emb.sub_(mean) if project else emb - mean
+
+    def _check_stop(self, force: bool = False) -> None:
+        if self.should_stop is None:
+            return
+        now = time.monotonic()
+        if force or now - self._last_poll >= _STOP_POLL_S:
+            self._last_poll = now
+            if self.should_stop():
+                raise CoresetCancelled("coreset selection cancelled")
+
+    def select_coreset_idxs(self) -> list[int]:
+        self._check_stop(force=True)
+        t0 = time.perf_counter()
+        feats = self._features().contiguous()
+        n = feats.shape[0]
+        k = self.coreset_size
+        sq = torch.einsum("ij,ij->i", feats, feats)
+        # Same call as anomalib's sampler for the first pick (seed torch to reproduce a run).
+        start = int(torch.randint(high=n, size=(1,)).squeeze())
+        # A point this close to a pick is a duplicate of it (the matrix-product distances' rounding is ~1e-7 of
+        # |x|^2): once every point is that close, the rest of the "farthest points" would be noise.
+        covered = 1e-6 * float(sq.max())
+        ub = torch.full((n,), float("inf"))
+        self._apply(feats, sq, ub, [start])
+        ub[start] = 0.0
+        selected = [start]
+        tick = max(1, k // 100)
+        next_report = tick
+        refreshes = 0
+        while len(selected) < k:
+            top = min(self.pool_size, n)
+            vals, pool = torch.topk(ub, min(top + 1, n), sorted=True)
+            tau = float(vals[top]) if top < n else -1.0
+            pool, pmd = pool[:top], vals[:top].clone()
+            if not float(pmd[0]) > covered:
+                break  # every patch is a pick or a duplicate of one: nothing left to cover
+            pf, psq = feats[pool], sq[pool]
+            pending: list[int] = []
+            while len(selected) < k:
+                j = int(torch.argmax(pmd))
+                m = float(pmd[j])
+                if m < tau or m <= covered:
+                    break
+                p = int(pool[j])
+                selected.append(p)
+                pending.append(p)
+                d2 = torch.addmv(psq, pf, feats[p], alpha=-2.0).add_(sq[p])
+                torch.minimum(pmd, d2, out=pmd)
+                pmd[j] = 0.0
+                if len(selected) >= next_report:
+                    next_report += tick
+                    if self.progress is not None:
+                        self.progress(len(selected), k)
+                    self._check_stop(force=True)
+                else:
+                    self._check_stop()
+            self._apply(feats, sq, ub, pending)
+            ub[torch.tensor(pending, dtype=torch.long)] = 0.0
+            refreshes += 1
+        if self.progress is not None:
+            self.progress(len(selected), k)
+        self.stats.update(refreshes=refreshes, seconds=time.perf_counter() - t0, picks=len(selected))
+        return selected
+
+    def _apply(self, feats: torch.Tensor, sq: torch.Tensor, ub: torch.Tensor, centres: list[int]) -> None:
+        """ub = min(ub, squared distance to each of ``centres``), in row chunks of one matrix product each."""
+        if not centres:
+            return
+        idx = torch.tensor(centres, dtype=torch.long)
+        c, csq = feats[idx], sq[idx]
+        rows = max(1024, (16 << 20) // max(1, len(centres)))  # ~64 MB of distances per chunk
+        for lo in range(0, feats.shape[0], rows):
+            hi = min(feats.shape[0], lo + rows)
+            blk = torch.addmm(csq.unsqueeze(0), feats[lo:hi], c.T, alpha=-2.0)
+            best = blk.amin(dim=1).add_(sq[lo:hi]).clamp_(min=0.0)
+            torch.minimum(ub[lo:hi], best, out=ub[lo:hi])
+            self._check_stop()
+
+    def sample_coreset(self) -> torch.Tensor:
+        return self.embedding[self.select_coreset_idxs()]

@@ -46,13 +46,37 @@ from core.errors import ImageError, RunError, WeightsError
 from core import images
 
 
-def save_checkpoint(module, run_dir: Path, model_name: str, params: dict, extra: dict | None = None) -> None:
+def save_weights(module, run_dir: Path) -> None:
+    """The module's tensors as safetensors (loading a run never executes code from a file)."""
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()
              if isinstance(v, torch.Tensor) and k.startswith(("model.", "pre_processor.", "post_processor."))}
-    save_file(state, str(run_dir / "model.safetensors"))
+    tmp = run_dir / "model.tmp.safetensors"
+    save_file(state, str(tmp))
+    tmp.replace(run_dir / "model.safetensors")
+
+
+def save_checkpoint(module, run_dir: Path, model_name: str, params: dict, extra: dict | None = None) -> None:
+    save_weights(module, run_dir)
     write_json(run_dir / "model.json", {"model": model_name, "params": params, **(extra or {})})
+
+
+def calibrate_post_processor(module, scores: np.ndarray, maps: np.ndarray, image_threshold: float | None,
+                             pixel_threshold: float | None) -> bool:
+    """Fill anomalib's post-processor statistics (score/map min-max, thresholds) from the test pass when the fit
+    did not compute them (PatchCore skips anomalib's validation pass, whose set is this same test set), so the
+    checkpoint normalises like one anomalib trained. True if anything was filled."""
+    post = getattr(module, "post_processor", None)
+    if post is None or not hasattr(post, "image_min") or not torch.isnan(post.image_min).item():
+        return False
+    values = {"image_min": float(np.min(scores)), "image_max": float(np.max(scores)),
+              "pixel_min": float(np.min(maps)), "pixel_max": float(np.max(maps)),
+              "_image_threshold": image_threshold, "_pixel_threshold": pixel_threshold}
+    for name, value in values.items():
+        if value is not None:
+            getattr(post, name).fill_(value)
+    return True
 
 
 def _load_state(module, state: dict[str, torch.Tensor]) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+
 from core.config import Settings, settings as current_settings
 from core.errors import RunCancelled, WeightsError, WorkbenchError
 from core import weights
@@ -49,6 +51,8 @@ class ModelEntry:
     # 20 GB without); gradient training re-allocates the same large tensors every step, where the threshold
     # only turns each into fresh page faults (EfficientAD-S step, idle 2 cores: 1.22 s without it, 1.78 s with it).
     limit_heap_in_fit: bool = False
+    # (params, dataset profile, machine speed factor) -> core.estimate.Estimate, before a run starts
+    estimate: Callable[[dict, Any, float], Any] | None = None
 
 
 REGISTRY: dict[str, ModelEntry] = {}
@@ -115,6 +119,10 @@ def create_model(name: str, params: dict | None = None, cfg: Settings | None = N
 
 # ---- PatchCore ------------------------------------------------------------------------------------------
 
+# See benchmarks/scaling.py (README "Own images at scale"): on 1,000 real 256² images (1 M patches) image and pixel
+# AUROC rose by < 0.005 from 20k to 100k bank entries while selection time and inference time grow with the bank.
+MAX_BANK_SIZE = 20_000
+
 def _resize_normalize(image_size: int, mean=None, std=None):
     from anomalib.pre_processing import PreProcessor
     from torchvision.transforms.v2 import Compose, Normalize, Resize
@@ -141,13 +149,12 @@ def _build_patchcore(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
         """anomalib's PatchCore with a fast, exact coreset step that reports progress and can be cancelled."""
 
         def fit(self) -> None:
-            from core.coreset import select_coreset
+            from core.coreset import concat_and_clear, select_coreset
 
-            store = self.model.embedding_store
-            embedding = store[0] if len(store) == 1 else __import__("torch").vstack(store)
-            store.clear()
-            self.model.memory_bank = select_coreset(
-                embedding, self.coreset_sampling_ratio,
+            embedding = concat_and_clear(self.model.embedding_store)
+            self.model.memory_bank, self.coreset_info = select_coreset(
+                embedding, self.coreset_sampling_ratio, max_size=p["max_bank_size"] or None,
+                method=p["coreset_method"],
                 progress=lambda done, total: hooks.progress("coreset selection", done, total),
                 should_stop=hooks.should_stop,
             )
@@ -167,8 +174,54 @@ def _build_patchcore(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
         raise WeightsError(f"Could not load backbone '{backbone.name}': {exc}") from exc
 
 
+# Reference-machine constants of the PatchCore estimate, from benchmarks/scaling.py (README "Own images at scale").
+DECODE_S_PER_MEGAPIXEL = 0.009  # PNG decode + resize
+BLOCKED_GREEDY_EFFICIENCY = 0.55  # share of the matrix-product speed the blocked coreset reaches end to end
+ANOMALIB_GREEDY_S_PER_PICK_PATCH = 6e-8  # anomalib-exact sampler at ~1 M patches (pruning helps less there)
+RUN_OVERHEAD_S = 12.0  # model set-up, Lightning, writing results
+TORCH_BASE_MB = 1100.0  # the process with torch, anomalib and a backbone loaded
+
+
+def _estimate_patchcore(p: dict, prof, slow: float):
+    from core.estimate import Estimate, REFERENCE_GFLOPS
+
+    backbone = weights.get_backbone(p["backbone"])
+    dims, stride = backbone.feature_dims(_patchcore_layers(p))
+    dims = dims or 512
+    side = p["image_size"] // stride
+    per_image = side * side
+    patches = prof.n_train * per_image
+    bank = int(patches * p["coreset_sampling_ratio"])
+    if p["max_bank_size"]:
+        bank = min(bank, p["max_bank_size"])
+    flops = REFERENCE_GFLOPS * 1e9 / slow
+    extract = (backbone.extract_s_256 * (p["image_size"] / 256) ** 2 + DECODE_S_PER_MEGAPIXEL * prof.megapixels) * slow
+    jl = int(4 * np.log(max(patches, 2)) / (0.9 ** 2 / 2 - 0.9 ** 3 / 3))
+    if p["coreset_method"] == "anomalib":
+        sel_dims = jl
+        coreset = ANOMALIB_GREEDY_S_PER_PICK_PATCH * patches * bank * slow
+        extra_mb = patches * sel_dims * 4 * 2 / 2**20  # projected features and a pass buffer
+    else:
+        sel_dims = jl if jl < dims else dims
+        coreset = patches * bank * sel_dims * 2 / (flops * BLOCKED_GREEDY_EFFICIENCY)
+        extra_mb = (patches * sel_dims * 4 if sel_dims < dims else 0) / 2**20 + patches * 12 / 2**20 + 64
+    score = extract + per_image * bank * dims * 2 / flops  # one test image: features + nearest-neighbour search
+    parts = {
+        "feature extraction": prof.n_train * extract,
+        "coreset selection": coreset,
+        "validation and testing": 2 * prof.n_test * score,
+        "timing and indexing": 48 * score + prof.n_images * extract,
+    }
+    fit = RUN_OVERHEAD_S + parts["feature extraction"] + coreset + prof.n_test * score
+    peak = TORCH_BASE_MB + patches * dims * 4 / 2**20 + extra_mb
+    return Estimate(seconds=RUN_OVERHEAD_S + sum(parts.values()), fit_seconds=fit, peak_mb=peak, parts=parts,
+                    facts={"train images": prof.n_train, "test images": prof.n_test, "patches": patches,
+                           "bank size": bank, "feature dims": dims})
+
+
 register(ModelEntry(
     name="patchcore",
+    estimate=_estimate_patchcore,
     limit_heap_in_fit=True,
     label="PatchCore",
     description="Memory bank of pretrained patch features; no training, one pass over normal images.",
@@ -178,11 +231,21 @@ register(ModelEntry(
         Param("layers", "", "Comma-separated feature layers; empty = the backbone's usual pair.", "str"),
         Param("coreset_sampling_ratio", 0.1, "Fraction of training patches kept in the memory bank "
               "(paper: 0.1; smaller = faster, slightly less accurate).", "float", min=0.0001, max=1.0),
+        Param("max_bank_size", MAX_BANK_SIZE, "Most patches kept in the memory bank, whatever the ratio (0 = no cap). "
+              "Greedy picks are sequential, so a capped bank is the first picks of the uncapped one; on 1,000 "
+              "images quality stops rising near this size while time keeps growing with it.", "int", min=0,
+              max=10_000_000),
+        Param("coreset_method", "blocked", "'blocked': k-center greedy with matrix products (fast at millions of "
+              "patches); 'anomalib': anomalib's exact pick sequence (pruned; slow beyond ~300k patches).", "choice",
+              ("blocked", "anomalib")),
         Param("num_neighbors", 9, "Neighbours used to re-weight the anomaly score.", "int", min=1, max=50),
         Param("image_size", 256, "Images are resized to this square size.", "int", min=64, max=1024),
     ),
     build=_build_patchcore,
-    trainer_kwargs=lambda p: {"max_epochs": 1},
+    # No validation pass: PatchCore fits its bank at the end of the one epoch (anomalib's MemoryBankMixin), and the
+    # run's thresholds come from its own test records, so anomalib's validation (a full scoring of the test set
+    # with its slower nearest-neighbour search) only cost time: minutes at thousands of test images.
+    trainer_kwargs=lambda p: {"max_epochs": 1, "limit_val_batches": 0, "num_sanity_val_steps": 0},
     train_batch_size=16,
     embedding_space=lambda p: f"patchcore-{p['backbone']}-{','.join(_patchcore_layers(p))}",
 ))

@@ -92,8 +92,19 @@ def test_select_coreset_returns_the_same_rows_as_sample_coreset():
     _seed(9)
     ref = KCenterGreedy(x, 0.02).sample_coreset()
     _seed(9)
-    ours = select_coreset(x, 0.02)
+    ours, info = select_coreset(x, 0.02, method="anomalib")
     assert torch.equal(ours, ref)
+    assert info["bank_size"] == 100 and not info["capped"]
+
+
+def test_a_capped_anomalib_selection_is_the_first_picks_of_the_uncapped_one():
+    x = _clustered(5000, 32, 22)
+    _seed(3)
+    full = FastKCenterGreedy(x, 0.05).select_coreset_idxs()
+    _seed(3)
+    capped, info = select_coreset(x, 0.05, max_size=60, method="anomalib")
+    assert torch.equal(capped, x[full[:60]])
+    assert info == {**info, "bank_size": 60, "requested_size": 250, "capped": True}
 
 
 def test_progress_is_reported_about_every_percent_and_reaches_total():
@@ -129,8 +140,9 @@ def test_should_stop_cancels_the_selection():
 
 
 def test_should_stop_before_starting_cancels_at_once():
-    with pytest.raises(CoresetCancelled):
-        select_coreset(_random(1000, 8, 0), 0.1, should_stop=lambda: True)
+    for method in ("anomalib", "blocked"):
+        with pytest.raises(CoresetCancelled):
+            select_coreset(_random(1000, 8, 0), 0.1, should_stop=lambda: True, method=method)
 
 
 def test_too_small_ratio_is_rejected_like_anomalib():
@@ -149,3 +161,85 @@ def test_same_indices_on_low_dimensional_data_with_large_batches():
     assert ours == ref
     assert sampler.stats["scanned_points"] > 0            # the cluster-by-cluster path ran
     assert sampler.stats["batches"] < len(ours) / 4       # several picks per batch
+
+
+# ---- BlockedKCenterGreedy: the greedy rule at scale -------------------------------------------------------------
+
+def _replay_gaps(x: torch.Tensor, picks: list[int]) -> np.ndarray:
+    """For each pick after the first: (max min-distance - the pick's min-distance) / max, in float64, i.e. how far
+    the pick was from being the farthest point (0 = exactly the greedy choice)."""
+    f = x.double()
+    md = torch.linalg.norm(f - f[picks[0]], dim=1)
+    gaps = []
+    for p in picks[1:]:
+        top = float(md.max())
+        gaps.append((top - float(md[p])) / top)
+        md = torch.minimum(md, torch.linalg.norm(f - f[p], dim=1))
+    return np.array(gaps)
+
+
+@pytest.mark.parametrize("data", ["random", "clustered"])
+def test_blocked_greedy_takes_the_farthest_point_at_every_pick(data):
+    from core.coreset import BlockedKCenterGreedy
+
+    x = _random(20_000, 48, 5) if data == "random" else _clustered(20_000, 48, 6)
+    _seed(1)
+    sampler = BlockedKCenterGreedy(x, 0.02, projection="none", pool_size=512)
+    picks = sampler.select_coreset_idxs()
+    assert len(picks) == 400 == len(set(picks))
+    gaps = _replay_gaps(x, picks)
+    assert gaps.max() < 1e-5, gaps.max()  # float32 matrix-product distances vs float64: rounding only
+    assert sampler.stats["refreshes"] < 400  # several picks per pass over all points
+
+
+def test_blocked_greedy_starts_where_anomalib_starts_and_a_cap_keeps_the_first_picks():
+    from core.coreset import BlockedKCenterGreedy
+
+    x = _clustered(8000, 32, 7)
+    _seed(4)
+    ref = KCenterGreedy(x, 0.01).select_coreset_idxs()
+    _seed(4)
+    full = BlockedKCenterGreedy(x, 0.05, projection="anomalib").select_coreset_idxs()
+    assert full[0] == ref[0]
+    _seed(4)
+    capped, info = select_coreset(x, 0.05, max_size=100, method="blocked")
+    assert info["bank_size"] == 100 and info["capped"] and info["requested_size"] == 400
+    _seed(4)
+    prefix = BlockedKCenterGreedy(x, 0.05, max_size=100).select_coreset_idxs()
+    _seed(4)
+    longer = BlockedKCenterGreedy(x, 0.05).select_coreset_idxs()
+    assert prefix == longer[:100]
+
+
+def test_blocked_greedy_stops_early_when_every_point_is_covered():
+    from core.coreset import BlockedKCenterGreedy
+
+    x = torch.cat([_random(10, 8, 0)] * 100)  # 1,000 rows, 10 distinct
+    _seed(0)
+    picks = BlockedKCenterGreedy(x, 0.5, projection="none").select_coreset_idxs()
+    assert len({tuple(x[p].tolist()) for p in picks}) == 10 and len(picks) == 10
+
+
+def test_blocked_greedy_reports_progress_and_cancels():
+    from core.coreset import BlockedKCenterGreedy
+
+    calls: list[int] = []
+    x = _clustered(20_000, 32, 8)
+    _seed(0)
+    BlockedKCenterGreedy(x, 0.05, progress=lambda d, t: calls.append(d)).select_coreset_idxs()
+    assert calls[-1] == 1000 and calls == sorted(calls) and 90 <= len(calls) <= 110
+    with pytest.raises(CoresetCancelled):
+        BlockedKCenterGreedy(x, 0.05, progress=lambda d, t: calls.append(d),
+                             should_stop=lambda: len(calls) > 105).select_coreset_idxs()
+
+
+def test_blocked_greedy_with_anomalibs_projection_picks_anomalibs_set():
+    from core.coreset import BlockedKCenterGreedy
+
+    x = _clustered(20_000, 48, 9).relu()
+    _seed(2)
+    ref = KCenterGreedy(x, 0.02).select_coreset_idxs()
+    _seed(2)
+    ours = BlockedKCenterGreedy(x, 0.02).select_coreset_idxs()
+    assert ours[0] == ref[0]
+    assert set(ours) == set(ref)  # near-ties may swap the order of two picks, never the set
