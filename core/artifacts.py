@@ -15,6 +15,7 @@ from them, so moving a slider never reruns a model.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -97,6 +98,17 @@ class RunArtifacts:
         return [json.loads(line) for line in self.loss_path.read_text().splitlines() if line.strip()]
 
     def log_tail(self, n: int = 40) -> list[str]:
+        """The log's last ``n`` lines, as any screen can draw them (libraries log emoji, e.g. Lightning's tips)."""
         if not self.log_path.is_file():
             return []
-        return self.log_path.read_text(errors="replace").splitlines()[-n:]
+        return [plain_text(line) for line in self.log_path.read_text(errors="replace").splitlines()[-n:]]
+
+
+# Pictographs, dingbats and the emoji variation selector: drawn as empty boxes where no emoji font is installed
+# (plant PCs, kiosks); U+FFFD marks undecodable bytes.
+_NO_FONT = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\u231A-\u23FF\uFE0F\uFFFD]")
+
+
+def plain_text(text: str) -> str:
+    """``text`` without characters that need an emoji font (dropped, with the space after them)."""
+    return _NO_FONT.sub("", text).replace("  ", " ")

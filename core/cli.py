@@ -105,8 +105,16 @@ def cmd_train(args) -> int:
     from core import jobs
     from core.runs import RunRegistry
 
+    from core import estimate
+
     spec = parse_dataset(args.dataset, args.max_train_images)
-    run = jobs.submit(args.model, spec, parse_params(args.param), args.seed, start=args.background)
+    params = parse_params(args.param)
+    run = jobs.submit(args.model, spec, params, args.seed, start=args.background)
+    est = estimate.estimate_run(run.model, run.params, spec)
+    if est is not None:
+        print(est.summary())
+        for warning in est.warnings:
+            print(f"WARNING: {warning}")
     if args.background:
         print(f"queued run {run.id}; follow it with `python -m core show {run.id}`")
         return 0
@@ -362,7 +370,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on an evenly spaced subset of N training images (quick first look)")
     p.add_argument("--background", action="store_true", help="queue the run for the background worker and return "
                                                              "at once")
-    p.add_argument("--yes", action="store_true", help="start even when the estimate says the run will be long")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("runs", help="list runs with their key metrics")

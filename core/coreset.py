@@ -563,19 +563,26 @@ class FastKCenterGreedy:
 
 def concat_and_clear(store: list[torch.Tensor]) -> torch.Tensor:
     """``torch.vstack(store)`` then ``store.clear()``, without holding both copies: each batch is freed as soon as it
-    is copied (at 1 M patches x 152 features that is 0.6 GB less at the peak)."""
+    is copied, and freed memory is handed back to the OS as it goes (glibc keeps freed batches in its heap
+    otherwise: at 1 M patches x 152 features the fit's peak was 0.6 GB higher)."""
+    from core.memory import release_freed
+
     if len(store) == 1:
-        out = store.pop()
-        return out
+        return store.pop()
     total = sum(t.shape[0] for t in store)
     out = torch.empty((total, *store[0].shape[1:]), dtype=store[0].dtype)
-    offset = 0
+    offset = freed = 0
     store.reverse()
     while store:
         t = store.pop()
         out[offset:offset + t.shape[0]] = t
         offset += t.shape[0]
+        freed += t.numel() * t.element_size()
         del t
+        if freed > 128 << 20:
+            release_freed()
+            freed = 0
+    release_freed()
     return out
 
 
@@ -622,16 +629,19 @@ class BlockedKCenterGreedy:
     millions of patches, computed with matrix products instead of one pass over all patches per pick.
 
     Exact greedy order, with distances from ``|x|^2 + |c|^2 - 2 x.c`` in float32 (on centred features) rather
-    than anomalib's ``norm(x - c)``: at near-ties of ~1e-6 relative the pick may differ, so the sequence is not
-    bit-identical to anomalib's (``FastKCenterGreedy`` is, and stays the choice for small sets).
+    than anomalib's ``norm(x - c)``: at near-ties of ~1e-6 relative two picks may come in the other order, so the
+    sequence is not bit-identical to anomalib's (``FastKCenterGreedy`` is, and stays available), the set is.
 
     Lazy evaluation keeps it exact: every patch holds an upper bound of its squared min distance (all picks up
     to the last refresh applied). A *pool* holds the ``pool_size`` patches with the largest bounds, with exact
     min distances kept up to date pick by pick; every patch outside it is at most ``tau``, the largest bound
     outside. So while the pool's best is >= tau it is the true farthest patch. When it drops below, the picks
     made since the last refresh are applied to all patches at once (one matrix product, chunked) and the pool
-    is rebuilt. Cost: N x k x d multiply-adds in matrix products (~150 GFLOP/s on 2 cores) instead of k
+    is rebuilt. Cost: N x k x d multiply-adds in matrix products (~145 GFLOP/s on 2 cores) instead of k
     memory-bound passes over the features.
+
+    Memory: the projected features are never stored whole (at 2 M patches x 358 dimensions that would be 2.9 GB):
+    each chunk is projected when it is needed, which costs ~d/k more arithmetic than the distances themselves.
 
     Args:
         embedding: ``(n, d)`` patch features.
@@ -643,6 +653,8 @@ class BlockedKCenterGreedy:
             "auto" does so only when it lowers the dimension (anomalib's rule *raises* EfficientNet-Lite0's 152
             features to 341 dimensions at 1 M patches: 2.2x the work); "none" uses the features as they are.
     """
+
+    CHUNK_ELEMENTS = 16 << 20  # ~64 MB of float32 per chunk of distances or projected rows
 
     def __init__(self, embedding: torch.Tensor, sampling_ratio: float, max_size: int | None = None,
                  projection: str = "anomalib", pool_size: int = 8192, progress: ProgressFn | None = None,
@@ -664,24 +676,43 @@ class BlockedKCenterGreedy:
         self.stats: dict[str, float] = {}
         self._last_poll = 0.0
 
-    def _features(self) -> torch.Tensor:
+    # ---- features: projected and centred, one chunk at a time -----------------------------------------------
+
+    def _prepare(self) -> None:
         from anomalib.models.components.dimensionality_reduction import SparseRandomProjection
 
-        emb = self.embedding.detach()
-        emb = emb.reshape(emb.shape[0], -1).float()
-        n, d = emb.shape
+        raw = self.embedding.detach().reshape(self.embedding.shape[0], -1)
+        self._raw = raw if raw.dtype == torch.float32 else raw.float()
+        n, d = self._raw.shape
         rp = SparseRandomProjection(eps=0.9)
         # Non-2-D embeddings are flattened and not projected, as anomalib does.
         project = self.embedding.ndim == 2 and (
             self.projection == "anomalib"
             or (self.projection == "auto" and rp._johnson_lindenstrauss_min_dim(n, 0.9) < d))
+        mean = self._raw[:: max(1, n // 65536)].double().mean(0)
         if project:
-            rp.fit(emb)
-            emb = rp.transform(emb)  # a new tensor: ours to change in place
-        self.stats["dims"] = emb.shape[1]
+            rp.fit(self._raw)  # draws the same random numbers as anomalib's sampler
+            self._rt = rp.sparse_random_matrix.T.contiguous().float()
+            mean = mean @ self._rt.double()
+        else:
+            self._rt = None
         # Centring changes no distance and keeps |x|^2 + |c|^2 - 2 x.c well conditioned.
-        mean = emb[:: max(1, n // 65536)].double().mean(0).float()
-        return emb.sub_(mean) if project else emb - mean
+        self._mean = mean.float()
+        self.stats["dims"] = int(self._mean.shape[0])
+
+    def _project(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        if self._rt is None:
+            return torch.sub(x, self._mean, out=out[: x.shape[0]] if out is not None else None)
+        return torch.mm(x, self._rt, out=out[: x.shape[0]] if out is not None else None).sub_(self._mean)
+
+    def _rows(self, lo: int, hi: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        return self._project(self._raw[lo:hi], out)
+
+    def _take(self, idx: torch.Tensor) -> torch.Tensor:
+        return self._project(self._raw[idx])
+
+    def _chunk_rows(self, width: int) -> int:
+        return max(1024, self.CHUNK_ELEMENTS // max(1, width, self.stats["dims"]))
 
     def _check_stop(self, force: bool = False) -> None:
         if self.should_stop is None:
@@ -692,20 +723,28 @@ class BlockedKCenterGreedy:
             if self.should_stop():
                 raise CoresetCancelled("coreset selection cancelled")
 
+    # ---- the selection --------------------------------------------------------------------------------------
+
     def select_coreset_idxs(self) -> list[int]:
         self._check_stop(force=True)
         t0 = time.perf_counter()
-        feats = self._features().contiguous()
-        n = feats.shape[0]
+        self._prepare()
+        n = self._raw.shape[0]
         k = self.coreset_size
-        sq = torch.einsum("ij,ij->i", feats, feats)
-        # Same call as anomalib's sampler for the first pick (seed torch to reproduce a run).
-        start = int(torch.randint(high=n, size=(1,)).squeeze())
+        sq = torch.empty(n)
+        step = min(n, self._chunk_rows(1))
+        proj = torch.empty((step, self.stats["dims"]))
+        for lo in range(0, n, step):
+            f = self._rows(lo, min(n, lo + step), proj)
+            sq[lo:lo + f.shape[0]] = torch.einsum("ij,ij->i", f, f)
+        del proj
         # A point this close to a pick is a duplicate of it (the matrix-product distances' rounding is ~1e-7 of
         # |x|^2): once every point is that close, the rest of the "farthest points" would be noise.
         covered = 1e-6 * float(sq.max())
+        # Same call as anomalib's sampler for the first pick (seed torch to reproduce a run).
+        start = int(torch.randint(high=n, size=(1,)).squeeze())
         ub = torch.full((n,), float("inf"))
-        self._apply(feats, sq, ub, [start])
+        self._apply(sq, ub, [start])
         ub[start] = 0.0
         selected = [start]
         tick = max(1, k // 100)
@@ -718,7 +757,7 @@ class BlockedKCenterGreedy:
             pool, pmd = pool[:top], vals[:top].clone()
             if not float(pmd[0]) > covered:
                 break  # every patch is a pick or a duplicate of one: nothing left to cover
-            pf, psq = feats[pool], sq[pool]
+            pf, psq = self._take(pool), sq[pool]
             pending: list[int] = []
             while len(selected) < k:
                 j = int(torch.argmax(pmd))
@@ -728,7 +767,7 @@ class BlockedKCenterGreedy:
                 p = int(pool[j])
                 selected.append(p)
                 pending.append(p)
-                d2 = torch.addmv(psq, pf, feats[p], alpha=-2.0).add_(sq[p])
+                d2 = torch.addmv(psq, pf, pf[j], alpha=-2.0).add_(sq[p])
                 torch.minimum(pmd, d2, out=pmd)
                 pmd[j] = 0.0
                 if len(selected) >= next_report:
@@ -738,7 +777,9 @@ class BlockedKCenterGreedy:
                     self._check_stop(force=True)
                 else:
                     self._check_stop()
-            self._apply(feats, sq, ub, pending)
+            if len(selected) >= k:
+                break  # the last picks' distances are never needed (anomalib does not apply its last one either)
+            self._apply(sq, ub, pending)
             ub[torch.tensor(pending, dtype=torch.long)] = 0.0
             refreshes += 1
         if self.progress is not None:
@@ -746,17 +787,21 @@ class BlockedKCenterGreedy:
         self.stats.update(refreshes=refreshes, seconds=time.perf_counter() - t0, picks=len(selected))
         return selected
 
-    def _apply(self, feats: torch.Tensor, sq: torch.Tensor, ub: torch.Tensor, centres: list[int]) -> None:
-        """ub = min(ub, squared distance to each of ``centres``), in row chunks of one matrix product each."""
+    def _apply(self, sq: torch.Tensor, ub: torch.Tensor, centres: list[int]) -> None:
+        """ub = min(ub, squared distance to each of ``centres``), in row chunks of one matrix product each.
+        Two buffers per call, reused by every chunk: fresh ones per chunk would each be page-faulted in."""
         if not centres:
             return
         idx = torch.tensor(centres, dtype=torch.long)
-        c, csq = feats[idx], sq[idx]
-        rows = max(1024, (16 << 20) // max(1, len(centres)))  # ~64 MB of distances per chunk
-        for lo in range(0, feats.shape[0], rows):
-            hi = min(feats.shape[0], lo + rows)
-            blk = torch.addmm(csq.unsqueeze(0), feats[lo:hi], c.T, alpha=-2.0)
-            best = blk.amin(dim=1).add_(sq[lo:hi]).clamp_(min=0.0)
+        c, csq = self._take(idx), sq[idx]
+        n = self._raw.shape[0]
+        rows = min(n, self._chunk_rows(len(centres)))
+        proj = torch.empty((rows, self.stats["dims"]))
+        blk = torch.empty((rows, len(centres)))
+        for lo in range(0, n, rows):
+            hi = min(n, lo + rows)
+            out = torch.addmm(csq.unsqueeze(0), self._rows(lo, hi, proj), c.T, alpha=-2.0, out=blk[: hi - lo])
+            best = out.amin(dim=1).add_(sq[lo:hi]).clamp_(min=0.0)
             torch.minimum(ub[lo:hi], best, out=ub[lo:hi])
             self._check_stop()
 

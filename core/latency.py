@@ -48,7 +48,16 @@ def environment() -> dict:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
+    """Peak resident memory of this process so far, in MB.
+
+    From /proc/self/status VmHWM, not ``getrusage``: Linux keeps ``ru_maxrss`` across ``execve``, so a child
+    started by a large process (a benchmark holding gigabytes) reported its parent's size as its own peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

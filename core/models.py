@@ -47,10 +47,6 @@ class ModelEntry:
     train_batch_size: int = 16
     embedding_space: Callable[[dict], str] = lambda p: ""  # names the feature space (for the vector store)
     warnings: Callable[[dict], list[str]] = lambda p: []  # shown wherever the run's results are shown
-    # glibc's small mmap threshold (core.memory) during fit: PatchCore's coreset step needs it (its heap grew to
-    # 20 GB without); gradient training re-allocates the same large tensors every step, where the threshold
-    # only turns each into fresh page faults (EfficientAD-S step, idle 2 cores: 1.22 s without it, 1.78 s with it).
-    limit_heap_in_fit: bool = False
     # (params, dataset profile, machine speed factor) -> core.estimate.Estimate, before a run starts
     estimate: Callable[[dict, Any, float], Any] | None = None
 
@@ -150,14 +146,16 @@ def _build_patchcore(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
 
         def fit(self) -> None:
             from core.coreset import concat_and_clear, select_coreset
+            from core.memory import heap_limited
 
             embedding = concat_and_clear(self.model.embedding_store)
-            self.model.memory_bank, self.coreset_info = select_coreset(
-                embedding, self.coreset_sampling_ratio, max_size=p["max_bank_size"] or None,
-                method=p["coreset_method"],
-                progress=lambda done, total: hooks.progress("coreset selection", done, total),
-                should_stop=hooks.should_stop,
-            )
+            with heap_limited():  # see core/memory.py
+                self.model.memory_bank, self.coreset_info = select_coreset(
+                    embedding, self.coreset_sampling_ratio, max_size=p["max_bank_size"] or None,
+                    method=p["coreset_method"],
+                    progress=lambda done, total: hooks.progress("coreset selection", done, total),
+                    should_stop=hooks.should_stop,
+                )
 
     try:
         return WorkbenchPatchcore(
@@ -176,10 +174,11 @@ def _build_patchcore(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
 
 # Reference-machine constants of the PatchCore estimate, from benchmarks/scaling.py (README "Own images at scale").
 DECODE_S_PER_MEGAPIXEL = 0.009  # PNG decode + resize
-BLOCKED_GREEDY_EFFICIENCY = 0.55  # share of the matrix-product speed the blocked coreset reaches end to end
+BLOCKED_GREEDY_EFFICIENCY = 0.8  # the blocked coreset's speed relative to core.estimate's probe (1 M patches: 0.8)
 ANOMALIB_GREEDY_S_PER_PICK_PATCH = 6e-8  # anomalib-exact sampler at ~1 M patches (pruning helps less there)
-RUN_OVERHEAD_S = 12.0  # model set-up, Lightning, writing results
-TORCH_BASE_MB = 1100.0  # the process with torch, anomalib and a backbone loaded
+FIT_OVERHEAD_S = 3.0  # model set-up and Lightning around the fit
+RUN_OVERHEAD_S = 10.0  # process start (torch, anomalib imports), writing results
+TORCH_BASE_MB = 1450.0  # a run's process with torch, anomalib, Lightning and a backbone loaded
 
 
 def _estimate_patchcore(p: dict, prof, slow: float):
@@ -202,19 +201,20 @@ def _estimate_patchcore(p: dict, prof, slow: float):
         coreset = ANOMALIB_GREEDY_S_PER_PICK_PATCH * patches * bank * slow
         extra_mb = patches * sel_dims * 4 * 2 / 2**20  # projected features and a pass buffer
     else:
-        sel_dims = jl if jl < dims else dims
-        coreset = patches * bank * sel_dims * 2 / (flops * BLOCKED_GREEDY_EFFICIENCY)
-        extra_mb = (patches * sel_dims * 4 if sel_dims < dims else 0) / 2**20 + patches * 12 / 2**20 + 64
+        sel_dims = jl
+        coreset = patches * bank * sel_dims * 2 / (flops * BLOCKED_GREEDY_EFFICIENCY) + 1.5e-4 * bank * slow
+        extra_mb = patches * 12 / 2**20 + 160  # bounds and norms per patch; the pool and two chunk buffers
     score = extract + per_image * bank * dims * 2 / flops  # one test image: features + nearest-neighbour search
     parts = {
         "feature extraction": prof.n_train * extract,
         "coreset selection": coreset,
-        "validation and testing": 2 * prof.n_test * score,
+        "testing": prof.n_test * score,
         "timing and indexing": 48 * score + prof.n_images * extract,
     }
-    fit = RUN_OVERHEAD_S + parts["feature extraction"] + coreset + prof.n_test * score
+    fit = FIT_OVERHEAD_S * slow + parts["feature extraction"] + coreset
     peak = TORCH_BASE_MB + patches * dims * 4 / 2**20 + extra_mb
-    return Estimate(seconds=RUN_OVERHEAD_S + sum(parts.values()), fit_seconds=fit, peak_mb=peak, parts=parts,
+    return Estimate(seconds=RUN_OVERHEAD_S * slow + fit + parts["testing"] + parts["timing and indexing"],
+                    fit_seconds=fit, peak_mb=peak, parts=parts,
                     facts={"train images": prof.n_train, "test images": prof.n_test, "patches": patches,
                            "bank size": bank, "feature dims": dims})
 
@@ -222,7 +222,6 @@ def _estimate_patchcore(p: dict, prof, slow: float):
 register(ModelEntry(
     name="patchcore",
     estimate=_estimate_patchcore,
-    limit_heap_in_fit=True,
     label="PatchCore",
     description="Memory bank of pretrained patch features; no training, one pass over normal images.",
     params=(
@@ -304,8 +303,23 @@ def _build_efficientad(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
     )
 
 
+def _estimate_efficientad(p: dict, prof, slow: float):
+    from core.estimate import Estimate
+    from core.launch import EFFICIENTAD_S_PER_STEP
+
+    step = EFFICIENTAD_S_PER_STEP[p["model_size"]] * (p["image_size"] / 256) ** 2 * slow
+    per_image = 0.2 * (p["image_size"] / 256) ** 2 * slow  # forward pass of teacher, student and autoencoder
+    parts = {"teacher statistics": prof.n_train * per_image, "training": p["max_steps"] * step,
+             "validation and testing": 2 * prof.n_test * per_image, "timing and indexing": (48 + prof.n_images) * per_image}
+    fit = FIT_OVERHEAD_S * slow + parts["teacher statistics"] + parts["training"] + prof.n_test * per_image
+    return Estimate(seconds=RUN_OVERHEAD_S * slow + FIT_OVERHEAD_S * slow + sum(parts.values()), fit_seconds=fit, peak_mb=TORCH_BASE_MB + 700,
+                    parts=parts, facts={"train images": prof.n_train, "test images": prof.n_test,
+                                        "steps": p["max_steps"]})
+
+
 register(ModelEntry(
     name="efficientad",
+    estimate=_estimate_efficientad,
     label="EfficientAD",
     description="Student–teacher network plus autoencoder; trained for a number of steps.",
     params=(

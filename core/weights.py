@@ -26,6 +26,10 @@ KNOWN_SHA256 = {
     "2b4a5f7e9a1870e2c41efd811c5b04f7e5843b32900a338e3f181204a324f9c6": "timm tf_efficientnet_lite0 (ImageNet-1k)",
     "23f1172f6eb8b3c560f7e60d4bdbb1ad3e5837a7a3d5a1678b4fa72ad2955ca2": "torchvision mobilenet_v2 features (ImageNet-1k)",
 }
+# Feature extraction per 256x256 image, 2 cores (benchmarks/scaling.py measures Lite0 in every fit; WRN-50 with
+# random weights, same arithmetic, as its real weights can't be had offline here).
+LITE0_EXTRACT_S = 0.055
+WRN50_EXTRACT_S = 0.20
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -40,6 +44,19 @@ class Backbone:
     std: tuple[float, ...]
     hub_id: str | None  # Hugging Face hub repo timm downloads from; None if only local files exist
     description: str
+    # layer -> (channels, stride): PatchCore's feature size and patches per image follow from the layers used
+    layer_shapes: tuple[tuple[str, int, int], ...] = ()
+    # feature extraction (all layers up to the last one used) per 256x256 image on the reference machine
+    # (2 cores, benchmarks/scaling.py), in seconds; scaled by pixel count for other sizes
+    extract_s_256: float = 0.05
+
+    def feature_dims(self, layers: list[str]) -> tuple[int, int]:
+        """(channels summed over ``layers``, stride of the finest one); (0, 8) for layers not in the table."""
+        table = {name: (c, s) for name, c, s in self.layer_shapes}
+        known = [table[layer] for layer in layers if layer in table]
+        if len(known) != len(layers):
+            return 0, 8
+        return sum(c for c, _ in known), min(s for _, s in known)
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -48,11 +65,16 @@ BACKBONES: dict[str, Backbone] = {
         Backbone(
             "wide_resnet50_2", ("layer2", "layer3"), IMAGENET_MEAN, IMAGENET_STD, "timm/wide_resnet50_2.racm_in1k",
             "anomalib's default (PatchCore paper); ~270 MB, downloaded from the Hugging Face hub when online",
+            layer_shapes=(("layer1", 256, 4), ("layer2", 512, 8), ("layer3", 1024, 16), ("layer4", 2048, 32)),
+            extract_s_256=WRN50_EXTRACT_S,
         ),
         Backbone(
             "tf_efficientnet_lite0", ("blocks.2", "blocks.4"), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
             "timm/tf_efficientnet_lite0.in1k",
             "small and fast on CPU (4.7 M parameters); timm folder with config.json + model.safetensors",
+            layer_shapes=(("blocks.0", 16, 2), ("blocks.1", 24, 4), ("blocks.2", 40, 8), ("blocks.3", 80, 16),
+                          ("blocks.4", 112, 16), ("blocks.5", 192, 32), ("blocks.6", 320, 32)),
+            extract_s_256=LITE0_EXTRACT_S,
         ),
     )
 }

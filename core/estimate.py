@@ -1,0 +1,128 @@
+"""How long a run will take and how much memory it will need, before it starts.
+
+A run's cost grows with the data: PatchCore's feature extraction with the number of images, its coreset step
+with patches x bank size, its memory with patches x feature size. The estimate reads the dataset (image count,
+and the pixel size of a sample of files, from their headers only) and asks the model's registry entry for
+the rest (``ModelEntry.estimate``). Machine speed comes from one small matrix product timed here (~50 ms,
+once per process), scaled by the ratios measured on the reference machine by ``benchmarks/scaling.py``;
+so the figures follow a faster or slower machine without new constants.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+from core import datasets, images
+from core.datasets import DatasetSpec
+
+# A run the launch form and CLI call long: a line-side demo allows ~15 minutes.
+LONG_RUN_S = 15 * 60
+# Share of the machine's available memory above which a run is likely to be killed or to swap.
+MEMORY_WARN_SHARE = 0.8
+# Reference machine of the constants in the registry (2 cores): its matrix-product speed, measured with
+# ``gemm_gflops()`` (the scaling benchmark prints it with every table).
+REFERENCE_GFLOPS = 145.0
+HEADER_SAMPLE = 24
+
+
+@dataclass(frozen=True)
+class DatasetProfile:
+    """What a run's cost depends on, read before the run."""
+
+    n_train: int
+    n_test: int
+    megapixels: float  # mean size of a sample of the images, in millions of pixels
+
+    @property
+    def n_images(self) -> int:
+        return self.n_train + self.n_test
+
+
+@dataclass
+class Estimate:
+    seconds: float  # the whole run: fit, testing, timing, indexing
+    fit_seconds: float
+    peak_mb: float
+    parts: dict[str, float] = field(default_factory=dict)  # seconds by phase
+    facts: dict[str, float] = field(default_factory=dict)  # patches, bank size, …
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{k} {fmt_duration(v)}" for k, v in self.parts.items() if v >= 1)
+        return (f"Expected: about {fmt_duration(self.seconds)} in all ({parts}); peak memory about "
+                f"{self.peak_mb / 1024:.1f} GB.")
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """12 s · 3 min 05 s · 1 h 02 min; '–' when unknown."""
+    if seconds is None:
+        return "–"
+    seconds = int(round(max(0.0, seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+@functools.cache
+def gemm_gflops() -> float:
+    """This machine's float32 matrix-product speed with torch's current threads (GFLOP/s)."""
+    import torch
+
+    rows = 131072  # ~20 ms: long enough that thread wake-up (OMP_WAIT_POLICY=PASSIVE) does not count
+    a, b = torch.randn(rows, 152), torch.randn(152, 512)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(4):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * rows * 152 * 512 / best / 1e9
+
+
+def speed_factor() -> float:
+    """How much slower than the reference machine this one is (> 1: slower)."""
+    return REFERENCE_GFLOPS / max(gemm_gflops(), 1e-3)
+
+
+def profile(spec: DatasetSpec) -> DatasetProfile | None:
+    """Image counts and a typical image size; None when the data is not on disk yet (MVTec before download)."""
+    try:
+        train = datasets.train_images(spec)
+        test = datasets.test_samples(spec)
+    except Exception:  # not downloaded yet, or unreadable: no estimate rather than an error
+        return None
+    if not train:
+        return None
+    step = max(1, len(train) // HEADER_SAMPLE)
+    sizes = []
+    for path in train[::step][:HEADER_SAMPLE]:
+        wh = images.image_size(path)
+        if wh:
+            sizes.append(wh[0] * wh[1] / 1e6)
+    return DatasetProfile(len(train), len(test), sum(sizes) / len(sizes) if sizes else 0.25)
+
+
+def estimate_run(model: str, params: dict, spec: DatasetSpec) -> Estimate | None:
+    """The model's estimate for this dataset on this machine, with warnings; None if it can't be estimated."""
+    from core import models
+
+    entry = models.get_entry(model)
+    if entry.estimate is None:
+        return None
+    prof = profile(spec)
+    if prof is None:
+        return None
+    est = entry.estimate(models.resolve_params(model, params), prof, speed_factor())
+    available = psutil.virtual_memory().available / 2**20
+    if est.seconds > LONG_RUN_S:
+        est.warnings.append(f"This run is long: about {est.seconds / 60:.0f} minutes on this machine.")
+    if est.peak_mb > MEMORY_WARN_SHARE * available:
+        est.warnings.append(f"It may need about {est.peak_mb / 1024:.1f} GB of memory and {available / 1024:.1f} GB "
+                            "are available: it may be killed or swap.")
+    return est
