@@ -13,6 +13,7 @@ Streamlit falls back to this script, and ``st.navigation`` below picks the page.
 
 import os
 import sys
+from pathlib import Path
 
 # Set before torch loads: sleeping (not spinning) OpenMP threads keep a 2-core machine responsive.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -29,17 +30,21 @@ if __name__ == "__main__" and not st.runtime.exists():  # `python app.py`: start
 
 from pages import ui  # noqa: E402
 
-st.set_page_config(page_title="Anomaly Workbench", layout="wide")
+st.set_page_config(
+    page_title="Anomaly Workbench", page_icon=str(Path(__file__).parent / "assets" / "favicon.png"), layout="wide",
+    menu_items={"About": "Anomaly Workbench: train, compare, inspect and demo visual anomaly detection "
+                         "(anomalib PatchCore, EfficientAD) on MVTec AD and your own images."},
+)
 
 # Once per browser session: runs whose worker died (crash, kill -9, reboot) are shown as failed, not running.
 if "recovered_runs" not in st.session_state:
     st.session_state.recovered_runs = ui.registry().recover_interrupted()
 
 navigation = st.navigation([
-    st.Page("pages/home.py", title="Home", icon="🏠", url_path="start", default=True),
-    st.Page("pages/training.py", title="Training runs", icon="🏋️", url_path="training-runs"),
-    st.Page("pages/compare.py", title="Compare models", icon="📊", url_path="compare-models"),
-    st.Page("pages/heatmaps.py", title="Heatmap viewer", icon="🔥", url_path="heatmap-viewer"),
-    st.Page("pages/similarity.py", title="Similar cases", icon="🔎", url_path="similar-cases"),
+    st.Page("pages/home.py", title="Home", icon=":material/home:", url_path="start", default=True),
+    st.Page("pages/training.py", title="Training runs", icon=":material/model_training:", url_path="training-runs"),
+    st.Page("pages/compare.py", title="Compare models", icon=":material/bar_chart:", url_path="compare-models"),
+    st.Page("pages/heatmaps.py", title="Heatmap viewer", icon=":material/layers:", url_path="heatmap-viewer"),
+    st.Page("pages/similarity.py", title="Similar cases", icon=":material/image_search:", url_path="similar-cases"),
 ])
 navigation.run()

@@ -21,13 +21,18 @@ runs = ui.finished_runs()
 if not runs:
     st.info("No finished runs to compare yet. Train one on **Training runs** (the demo dataset takes a minute "
             "or two); finished runs appear here automatically.")
-    st.page_link("pages/training.py", label="Go to Training runs", icon="🏋️")
+    st.page_link("pages/training.py", label="Go to Training runs", icon=":material/model_training:")
     st.stop()
 
 by_id = {r.id: r for r in runs}
+if "cmp_runs" not in st.session_state:
+    st.session_state.cmp_runs = comparison.default_selection(runs)
+focus = ui.take_focus("cmp_runs")
+if focus in by_id:  # opened from a run (Home, History): compare it with the defaults
+    st.session_state.cmp_runs = list(dict.fromkeys([focus, *comparison.default_selection(runs)]))
+st.session_state.cmp_runs = [i for i in st.session_state.cmp_runs if i in by_id]  # deleted since
 chosen = st.multiselect(
-    "Runs to compare", list(by_id), default=comparison.default_selection(runs),
-    format_func=lambda i: ui.run_label(by_id[i]), key="cmp_runs",
+    "Runs to compare", list(by_id), format_func=lambda i: ui.run_label(by_id[i]), key="cmp_runs",
     help="Defaults to the latest finished run of each model on each category.",
 )
 if not chosen:
@@ -38,7 +43,7 @@ selected = [by_id[i] for i in chosen]
 # Pipeline-check runs (e.g. an untrained EfficientAD teacher) must never pass for results.
 for run in selected:
     for warning in comparison.run_warnings(run):
-        st.warning(f"**{run.id}**: {warning}", icon="⚠️")
+        st.warning(f"**{run.id}**: {warning}", icon=":material/warning:")
 
 table = comparison.comparison_table(selected)
 averages = comparison.averages_table(selected)
@@ -206,7 +211,7 @@ with whatif:
 # ---- export ------------------------------------------------------------------------------------------------
 with export:
     st.download_button("Download comparison table (CSV)", data=comparison.table_csv(table),
-                       file_name="comparison.csv", mime="text/csv", icon="📄", key="cmp_csv")
+                       file_name="comparison.csv", mime="text/csv", icon=":material/table_view:", key="cmp_csv")
     n_maps = st.number_input("Heatmaps per run in the report", min_value=0, max_value=8, value=3, step=1,
                              key="cmp_report_maps")
 
@@ -216,7 +221,7 @@ with export:
                                  include_references=show_refs)
 
     st.download_button("Download HTML report", data=_report, file_name="comparison_report.html",
-                       mime="text/html", icon="🧾", key="cmp_html",
+                       mime="text/html", icon=":material/description:", key="cmp_html",
                        help="One self-contained file (charts, tables, parameters, warnings, heatmaps) that opens "
                             "offline in any browser.")
     st.caption("The report holds the charts above, the metric and reference tables, each run's parameters, "

@@ -143,7 +143,7 @@ def images_tab(run, records, maps, masks, cfg: viewer.DisplaySettings, opacity: 
                             f"Verdict: **{viewer.verdict_text(rec['flagged'])}**{outcome}")
                 st.caption(f"Truth: {viewer.truth_text(rec['label'], rec['defect_type'])} · {Path(rec['path']).name}")
                 pos = int(rec["index"])
-                if st.button("Inspect", key=f"hm_inspect_{pos}", icon="🔍", width="stretch",
+                if st.button("Inspect", key=f"hm_inspect_{pos}", icon=":material/zoom_in:", width="stretch",
                              on_click=_focus, args=(run.id, pos)):
                     detail(run, rec, maps, masks, cfg, opacity)
     if missing:
@@ -156,7 +156,7 @@ def compare_tab(run, runs, records, maps, masks, cfg: viewer.DisplaySettings, op
     if not others:
         st.info(f"No other finished run was tested on **{run.category}** ({run.dataset.get('kind', '?')}). Train a "
                 "second model on the same dataset to compare both on the same image.")
-        st.page_link("pages/training.py", label="Go to Training runs", icon="🏋️")
+        st.page_link("pages/training.py", label="Go to Training runs", icon=":material/model_training:")
         return
     other = ui.pick_run("Second run (same test images)", key="hm_other", runs=others)
     if other is None:
@@ -173,7 +173,7 @@ def compare_tab(run, runs, records, maps, masks, cfg: viewer.DisplaySettings, op
         st.session_state[key] = 0
     pos = st.selectbox("Test image", positions, key=key, format_func=lambda i: (
         f"{records.iloc[i]['defect_type']}/{Path(records.iloc[i]['path']).name} · score {ui.fmt(float(records.iloc[i]['score']))}"),
-        help="The 🔍 Inspect button on a card also picks the image here.")
+        help="The Inspect button on a card also picks the image here.")
     rec = records.iloc[pos]
     o_pos = viewer.find_by_path(o_records, rec["path"])
     if o_pos is None:
@@ -226,7 +226,7 @@ def upload_tab(run, cfg: viewer.DisplaySettings, opacity: float) -> None:
                 + ("" if thr is not None else " (this run has no image threshold, so no verdicts)"))
     for p in preds:
         if p.error:
-            st.error(p.error, icon="🚫")
+            st.error(p.error, icon=":material/block:")
     st.download_button("Download results (CSV)", viewer.table_csv(table), file_name=f"scores_{run.id}.csv",
                        mime="text/csv", key="hm_upload_csv")
     for start in range(0, len(ok), GRID_COLUMNS):

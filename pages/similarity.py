@@ -99,13 +99,13 @@ class ProgressHooks:
 
 def index_button(run, key: str) -> None:
     """'Index this run now': embed its images with its model, store them, record the precision figures."""
-    if not st.button("Index this run now", key=key, icon="🗂️", type="primary"):
+    if not st.button("Index this run now", key=key, icon=":material/database:", type="primary"):
         return
     with ui.friendly_errors():
         model = ui.loaded_model(run)
         result = embeddings.index_run(run.id, model, hooks=ProgressHooks())
         ui.registry().update(run.id, retrieval=result)
-        st.toast(f"Indexed {result['points']} images of run {run.id}.", icon="✅")
+        st.toast(f"Indexed {result['points']} images of run {run.id}.", icon=":material/check_circle:")
         st.rerun()
 
 
@@ -116,7 +116,7 @@ def not_indexed(run) -> None:
         + (f": indexing failed after training ({reason})." if reason else
            " (it finished before indexing was part of training, or indexing was skipped).")
         + " Indexing embeds its test and train images with its own model; it takes about as long as testing did.",
-        icon="🗂️",
+        icon=":material/database:",
     )
     index_button(run, key=f"sim_index_{run.id}")
 
@@ -230,7 +230,7 @@ def neighbour_grid(hits, records, maps, masks, dcfg, model, run_dir, ckpt_mtime,
                 if picture is not None:
                     st.image(picture, width="stretch")
                 else:
-                    st.warning(problem or "image not readable", icon="🖼️")
+                    st.warning(problem or "image not readable", icon=":material/broken_image:")
                 st.markdown(f"**#{rank}** · similarity **{hit.score:.3f}**  \n"
                             f"{truth_line(p.get('label'), p.get('defect_type'))} · score {ui.fmt(p.get('score'))}")
                 st.caption(f"{p.get('split')} · {short_path(p.get('image_path'))}")

@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import data_import, datasets, launch, models, overview, weights
+from core import data_import, datasets, estimate, launch, models, overview, weights
 from core.artifacts import RunArtifacts
 from core.config import settings
 from core.datasets import DatasetSpec
@@ -84,7 +84,7 @@ def live_panel() -> None:
 
 
 live_panel()
-launch_tab, history_tab = st.tabs(["🚀 New runs", "📋 History"])
+launch_tab, history_tab = st.tabs([":material/rocket_launch: New runs", ":material/history: History"])
 
 
 # ---- new runs ----------------------------------------------------------------------------------------------
@@ -206,12 +206,33 @@ def model_choice() -> dict[str, dict]:
                         format_func=_backbone_label if p.name == "backbone" else None,
                     )
             if name == "efficientad":
-                st.info(launch.efficientad_time_note(int(params["max_steps"]), params["model_size"]), icon="⏱️")
+                st.info(launch.efficientad_time_note(int(params["max_steps"]), params["model_size"]), icon=":material/timer:")
             with ui.friendly_errors():
                 for warning in models.model_warnings(name, params):
-                    st.warning(warning, icon="⚠️")
+                    st.warning(warning, icon=":material/warning:")
         chosen[name] = params
     return chosen
+
+
+def estimates(build_specs: Callable[[], list[DatasetSpec]], chosen: dict[str, dict]) -> None:
+    """Time and memory of each run to be launched, from the dataset's size, before anything starts."""
+    try:
+        specs = build_specs()
+    except WorkbenchError:
+        return  # the launch button reports it
+    for spec in specs[:6]:
+        for name, params in chosen.items():
+            try:
+                est = estimate.estimate_run(name, params, spec)
+            except WorkbenchError:
+                continue
+            if est is None:
+                continue
+            text = f"**{models.REGISTRY[name].label} on {spec.label}** · {est.summary()}"
+            if est.warnings:
+                st.warning(text + " " + " ".join(est.warnings), icon=":material/timer:")
+            else:
+                st.caption(":material/timer: " + text)
 
 
 def launch_form() -> None:
@@ -219,6 +240,7 @@ def launch_form() -> None:
     chosen = model_choice()
     seed = st.number_input("Seed", min_value=0, value=0, step=1, key="seed",
                            help="Same seed, data and parameters = the same run again.")
+    estimates(build_specs, chosen)
     n = len(labels) * len(chosen)
     if not st.button(f"Launch {n} run(s)" if n else "Launch", type="primary", key="launch", disabled=n == 0):
         return
@@ -302,6 +324,8 @@ def run_detail(run: Run) -> None:
         with st.expander("All metrics"):
             st.json(m)
 
+    if run.status == "done":
+        ui.open_run_buttons(run, key="history_open")
     a1, a2, _ = st.columns([1, 1, 4])
     if a1.button("Re-run", key="rerun", help="Queue a new run with the same model, data, parameters and seed"):
         with ui.friendly_errors():

@@ -10,6 +10,7 @@ from typing import Iterator
 
 import streamlit as st
 
+from core import estimate
 from core.artifacts import RunArtifacts
 from core.config import settings
 from core.errors import WorkbenchError
@@ -76,12 +77,38 @@ def finished_runs() -> list[Run]:
     return [r for r in registry().list(status=DONE)]
 
 
+FOCUS = "focus_run"  # the run a user last chose to look at (Home's first run, a History row): pages open on it
+PAGES = {"compare": "pages/compare.py", "heatmaps": "pages/heatmaps.py", "similar": "pages/similarity.py"}
+
+
+def take_focus(key: str) -> str | None:
+    """The focused run id if the widget ``key`` has not been shown it yet (then it is marked as shown)."""
+    focus = st.session_state.get(FOCUS)
+    if focus and st.session_state.get(f"{key}__focus") != focus:
+        st.session_state[f"{key}__focus"] = focus
+        return focus
+    return None
+
+
+def open_run_buttons(run: Run, key: str) -> None:
+    """One click from a run to the pages that show it, with the run already picked there."""
+    cols = st.columns(3)
+    for col, (label, icon, page) in zip(cols, (
+            ("Compare models", ":material/bar_chart:", PAGES["compare"]),
+            ("See its heatmaps", ":material/layers:", PAGES["heatmaps"]),
+            ("Find similar cases", ":material/image_search:", PAGES["similar"]))):
+        if col.button(label, icon=icon, key=f"{key}_{page}", width="stretch"):
+            st.session_state[FOCUS] = run.id
+            st.switch_page(page)
+
+
 def pick_run(label: str, key: str, runs: list[Run] | None = None) -> Run | None:
-    """A select box over finished runs; remembers the choice in the URL-free session state."""
+    """A select box over finished runs; remembers the choice in the URL-free session state and opens on the
+    focused run (see ``open_run_buttons``) when there is one."""
     runs = finished_runs() if runs is None else runs
     if not runs:
         st.info("No finished runs yet. Train one on the **Training runs** page (the demo dataset takes seconds).")
-        st.page_link("pages/training.py", label="Go to Training runs", icon="🏋️")
+        st.page_link("pages/training.py", label="Go to Training runs", icon=":material/model_training:")
         return None
     from core.models import model_warnings
 
@@ -89,15 +116,25 @@ def pick_run(label: str, key: str, runs: list[Run] | None = None) -> Run | None:
     # not on a pipeline check such as an untrained-teacher EfficientAD.
     runs = sorted(runs, key=lambda r: bool(model_warnings(r.model, r.params)))
     by_id = {r.id: r for r in runs}
+    focus = take_focus(key)
+    if focus in by_id:
+        st.session_state[key] = focus
     chosen = st.selectbox(label, list(by_id), format_func=lambda i: run_label(by_id[i]), key=key)
     return by_id.get(chosen)
+
+
+def pipeline_check(run: Run) -> bool:
+    """True for runs whose numbers are not a quality result (e.g. an untrained EfficientAD teacher)."""
+    from core.models import model_warnings
+
+    return bool(model_warnings(run.model, run.params))
 
 
 def show_warnings(run: Run) -> None:
     from core.models import model_warnings
 
     for warning in model_warnings(run.model, run.params):
-        st.warning(warning, icon="⚠️")
+        st.warning(warning, icon=":material/warning:")
 
 
 @contextmanager
@@ -119,19 +156,13 @@ def fmt(value, digits: int = 3) -> str:
 
 # ---- added for Home / Training runs (usable by any page) ---------------------------------------------------
 
-STATUS_ICONS = {"queued": "⏳", "running": "▶️", "done": "✅", "failed": "❌", "cancelled": "⛔"}
+# Material Symbols ship with Streamlit: they render offline on machines without an emoji font (kiosks, plant PCs).
+STATUS_ICONS = {"queued": ":material/schedule:", "running": ":blue[:material/play_circle:]",
+                "done": ":green[:material/check_circle:]", "failed": ":red[:material/error:]",
+                "cancelled": ":gray[:material/cancel:]"}
 
 
-def fmt_duration(seconds: float | None) -> str:
-    """12 s · 3 min 05 s · 1 h 02 min; '–' when unknown."""
-    if seconds is None:
-        return "–"
-    seconds = int(round(max(0.0, seconds)))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+fmt_duration = estimate.fmt_duration  # one formatter for the CLI, the estimate and the pages
 
 
 def param_input(param, key: str, default=None, format_func=None):

@@ -245,3 +245,24 @@ def test_similar_cases_finds_neighbours_for_an_own_runs_test_image(own):
     assert not at.error, [e.value for e in at.error]
     hits = [m for m in _texts(at.markdown) if m.startswith("**#")]
     assert hits, "neighbour cards are shown"
+
+
+def test_the_cli_trains_an_own_dataset_and_states_the_expected_time_and_memory_first(own):
+    from tests.test_cli import cli
+
+    params = [a for k, v in OWN_PATCHCORE.items() for a in ("--param", f"{k}={v}")]
+    result = cli("train", "--dataset", "folder:line6", *params)
+    assert result.returncode == 0, result.stderr[-2000:]
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("Expected: about") and "peak memory about" in first
+    assert "[done]" in result.stdout and "threshold_source" not in result.stderr
+
+
+def test_the_launch_form_estimates_time_and_memory_for_an_own_dataset(own):
+    at = _open("pages/training.py")
+    at.radio(key="source").set_value("Own dataset").run()
+    at.selectbox(key="own_dataset").set_value("line3").run()
+    assert not at.exception, at.exception
+    estimates = [c for c in _texts(at.caption) if "Expected: about" in c]
+    assert estimates and "PatchCore on Own images / line3" in estimates[0] and "GB" in estimates[0]
+    assert any("train normal: 10" in c for c in _texts(at.caption))  # what the import found
