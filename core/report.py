@@ -166,7 +166,7 @@ def _run_section(run: Run, art: RunArtifacts, heatmaps_per_run: int) -> str:
     e = html.escape
     parts = [f'<h3 id="run-{e(run.id)}">{e(run.id)} · {e(comparison.config_label(run))} · {e(run.category)}</h3>']
     for warning in comparison.run_warnings(run):
-        parts.append(f'<div class="warn">⚠️ {e(warning)}</div>')
+        parts.append(f'<div class="warn"><b>Caution:</b> {e(warning)}</div>')
     env = run.environment or {}
     parts.append('<div class="cards"><div class="card"><b>Parameters</b>' + _kv(run.params) + "</div>")
     parts.append('<div class="card"><b>Dataset and seed</b>' + _kv({**run.dataset, "seed": run.seed}) + "</div>")
@@ -240,7 +240,7 @@ def build_html_report(runs: Sequence[Run], registry: RunRegistry | None = None, 
             f'<p class="note">Generated {e(generated)} · {len(runs)} run(s): '
             + ", ".join(f'<a href="#run-{e(r.id)}">{e(r.id)}</a>' for r in runs) + "</p>"]
     for run_id, w in warnings:
-        body.append(f'<div class="warn">⚠️ <b>{e(run_id)}</b>: {e(w)}</div>')
+        body.append(f'<div class="warn"><b>Caution, {e(run_id)}:</b> {e(w)}</div>')
     body += ["<h2>Metrics</h2>",
              '<p class="note">Image F1 is at anomalib\'s adaptive threshold, chosen on the test set itself '
              "(optimistic). Overkill at 0 escapes = share of normal images flagged when the threshold is lowered "
