@@ -28,12 +28,13 @@ if __name__ == "__main__" and not st.runtime.exists():  # `python app.py`: start
     sys.argv = ["streamlit", "run", __file__, *sys.argv[1:]]
     sys.exit(cli.main())
 
+from core.models import REGISTRY  # noqa: E402
 from pages import ui  # noqa: E402
 
 st.set_page_config(
     page_title="Anomaly Workbench", page_icon=str(Path(__file__).parent / "assets" / "favicon.png"), layout="wide",
     menu_items={"About": "Anomaly Workbench: train, compare, inspect and demo visual anomaly detection "
-                         "(anomalib PatchCore, EfficientAD) on MVTec AD and your own images."},
+                         f"(anomalib's {', '.join(e.label for e in REGISTRY.values())}) on MVTec AD and your own images."},
 )
 
 # Once per browser session: runs whose worker died (crash, kill -9, reboot) are shown as failed, not running.

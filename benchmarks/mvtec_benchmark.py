@@ -1,11 +1,16 @@
-"""Train and evaluate on every MVTec AD category found, and print one markdown table.
+"""Train and evaluate models on every MVTec AD category found, and print one markdown table.
 
-    MALLOC_MMAP_THRESHOLD_=131072 .venv/bin/python benchmarks/mvtec_benchmark.py [--coreset 0.1 0.01]
-        [--categories grid tile] [--backbone tf_efficientnet_lite0] [--efficientad-steps 1000]
+    MALLOC_MMAP_THRESHOLD_=131072 .venv/bin/python benchmarks/mvtec_benchmark.py [--models patchcore padim ...|all]
+        [--categories grid tile] [--backbone tf_efficientnet_lite0] [--coreset 0.1 0.01]
+        [--param stfpm.max_epochs=20] [--efficientad-steps 1000]
 
-Each row is a real run in the run registry (artifacts/), so the dashboard shows it too. PatchCore runs on
-every category present under AW_MVTEC_ROOT; EfficientAD only where its real pretrained teacher is available
-(an untrained-teacher run is never presented as a result). Published numbers follow, labelled as such.
+Each row is a real run in the run registry (artifacts/), so the dashboard shows it too. Every model named (``all``
+= every model in the registry) trains with its registry defaults on every category present under
+AW_MVTEC_ROOT; the backbone is the registry's choice for this machine (anomalib's default online, the bundled
+EfficientNet-Lite0 offline) unless ``--backbone`` says otherwise. EfficientAD runs only where its real
+pretrained teacher is available (an untrained-teacher run is never presented as a result). Published numbers
+for the same models follow (``core.comparison.REFERENCES``), labelled as such, and the measured per-image costs
+that the registry's time estimates use.
 """
 
 from __future__ import annotations
@@ -20,33 +25,53 @@ from core.memory import limit_heap_growth  # noqa: E402
 
 limit_heap_growth()
 
-from core import datasets, jobs, weights  # noqa: E402
-from core.cli import fmt  # noqa: E402
+from core import comparison, datasets, jobs, models, weights  # noqa: E402
+from core.cli import fmt, parse_params  # noqa: E402
 from core.config import settings  # noqa: E402
 from core.evaluation import average_metrics  # noqa: E402
 from core.runs import RunRegistry  # noqa: E402
 
-PUBLISHED = [
-    # (source, model, category, image AUROC, pixel AUROC) — not measured here
-    ("PatchCore paper (Roth et al., CVPR 2022), WRN-50, 10 % coreset", "PatchCore", "grid", 0.979, 0.987),
-    ("anomalib README, PatchCore WRN-50", "PatchCore", "grid", 0.959, None),
-]
-COLUMNS = ["model", "category", "coreset", "image AUROC", "pixel AUROC", "image F1", "pixel F1", "AUPRO",
-           "FPR@100% recall", "fit s", "test s", "e2e ms p50", "e2e ms p95", "img/s b1", "img/s best",
-           "peak RSS MB", "run"]
+COLUMNS = ["model", "backbone", "category", "setting", "image AUROC", "pixel AUROC", "image F1", "pixel F1", "AUPRO",
+           "FPR@100% recall", "fit s", "test s", "e2e ms p50", "e2e ms p95", "img/s b1", "peak RSS MB", "run"]
+COST_COLUMNS = ["model", "backbone", "category", "train images", "epochs", "train s / image / epoch",
+                "score s / image"]
+
+
+def setting(run) -> str:
+    p = run.params
+    if "coreset_sampling_ratio" in p:
+        return f"coreset {p['coreset_sampling_ratio']}"
+    if "max_epochs" in p:
+        return f"{p['max_epochs']} epochs"
+    if "max_steps" in p:
+        return f"{p['max_steps']} steps"
+    return "one pass"
 
 
 def row(run) -> dict:
     m, t, lat = run.metrics, run.timings, run.latency
     return {
-        "model": run.model, "category": run.category,
-        "coreset": run.params.get("coreset_sampling_ratio", "–"),
+        "model": models.get_entry(run.model).label, "backbone": run.params.get("backbone", "–"),
+        "category": run.category, "setting": setting(run),
         "image AUROC": m.get("image_auroc"), "pixel AUROC": m.get("pixel_auroc"), "image F1": m.get("image_f1"),
         "pixel F1": m.get("pixel_f1"), "AUPRO": m.get("aupro"), "FPR@100% recall": m.get("fpr_at_full_recall"),
         "fit s": t.get("fit_s"), "test s": t.get("test_s"), "e2e ms p50": lat.get("e2e_ms_p50"),
         "e2e ms p95": lat.get("e2e_ms_p95"), "img/s b1": lat.get("images_per_s_b1"),
-        "img/s best": lat.get("images_per_s_best"), "peak RSS MB": t.get("peak_rss_fit_mb"), "run": run.id,
+        "peak RSS MB": t.get("peak_rss_fit_mb"), "run": run.id,
     }
+
+
+def cost_row(run) -> dict:
+    """Seconds per 256² image as the registry's ``Cost`` counts them (fit includes decoding and set-up)."""
+    m, t = run.metrics, run.timings
+    n_train = int(m.get("n_train") or 0) or len(datasets.train_images(datasets.DatasetSpec.from_dict(run.dataset)))
+    n_test = int(m.get("n_normal") or 0) + int(m.get("n_anomalous") or 0)
+    epochs = int(run.params.get("max_epochs", 1))
+    scale = (256 / run.params.get("image_size", 256)) ** 2
+    return {"model": models.get_entry(run.model).label, "backbone": run.params.get("backbone", "–"),
+            "category": run.category, "train images": n_train, "epochs": epochs,
+            "train s / image / epoch": t["fit_s"] / max(1, n_train * epochs) * scale,
+            "score s / image": t["test_s"] / max(1, n_test) * scale}
 
 
 def markdown(rows: list[dict], columns: list[str]) -> str:
@@ -55,11 +80,40 @@ def markdown(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def plans(args, cfg) -> list[tuple[str, dict]]:
+    names = list(models.REGISTRY) if args.models == ["all"] else args.models
+    overrides: dict[str, dict] = {}
+    for item in parse_params(args.param).items():
+        (model, _, key), value = item[0].partition("."), item[1]
+        overrides.setdefault(model, {})[key] = value
+    out = []
+    for name in names:
+        entry = models.get_entry(name)
+        params = dict(overrides.get(entry.name, {}))
+        if args.backbone and entry.backbone_stages:
+            params["backbone"] = args.backbone
+        if entry.name == "patchcore":
+            out += [(entry.name, {**params, "coreset_sampling_ratio": r}) for r in args.coreset]
+        elif entry.name == "efficientad":
+            if weights.efficientad_teacher_available("small") and cfg.imagenet_dir:
+                out.append((entry.name, {"model_size": "small", "max_steps": args.efficientad_steps, **params}))
+            else:
+                print("EfficientAD skipped: its pretrained teacher (or AW_IMAGENET_DIR) is not available here; an "
+                      "untrained-teacher run would not be a real EfficientAD result.", flush=True)
+        else:
+            out.append((entry.name, params))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["patchcore", "efficientad"],
+                        help=f"registry names ({', '.join(models.REGISTRY)}) or 'all'")
     parser.add_argument("--categories", nargs="*", default=None)
-    parser.add_argument("--coreset", nargs="*", type=float, default=[0.1])
-    parser.add_argument("--backbone", default=None, help="default: the best backbone available here")
+    parser.add_argument("--coreset", nargs="*", type=float, default=[0.1], help="PatchCore coreset ratios")
+    parser.add_argument("--backbone", default=None, help="default: each model's registry default on this machine")
+    parser.add_argument("--param", action="append", default=[], metavar="MODEL.KEY=VALUE",
+                        help="override a model parameter, e.g. stfpm.max_epochs=20 (repeatable)")
     parser.add_argument("--efficientad-steps", type=int, default=1000)
     parser.add_argument("--max-train-images", type=int, default=None)
     args = parser.parse_args()
@@ -69,28 +123,23 @@ def main() -> int:
     if not categories:
         print(f"No MVTec AD category found under {cfg.mvtec_root} (set AW_MVTEC_ROOT).")
         return 0
-    backbone = args.backbone or weights.default_backbone(cfg)
-    print(f"MVTec root: {cfg.mvtec_root}; categories: {', '.join(categories)}; backbone: {backbone}", flush=True)
-
-    plans = [("patchcore", {"backbone": backbone, "coreset_sampling_ratio": r}) for r in args.coreset]
-    if weights.efficientad_teacher_available("small") and cfg.imagenet_dir:
-        plans.append(("efficientad", {"model_size": "small", "max_steps": args.efficientad_steps}))
-    else:
-        print("EfficientAD skipped: its pretrained teacher (or AW_IMAGENET_DIR) is not available here; an "
-              "untrained-teacher run would not be a real EfficientAD result.", flush=True)
+    todo = plans(args, cfg)
+    print(f"MVTec root: {cfg.mvtec_root}; categories: {', '.join(categories)}; "
+          f"runs: {', '.join(f'{m} {p}' for m, p in todo)}", flush=True)
 
     registry = RunRegistry(cfg)
     done = []
     for category in categories:
         spec = datasets.mvtec(category, cfg=cfg, max_train_images=args.max_train_images)
-        for model, params in plans:
+        for model, params in todo:
             run = jobs.submit(model, spec, params, seed=0, cfg=cfg, start=False)
-            print(f"run {run.id}: {model} {params} on {category} …", flush=True)
+            print(f"run {run.id}: {model} {run.params} on {category} …", flush=True)
             status = jobs.execute_claimed(run.id, cfg)
             run = registry.get(run.id)
             if status != "done":
                 print(f"  {status}: {run.error}", flush=True)
                 continue
+            print("  " + " · ".join(f"{k} {fmt(v)}" for k, v in row(run).items()), flush=True)
             done.append(run)
 
     rows = [row(r) for r in done]
@@ -98,17 +147,21 @@ def main() -> int:
         mine = [r for r in done if r.model == model]
         if len({r.category for r in mine}) > 1:
             avg = average_metrics([r.metrics for r in mine])
-            rows.append({"model": model, "category": f"mean of {avg['n_categories']}",
+            rows.append({"model": models.get_entry(model).label, "category": f"mean of {avg['n_categories']}",
                          "image AUROC": avg.get("image_auroc"), "pixel AUROC": avg.get("pixel_auroc"),
                          "image F1": avg.get("image_f1"), "pixel F1": avg.get("pixel_f1"), "AUPRO": avg.get("aupro"),
                          "FPR@100% recall": avg.get("fpr_at_full_recall")})
-    print()
-    print(f"Measured here ({done[0].latency.get('cpu') if done else '?'}, "
-          f"{done[0].latency.get('threads') if done else '?'} threads, backbone {backbone}):\n")
+    env = done[0].environment if done else {}
+    print(f"\nMeasured here ({env.get('cpu', '?')}, {env.get('torch_threads', '?')} threads):\n")
     print(markdown(rows, COLUMNS))
+    refs = comparison.reference_table(set(categories), comparison.model_labels(done) if done else None)
     print("\nPublished (not measured here):\n")
-    print(markdown([{"source": s, "model": m, "category": c, "image AUROC": i, "pixel AUROC": p}
-                    for s, m, c, i, p in PUBLISHED], ["source", "model", "category", "image AUROC", "pixel AUROC"]))
+    print(markdown([{**r, "image AUROC": r["image_auroc"], "pixel AUROC": r["pixel_auroc"], "image F1": r["image_f1"],
+                     "pixel F1": r["pixel_f1"], "AUPRO": r["aupro"]} for r in refs.to_dict("records")],
+                   ["model", "config", "category", "image AUROC", "pixel AUROC", "image F1", "pixel F1", "AUPRO",
+                    "reference"]))
+    print("\nCosts per 256² image (the registry's models.Cost figures come from these):\n")
+    print(markdown([cost_row(r) for r in done], COST_COLUMNS))
     return 0
 
 

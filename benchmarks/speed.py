@@ -1,7 +1,8 @@
 """Inference speed on MVTec AD grid: stock anomalib vs the workbench's PyTorch path vs OpenVINO, one table.
 
     MALLOC_MMAP_THRESHOLD_=131072 .venv/bin/python benchmarks/speed.py [--run RUN_ID ...] [--coreset 0.01 [0.1]]
-        [--threads N] [--batch-sizes 2 4 8] [--efficientad] [--efficientad-untrained STEPS] [--no-rss]
+        [--models padim stfpm ...] [--threads N] [--batch-sizes 2 4 8] [--efficientad]
+        [--efficientad-untrained STEPS] [--no-rss]
 
 For each PatchCore run (trained here with EfficientNet-Lite0 unless ``--run`` names finished ones), and
 EfficientAD-S where asked (``--efficientad``: the real pretrained teacher; ``--efficientad-untrained STEPS``:
@@ -85,34 +86,18 @@ def loadavg() -> str:
 # ------------------------------------------------------------------------------------------- stock anomalib
 
 def stock_module(run_dir: Path):
-    """anomalib's own Lightning module for the run's model, with stock defaults (post-processor, evaluator,
-    visualiser) and the run's weights. Only the pre-processor is the run's: the one it was trained with."""
+    """anomalib's own Lightning module for the run's model (``models.stock_module``: stock defaults for the
+    post-processor, evaluator and visualiser), with the run's pre-processor and weights."""
     from safetensors.torch import load_file
 
-    from core import models, weights
-    from torchvision.transforms.v2 import Compose, Normalize, Resize
-
-    from anomalib.pre_processing import PreProcessor
+    from core import models
     from core.inference import _load_state
 
     spec = json.loads((run_dir / "model.json").read_text())
-    name, p = spec["model"], models.resolve_params(spec["model"], spec["params"])
-    if name == "patchcore":
-        from anomalib.models import Patchcore
-
-        backbone = weights.get_backbone(p["backbone"])
-        pre = PreProcessor(transform=Compose([Resize((p["image_size"],) * 2, antialias=True),
-                                              Normalize(mean=list(backbone.mean), std=list(backbone.std))]))
-        module = Patchcore(backbone=backbone.name, layers=models._patchcore_layers(p), pre_trained=False,
-                           coreset_sampling_ratio=p["coreset_sampling_ratio"], num_neighbors=p["num_neighbors"],
-                           pre_processor=pre)
-    elif name == "efficientad":
-        from anomalib.models import EfficientAd
-
-        pre = PreProcessor(transform=Compose([Resize((p["image_size"],) * 2, antialias=True)]))
-        module = EfficientAd(model_size=p["model_size"], pre_processor=pre)
-    else:
-        raise SystemExit(f"no stock baseline for model {name}")
+    try:
+        module = models.stock_module(spec["model"], spec["params"])
+    except Exception as exc:  # noqa: BLE001 - a model without a stock baseline
+        raise SystemExit(f"no stock baseline for model {spec['model']}: {exc}") from exc
     _load_state(module, load_file(str(run_dir / "model.safetensors")))
     return module.eval()
 
@@ -383,10 +368,12 @@ def benchmark_run(run_id: str, args) -> tuple[list[dict], list[str]]:
     labels = np.array([s.label for s in samples])
     defects = [s.defect_type for s in samples]
     problems: list[str] = []
+    p = models.resolve_params(run.model, run.params, strict=False)
     if run.model == "patchcore":
         model_label = f"patchcore {run.params.get('backbone', '')} coreset {run.params.get('coreset_sampling_ratio', '–')}"
+    elif "backbone" in p:
+        model_label = f"{run.model} {p['backbone']}"
     else:
-        p = models.resolve_params(run.model, run.params, strict=False)
         model_label = f"{run.model}-{p.get('model_size', '')}" + (
             " (UNTRAINED teacher: timing only)" if p.get("teacher") == "untrained" else "")
 
@@ -515,6 +502,9 @@ def main() -> int:
     parser.add_argument("--backbone", default="tf_efficientnet_lite0")
     parser.add_argument("--threads", type=int, default=0, help="threads for torch and OpenVINO (0 = all cores)")
     parser.add_argument("--batch-sizes", nargs="*", type=int, default=[2, 4, 8])
+    parser.add_argument("--models", nargs="*", default=[], metavar="MODEL",
+                        help="also these registry models with their defaults and --backbone (e.g. padim stfpm "
+                             "fastflow fre dfm), trained here unless --run names their runs")
     parser.add_argument("--efficientad", action="store_true", help="also EfficientAD, if its pretrained teacher exists")
     parser.add_argument("--efficientad-untrained", type=int, default=0, metavar="STEPS",
                         help="also EfficientAD-S with an UNTRAINED teacher trained STEPS steps: timing and score "
@@ -545,6 +535,9 @@ def main() -> int:
           f"load average at start: {loadavg()}", flush=True)
     run_ids = list(args.run) or [ensure_run("patchcore", {"backbone": args.backbone, "coreset_sampling_ratio": r},
                                             spec, None) for r in args.coreset]
+    for name in args.models:
+        params = {"backbone": args.backbone} if models.get_entry(name).backbone_stages else {}
+        run_ids.append(ensure_run(name, params, spec, None))
     if args.efficientad:
         if weights.efficientad_teacher_available("small") and cfg.imagenet_dir:
             run_ids.append(ensure_run("efficientad", {"model_size": "small"}, spec, None))

@@ -37,6 +37,8 @@ def fmt(value) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
+        if value and abs(value) < 0.001:
+            return f"{value:.0e}"  # a learning rate, not 0.000
         return f"{value:.3f}" if abs(value) < 1000 else f"{value:,.0f}"
     return str(value)
 
@@ -443,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("worker", help=argparse.SUPPRESS).set_defaults(func=cmd_worker)
     p = sub.add_parser("execute", help=argparse.SUPPRESS)
-    p.add_argument("run_id")
+    p.add_argument("run_id", help="a queued run to claim and execute in this process (what the worker runs)")
     p.set_defaults(func=cmd_execute)
     return parser
 

@@ -49,46 +49,109 @@ LATENCY_FIELDS = ("e2e_ms_p50", "e2e_ms_p95", "model_ms_p50", "model_ms_p95",
 class Reference:
     """One published result. Only numbers checked against their source belong here."""
 
-    model: str
+    model: str  # the registry label ('PatchCore')
     setup: str
     category: str
     metrics: dict
     source: str
+    backbone: str = ""  # weights.BACKBONES name the number was obtained with ('' if not a CNN backbone)
 
 
-_ANOMALIB_README = ("anomalib PatchCore README, benchmark tables (seed 42), as shipped in anomalib 2.7: "
-                    "src/anomalib/models/image/patchcore/README.md")
+def _readme(model_dir: str, note: str = "") -> str:
+    return (f"anomalib {model_dir} README benchmark tables{note}, as shipped in anomalib 2.7: "
+            f"src/anomalib/models/image/{model_dir}/README.md")
+
+
 _PATCHCORE_PAPER = "Roth et al., 'Towards Total Recall in Industrial Anomaly Detection', CVPR 2022"
+_WRN, _R18 = "wide_resnet50_2", "resnet18"
 
+
+def _readme_refs(model: str, model_dir: str, backbone: str, setup: str, per_category: dict, note: str = ""):
+    return tuple(Reference(model, setup, category, metrics, _readme(model_dir, note), backbone)
+                 for category, metrics in per_category.items())
+
+
+# Copied from the README tables in the installed anomalib package (re-checkable offline: grep the file named in
+# each source). image AUROC / pixel AUROC / image F1 (/ pixel F1, AUPRO where a table gives them).
 REFERENCES: tuple[Reference, ...] = (
     Reference("PatchCore", "WRN-50, 10 % coreset (paper)", "grid",
-              {"image_auroc": 0.979, "pixel_auroc": 0.987}, _PATCHCORE_PAPER),
-    # Copied from the README table in the installed anomalib package (re-checkable offline).
-    Reference("PatchCore", "WRN-50 (anomalib README)", "grid",
-              {"image_auroc": 0.959, "pixel_auroc": 0.968, "image_f1": 0.974}, _ANOMALIB_README),
-    Reference("PatchCore", "WRN-50 (anomalib README)", "tile",
-              {"image_auroc": 1.000, "pixel_auroc": 0.961, "image_f1": 1.000}, _ANOMALIB_README),
-    Reference("PatchCore", "WRN-50 (anomalib README)", "leather",
-              {"image_auroc": 1.000, "pixel_auroc": 0.991, "image_f1": 1.000}, _ANOMALIB_README),
+              {"image_auroc": 0.979, "pixel_auroc": 0.987}, _PATCHCORE_PAPER, _WRN),
+    *_readme_refs("PatchCore", "patchcore", _WRN, "WRN-50 (anomalib README)", {
+        "grid": {"image_auroc": 0.959, "pixel_auroc": 0.968, "image_f1": 0.974},
+        "tile": {"image_auroc": 1.000, "pixel_auroc": 0.961, "image_f1": 1.000},
+        "leather": {"image_auroc": 1.000, "pixel_auroc": 0.991, "image_f1": 1.000}}, " (seed 42)"),
+    *_readme_refs("PaDiM", "padim", _R18, "ResNet-18 (anomalib README)", {
+        "grid": {"image_auroc": 0.857, "pixel_auroc": 0.918, "image_f1": 0.893},
+        "tile": {"image_auroc": 0.950, "pixel_auroc": 0.934, "image_f1": 0.934},
+        "leather": {"image_auroc": 0.982, "pixel_auroc": 0.994, "image_f1": 0.984}}),
+    *_readme_refs("DFM", "dfm", _R18, "ResNet-18 (anomalib README)", {
+        "grid": {"image_auroc": 0.736, "image_f1": 0.871},
+        "tile": {"image_auroc": 0.966, "image_f1": 0.958},
+        "leather": {"image_auroc": 0.993, "image_f1": 0.978}}),
+    *_readme_refs("STFPM", "stfpm", _R18, "ResNet-18 (anomalib README)", {
+        "grid": {"image_auroc": 0.982, "pixel_auroc": 0.988, "image_f1": 0.982},
+        "tile": {"image_auroc": 0.949, "pixel_auroc": 0.946, "image_f1": 0.930},
+        "leather": {"image_auroc": 0.989, "pixel_auroc": 0.991, "image_f1": 0.989}}),
+    *_readme_refs("FastFlow", "fastflow", _R18, "ResNet-18 (anomalib README)", {
+        "grid": {"image_auroc": 0.988, "pixel_auroc": 0.985, "image_f1": 0.941, "pixel_f1": 0.412},
+        "tile": {"image_auroc": 0.967, "pixel_auroc": 0.944, "image_f1": 0.947},
+        "leather": {"image_auroc": 1.000, "pixel_auroc": 0.996, "image_f1": 0.995}}, " (early stopping, patience 3)"),
+    *_readme_refs("FRE", "fre", "resnet50", "ResNet-50 (anomalib README)", {
+        "grid": {"image_auroc": 0.817, "image_f1": 0.887},
+        "tile": {"image_auroc": 0.991, "image_f1": 0.982},
+        "leather": {"image_auroc": 1.000, "image_f1": 0.995}}),
 )
 
 
-def reference_table(categories: Iterable[str] | None = None) -> pd.DataFrame:
+def model_labels(runs: Sequence[Run]) -> set[str]:
+    """The registry labels of the runs' models ('PatchCore', 'PaDiM'), to pick their published references."""
+    from core.models import get_entry
+
+    labels = set()
+    for run in runs:
+        try:
+            labels.add(get_entry(run.model).label)
+        except Exception:  # a model removed from the registry since
+            labels.add(run.model)
+    return labels
+
+
+def backbone_note(runs: Sequence[Run], references: pd.DataFrame | None = None) -> str | None:
+    """A sentence when the numbers side by side come from different backbones (a Lite0 run beside a WRN-50
+    reference or run), so nobody reads a backbone difference as a model difference; None when they agree."""
+    used = {r.params.get("backbone") for r in runs if r.params.get("backbone")}
+    ref_backbones = set() if references is None or references.empty else \
+        {b for b in references.get("backbone", pd.Series(dtype=str)) if b}
+    if len(used) <= 1 and ref_backbones <= used:
+        return None
+    parts = [f"runs use {', '.join(sorted(used))}"] if used else []
+    if ref_backbones - used:
+        parts.append(f"published numbers use {', '.join(sorted(ref_backbones))}")
+    return ("Different backbones side by side: " + "; ".join(parts) + ". Part of any gap is the backbone, not the "
+            "model (offline, models run on the EfficientNet-Lite0 weights that ship with the product; anomalib's "
+            "defaults are larger ResNets).")
+
+
+def reference_table(categories: Iterable[str] | None = None, models: Iterable[str] | None = None) -> pd.DataFrame:
     """Published numbers as rows shaped like ``comparison_table`` rows, ``source`` = PUBLISHED.
 
-    ``categories`` limits the rows to those categories (None: all).
+    ``categories`` and ``models`` (registry labels, e.g. from ``model_labels``) limit the rows (None: all).
     """
     wanted = None if categories is None else set(categories)
+    wanted_models = None if models is None else set(models)
     rows = []
     for ref in REFERENCES:
         if wanted is not None and ref.category not in wanted:
             continue
+        if wanted_models is not None and ref.model not in wanted_models:
+            continue
         rows.append({
             "series": f"{ref.model} {ref.setup} — {PUBLISHED}",
             "model": ref.model, "config": ref.setup, "category": ref.category, "source": PUBLISHED,
-            **{key: ref.metrics.get(key) for key in METRICS}, "reference": ref.source,
+            **{key: ref.metrics.get(key) for key in METRICS}, "backbone": ref.backbone, "reference": ref.source,
         })
-    table = pd.DataFrame(rows, columns=["series", "model", "config", "category", "source", *METRICS, "reference"])
+    table = pd.DataFrame(rows, columns=["series", "model", "config", "category", "source", *METRICS, "backbone",
+                                        "reference"])
     return table.astype({key: float for key in METRICS})  # a number not published is NaN, shown blank
 
 

@@ -9,14 +9,16 @@ the pages agree without passing settings around. ``settings()`` is cheap; call i
 | AW_MVTEC_ROOT | ../shared/datasets/mvtec_ad if present, else <artifacts>/datasets/mvtec_ad | MVTec AD root |
 | AW_WEIGHTS_DIR | <artifacts>/weights | imported backbone weights (``python -m core weights import``) |
 | AW_EXTRA_WEIGHTS_DIRS | ../shared/weights if present | more read-only folders searched for weights (``:``-separated) |
-| AW_OFFLINE | 1 if HF_HUB_OFFLINE=1 | never try a download; fail at once with a message saying what is missing |
+| AW_OFFLINE | 1 if HF_HUB_OFFLINE=1 or the Hugging Face hub can't be reached | never try a download; fail at once with a message saying what is missing (0: always try) |
 | AW_IMAGENET_DIR | unset | a folder of natural images (one sub-folder or more) for EfficientAD's penalty loss |
 | AW_QDRANT_URL / AW_QDRANT_API_KEY | unset | a Qdrant server; unset means the embedded store under artifacts/qdrant |
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,25 @@ TRAINING_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "OMP_WAIT_POLICY": "PASSIVE"
 
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@functools.cache
+def hub_reachable(host: str = "huggingface.co", timeout_s: float = 2.0) -> bool:
+    """Whether the model hub answers at all (once per process): a machine without a network is offline even if
+    nobody said so, and then defaults never pick weights that would have to be downloaded."""
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+def _offline(env) -> bool:
+    if _truthy(env.get("AW_OFFLINE")) or _truthy(env.get("HF_HUB_OFFLINE")):
+        return True
+    if (env.get("AW_OFFLINE") or "").strip():  # explicitly online ("0")
+        return False
+    return not hub_reachable()
 
 
 def _paths(value: str | None) -> list[Path]:
@@ -88,7 +109,7 @@ def settings() -> Settings:
         mvtec_root=Path(env.get("AW_MVTEC_ROOT") or default_mvtec).expanduser().resolve(),
         weights_dir=Path(env.get("AW_WEIGHTS_DIR") or artifacts / "weights").expanduser().resolve(),
         extra_weights_dirs=tuple(p.resolve() for p in extra),
-        offline=_truthy(env.get("AW_OFFLINE")) or _truthy(env.get("HF_HUB_OFFLINE")),
+        offline=_offline(env),
         imagenet_dir=Path(imagenet).expanduser().resolve() if imagenet else None,
         qdrant_url=env.get("AW_QDRANT_URL") or None,
         qdrant_api_key=env.get("AW_QDRANT_API_KEY") or None,

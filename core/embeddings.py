@@ -1,8 +1,9 @@
 """Per-image embeddings from a run's own model, for the similarity gallery.
 
 Two vectors per image, both L2-normalised (cosine similarity):
-- ``global``: the model's patch features averaged over the image (PatchCore: its backbone's pooled
-  multi-layer features; EfficientAD: its teacher's features) — "images that look alike";
+- ``global``: the model's patch features averaged over the image (the registry says which: PatchCore its
+  backbone's pooled multi-layer features, EfficientAD its teacher's, the other backbone models their backbone
+  stages resized to the finest and concatenated) — "images that look alike";
 - ``defect``: the most anomalous patches (weights from the run's anomaly map), each taken relative to the
   image's mean patch, then averaged — "defects that look alike". A query with a scratch then finds other scratches
   rather than images with the same overall texture.
@@ -28,32 +29,46 @@ log = logging.getLogger("workbench.embeddings")
 DEFECT_QUANTILE = 0.95
 
 
+def pyramid(features) -> torch.Tensor:
+    """Feature maps of several stages (a dict, a list or one tensor) resized to the finest one and concatenated:
+    (B, sum of channels, h, w)."""
+    if isinstance(features, torch.Tensor):
+        return features
+    maps = list(features.values()) if isinstance(features, dict) else list(features)
+    size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
+    return torch.cat([m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+                      for m in maps], dim=1)
+
+
 @torch.inference_mode()
 def patch_features(loaded, batch: torch.Tensor) -> torch.Tensor:
-    """(B, D, h, w) patch features of the run's model for a pre-processed batch."""
+    """(B, D, h, w) patch features of the run's model for a pre-processed batch (as its registry entry says)."""
+    entry = models.get_entry(loaded.model_name)
     torch_model = loaded.module.model
-    if loaded.model_name == "patchcore":
-        feats = torch_model.feature_extractor(batch)
-        feats = {layer: torch_model.feature_pooler(f) for layer, f in feats.items()}
-        return torch_model.generate_embedding(feats)
-    if loaded.model_name == "efficientad":
-        return torch_model.teacher(batch)  # the teacher normalises its input itself
-    raise WorkbenchError(f"Similarity search does not support model '{loaded.model_name}' yet.")
+    if entry.patch_features is not None:
+        return entry.patch_features(torch_model, batch)
+    if entry.feature_submodule:
+        return pyramid(getattr(torch_model, entry.feature_submodule)(batch))
+    raise WorkbenchError(f"Similarity search does not support model '{entry.label}' yet.")
 
 
 def embed(loaded, rgbs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(global (B, D), defect (B, D), scores (B,), anomaly maps (B, H, W)) for decoded RGB images."""
     batch = loaded.preprocess(rgbs)
-    captured: list[torch.Tensor] = []
+    entry = models.get_entry(loaded.model_name)
+    captured: list = []
     hook = None
-    if loaded.model_name == "efficientad":  # keep the teacher's output from the scoring pass: no second teacher run
-        hook = loaded.module.model.teacher.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    if entry.patch_features is None and entry.feature_submodule:  # keep the scoring pass's features: no second pass
+        hook = getattr(loaded.module.model, entry.feature_submodule).register_forward_hook(
+            lambda _m, _i, out: captured.append(out))
     try:
         scores, maps = loaded.forward(batch)
     finally:
         if hook is not None:
             hook.remove()
-    feats = captured[0] if len(captured) == 1 else patch_features(loaded, batch)  # (B, D, h, w)
+    with torch.inference_mode():
+        feats = pyramid(captured[0]) if len(captured) == 1 else patch_features(loaded, batch)  # (B, D, h, w)
+    feats = feats.float()
     global_vec = feats.mean(dim=(2, 3))
     small = F.interpolate(torch.from_numpy(maps).unsqueeze(1), size=feats.shape[-2:], mode="area").squeeze(1)
     flat = small.flatten(1)

@@ -27,6 +27,11 @@ MEMORY_WARN_SHARE = 0.8
 # ``gemm_gflops()`` (the scaling benchmark prints it with every table).
 REFERENCE_GFLOPS = 145.0
 HEADER_SAMPLE = 24
+# Reference-machine constants shared by the models' estimates (benchmarks/scaling.py, benchmarks/mvtec_benchmark.py).
+DECODE_S_PER_MEGAPIXEL = 0.009  # PNG decode + resize
+FIT_OVERHEAD_S = 3.0  # model set-up and Lightning around the fit
+RUN_OVERHEAD_S = 10.0  # process start (torch, anomalib imports), writing results
+TORCH_BASE_MB = 1450.0  # a run's process with torch, anomalib, Lightning and a backbone loaded
 
 
 @dataclass(frozen=True)
@@ -113,12 +118,16 @@ def estimate_run(model: str, params: dict, spec: DatasetSpec) -> Estimate | None
     from core import models
 
     entry = models.get_entry(model)
-    if entry.estimate is None:
+    if entry.estimate is None and entry.cost is None:
         return None
     prof = profile(spec)
     if prof is None:
         return None
-    est = entry.estimate(models.resolve_params(model, params), prof, speed_factor())
+    p = models.resolve_params(model, params)
+    if entry.estimate is not None:
+        est = entry.estimate(p, prof, speed_factor())
+    else:
+        est = estimate_from_cost(p, prof, speed_factor(), entry.cost, epochs=int(p.get("max_epochs", 1)))
     available = psutil.virtual_memory().available / 2**20
     if est.seconds > LONG_RUN_S:
         est.warnings.append(f"This run is long: about {est.seconds / 60:.0f} minutes on this machine.")
@@ -126,3 +135,20 @@ def estimate_run(model: str, params: dict, spec: DatasetSpec) -> Estimate | None
         est.warnings.append(f"It may need about {est.peak_mb / 1024:.1f} GB of memory and {available / 1024:.1f} GB "
                             "are available: it may be killed or swap.")
     return est
+
+
+def estimate_from_cost(p: dict, prof: DatasetProfile, slow: float, cost, epochs: int = 1) -> Estimate:
+    """The estimate of a model described by a ``models.Cost`` (reference seconds per 256² image and epoch):
+    training is ``epochs`` passes over the training images, testing one forward per test image, timing and
+    indexing one per image of the dataset."""
+    scale = (p.get("image_size", 256) / 256) ** 2
+    decode = DECODE_S_PER_MEGAPIXEL * prof.megapixels
+    train = prof.n_train * ((cost.train_s * scale) * epochs + decode) * slow
+    score = (cost.score_s * scale + decode) * slow
+    parts = {"training" if epochs > 1 else "feature extraction": train, "testing": prof.n_test * score,
+             "timing and indexing": (48 + prof.n_images) * score}
+    fit = FIT_OVERHEAD_S * slow + train
+    peak = TORCH_BASE_MB + cost.fixed_mb * scale + cost.fit_mb * scale * prof.n_train
+    return Estimate(seconds=RUN_OVERHEAD_S * slow + fit + parts["testing"] + parts["timing and indexing"],
+                    fit_seconds=fit, peak_mb=peak, parts=parts,
+                    facts={"train images": prof.n_train, "test images": prof.n_test, "epochs": epochs})

@@ -190,6 +190,11 @@ def export_openvino(run_dir: Path, precisions: tuple[str, ...] = PRECISIONS, n_c
     if unknown:
         raise ExportError(f"Unknown precision(s) {sorted(unknown)}; choose from {PRECISIONS}.")
     loaded = LoadedModel(run_dir, fast=False)
+    from core.models import get_entry
+
+    entry = get_entry(loaded.model_name)
+    if entry.export_note:
+        raise ExportError(f"{entry.label} is not exported to OpenVINO: {entry.export_note}")
     module = loaded.module
     size = loaded.image_size
     transform_spec = describe_transform(module.pre_processor.transform)
@@ -203,9 +208,9 @@ def export_openvino(run_dir: Path, precisions: tuple[str, ...] = PRECISIONS, n_c
     with torch.inference_mode():
         ref_scores, ref_maps = loaded.forward(batch)
 
-    bank = getattr(module.model, "memory_bank", None)
+    bank = getattr(module.model, "memory_bank", None)  # PatchCore's; PaDiM's and DFM's are lists emptied by fit
     patches = None
-    if bank is not None and bank.numel():
+    if isinstance(bank, torch.Tensor) and bank.numel() and hasattr(module.model, "generate_embedding"):
         with torch.inference_mode():  # patches per image: PatchCore's embedding grid for one input
             feats = module.model.feature_extractor(batch[:1])
             patches = int(module.model.generate_embedding(

@@ -407,7 +407,7 @@ class LoadedModel(RunModel):
     faster code (see the module docstring)."""
 
     def __init__(self, run_dir: Path, fast: bool = True) -> None:
-        from core.models import create_model
+        from core.models import create_model, get_entry
         from safetensors.torch import load_file
 
         art = self._read_run(run_dir)
@@ -416,9 +416,8 @@ class LoadedModel(RunModel):
         self.module.eval()
         self.fast = fast
         self._fast_forward = FastPatchcore(self.module.model) if fast and _fast_patchcore_ok(self.module.model) else None
-        if fast and self._fast_forward is None:
-            # Other models (EfficientAD): channels-last weights and input select oneDNN's NHWC convolutions.
-            # Same values; EfficientAD-S forward at 256² on 2 cores: 261 → 201 ms.
+        if fast and self._fast_forward is None and get_entry(self.model_name).channels_last:
+            # Channels-last weights and input select oneDNN's NHWC convolutions (ModelEntry.channels_last).
             self.module.model.to(memory_format=torch.channels_last)
             model = self.module.model
             self._fast_forward = lambda batch: model(batch.contiguous(memory_format=torch.channels_last))

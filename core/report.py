@@ -208,8 +208,9 @@ def build_html_report(runs: Sequence[Run], registry: RunRegistry | None = None, 
 
     table = comparison.comparison_table(runs)
     averages = comparison.averages_table(runs)
-    refs = comparison.reference_table(set(table["category"])) if include_references else None
-    all_refs = comparison.reference_table()
+    labels = comparison.model_labels(runs)
+    refs = comparison.reference_table(set(table["category"]), labels) if include_references else None
+    all_refs = comparison.reference_table(models=labels)
     several = table["category"].nunique() > 1
     long = comparison.metrics_long(table, averages if several else None, refs)
 
@@ -241,6 +242,9 @@ def build_html_report(runs: Sequence[Run], registry: RunRegistry | None = None, 
             + ", ".join(f'<a href="#run-{e(r.id)}">{e(r.id)}</a>' for r in runs) + "</p>"]
     for run_id, w in warnings:
         body.append(f'<div class="warn"><b>Caution, {e(run_id)}:</b> {e(w)}</div>')
+    note = comparison.backbone_note(runs, refs)
+    if note:
+        body.append(f'<div class="warn"><b>Backbones:</b> {e(note)}</div>')
     body += ["<h2>Metrics</h2>",
              '<p class="note">Image F1 is at anomalib\'s adaptive threshold, chosen on the test set itself '
              "(optimistic). Overkill at 0 escapes = share of normal images flagged when the threshold is lowered "
@@ -253,8 +257,8 @@ def build_html_report(runs: Sequence[Run], registry: RunRegistry | None = None, 
         body += [f'<h3 class="published">Reference numbers — {e(comparison.PUBLISHED)}</h3>',
                  '<p class="note">From the literature for orientation only; different data splits, image sizes and '
                  "code versions make them indicative, not a target.</p>",
-                 _table(all_refs, {"model": "model", "config": "setup", "category": "category", "source": "status",
-                                   **comparison.METRICS, "reference": "source"})]
+                 _table(all_refs, {"model": "model", "config": "setup", "backbone": "backbone", "category": "category",
+                                   "source": "status", **comparison.METRICS, "reference": "source"})]
     body.append("<h2>Charts</h2>")
     body += [_figure(f) for f in figures]
     body.append("<h2>Runs</h2>")

@@ -71,18 +71,29 @@ class RunHooks(models.Hooks):
             raise RunCancelled("cancelled by the user")
 
 
-def _progress_callback(hooks: RunHooks, loss_path: Path):
-    """A Lightning callback: feature-extraction / validation progress and the training-loss curve."""
+def _progress_callback(hooks: RunHooks, loss_path: Path, phase: str):
+    """A Lightning callback: fit progress (steps, or batches over all epochs), the training-loss curve, and
+    cancellation at every batch."""
     from lightning.pytorch.callbacks import Callback
 
     class Progress(Callback):
+        def __init__(self) -> None:
+            self.batches = 0  # counted here: models with manual optimisation leave global_step at 0
+
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.batches += 1
             if trainer.max_steps and trainer.max_steps > 0:  # step-based training (EfficientAD)
-                if isinstance(outputs, dict) and "loss" in outputs and trainer.global_step % 5 == 0:
-                    with open(loss_path, "a") as fh:
-                        fh.write(json.dumps({"step": trainer.global_step, "loss": float(outputs["loss"])}) + "\n")
+                done, total = trainer.global_step, trainer.max_steps
             else:
-                hooks.progress("feature extraction", batch_idx + 1, trainer.num_training_batches)
+                per_epoch = max(1, int(trainer.num_training_batches))
+                done, total = self.batches, per_epoch * max(1, int(trainer.max_epochs or 1))
+            hooks.progress(phase, done, total)
+            # One-pass models return a dummy loss: only models that train with gradients have a curve.
+            loss = outputs.get("loss") if isinstance(outputs, dict) and phase == "training" else None
+            if loss is not None and (self.batches % 5 == 0 or self.batches == 1):
+                with open(loss_path, "a") as fh:
+                    fh.write(json.dumps({"step": self.batches, "epoch": trainer.current_epoch,
+                                         "loss": float(loss)}) + "\n")
             hooks.check()
 
         def on_validation_epoch_start(self, trainer, pl_module):
@@ -105,14 +116,15 @@ def fit(run, spec: DatasetSpec, hooks: RunHooks, run_dir: Path, cfg: Settings):
     entry = models.get_entry(run.model)
     params = models.resolve_params(run.model, run.params)
     module = models.create_model(run.model, params, cfg, hooks)
-    datamodule = build_datamodule(spec, train_batch_size=entry.train_batch_size, seed=run.seed)
+    datamodule = build_datamodule(spec, train_batch_size=int(params.get("batch_size", entry.train_batch_size)),
+                                  seed=run.seed)
     engine = Engine(
         accelerator="auto", devices=1, logger=False, default_root_dir=run_dir / "lightning",
-        callbacks=[_progress_callback(hooks, RunArtifacts(run_dir).loss_path)],
+        callbacks=[_progress_callback(hooks, RunArtifacts(run_dir).loss_path, entry.fit_phase)],
         enable_progress_bar=False, enable_model_summary=False,
         **entry.trainer_kwargs(params),
     )
-    hooks.phase("feature extraction" if run.model == "patchcore" else "training")
+    hooks.phase(entry.fit_phase)
     t0 = time.perf_counter()
     engine.fit(model=module, datamodule=datamodule)
     elapsed = time.perf_counter() - t0
@@ -197,13 +209,16 @@ def _file_logging(path: Path) -> logging.Handler:
     return handler
 
 
-def execute(run_id: str, cfg: Settings | None = None, echo=None, index: bool = True) -> str:
-    """Run ``run_id`` (already claimed as 'running'). Returns its final status; never raises for run errors."""
+def execute(run_id: str, cfg: Settings | None = None, echo=None, index: bool = True,
+            registry: RunRegistry | None = None) -> str:
+    """Run ``run_id`` (already claimed as 'running'). Returns its final status; never raises for run errors.
+    ``registry``: where progress and results go (default: the one in ``cfg``; a Ray task passes one that also
+    reports to the worker, see core.cluster)."""
     from core.inference import LoadedModel, save_checkpoint, set_threads, tune_malloc_for_inference
     from core.memory import limit_heap_growth
 
     cfg = cfg or current_settings()
-    registry = RunRegistry(cfg)
+    registry = registry or RunRegistry(cfg)
     run = registry.get(run_id)
     run_dir = registry.run_dir(run_id)
     run_dir.mkdir(parents=True, exist_ok=True)

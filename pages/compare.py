@@ -71,9 +71,12 @@ quality, speed, curves_tab, whatif, export = st.tabs(
 # ---- quality -----------------------------------------------------------------------------------------------
 with quality:
     show_refs = st.toggle("Show published reference numbers", value=True, key="cmp_refs",
-                          help="Numbers from the PatchCore paper and the anomalib README, for orientation. "
+                          help="Numbers from the papers and anomalib's READMEs for the models compared, for orientation. "
                                "They are published, not measured here.")
-    refs = comparison.reference_table(set(table["category"])) if show_refs else None
+    refs = comparison.reference_table(set(table["category"]), comparison.model_labels(selected)) if show_refs else None
+    note = comparison.backbone_note(selected, refs)
+    if note:
+        st.info(note, icon=":material/info:")
     # With one category the average equals that category: no need for a second, identical bar.
     long = comparison.metrics_long(table, averages if several_categories else None, refs)
     st.plotly_chart(charts.metric_bars(long), width="stretch", key="cmp_metric_bars")
@@ -85,16 +88,19 @@ with quality:
         st.dataframe(averages, hide_index=True, width="stretch", column_config=METRIC_FORMAT)
     if show_refs:
         st.markdown(f"**Reference numbers — {comparison.PUBLISHED}**")
-        all_refs = comparison.reference_table()
-        # Only metrics some source publishes, and "–" (not Streamlit's "None") where one source doesn't.
-        shown_refs = all_refs.drop(columns=["series"]).dropna(axis="columns", how="all")
-        for key in comparison.METRICS:
-            if key in shown_refs:
-                shown_refs[key] = shown_refs[key].map(lambda v: "–" if v != v else f"{v:.3f}")
-        st.dataframe(shown_refs.rename(columns=comparison.METRICS), hide_index=True, width="stretch")
-        if refs is None or refs.empty:
-            st.caption("None of them is for the categories compared here, so the chart shows none. "
-                       f"Published numbers exist for: {', '.join(sorted(set(all_refs['category'])))}.")
+        all_refs = comparison.reference_table(models=comparison.model_labels(selected))
+        if all_refs.empty:
+            st.caption("No published numbers are stored for the models compared here.")
+        else:
+            # Only metrics some source publishes, and "–" (not Streamlit's "None") where one source doesn't.
+            shown_refs = all_refs.drop(columns=["series"]).dropna(axis="columns", how="all")
+            for key in comparison.METRICS:
+                if key in shown_refs:
+                    shown_refs[key] = shown_refs[key].map(lambda v: "–" if v != v else f"{v:.3f}")
+            st.dataframe(shown_refs.rename(columns=comparison.METRICS), hide_index=True, width="stretch")
+            if refs is None or refs.empty:
+                st.caption("None of them is for the categories compared here, so the chart shows none. "
+                           f"Published numbers exist for: {', '.join(sorted(set(all_refs['category'])))}.")
     per_defect = comparison.per_defect_table(selected)
     st.plotly_chart(charts.per_defect_bars(
         per_defect, title="Detection rate per defect type (each run at its adaptive threshold)"),

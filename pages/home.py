@@ -3,15 +3,15 @@
 import pandas as pd
 import streamlit as st
 
-from core import launch, overview
+from core import launch, models, overview
 from pages import ui
 
 st.title("Anomaly Workbench")
 st.markdown(
-    "Train and compare visual anomaly-detection models (**PatchCore**, **EfficientAD**) for industrial "
-    "inspection, on MVTec AD categories, your own image folders or zips, or a synthetic demo dataset. "
-    "Models learn from normal images only; inspect where they see defects in the heatmap viewer, and find "
-    "similar past cases."
+    f"Train and compare visual anomaly-detection models ({', '.join(f'**{e.label}**' for e in models.REGISTRY.values())}) "
+    "for industrial inspection, on MVTec AD categories, your own image folders or zips, or a synthetic demo "
+    "dataset. Models learn from normal images only; inspect where they see defects in the heatmap viewer, and "
+    "find similar past cases."
 )
 
 # ---- first run ---------------------------------------------------------------------------------------------

@@ -92,3 +92,36 @@ def grid_run(tmp_path_factory):
                           start=False)
         status = jobs.execute_claimed(run.id)
         return RunRegistry().get(run.id), status
+
+
+# Small settings per backbone model: enough for a clear ranking on the synthetic demo texture, seconds on 2 cores
+# (a small batch: a dozen images must still give the trained models a few dozen optimisation steps).
+SMALL = {
+    "padim": {"image_size": 128},
+    "dfm": {"image_size": 128},
+    "stfpm": {"image_size": 128, "max_epochs": 8, "batch_size": 4},
+    "fastflow": {"image_size": 128, "max_epochs": 5, "flow_steps": 2, "batch_size": 4},
+    "fre": {"image_size": 128, "max_epochs": 10, "batch_size": 4},
+}
+MODELS_DEMO = dict(n_train=12, n_test_good=4, n_test_per_defect=2, size=128, seed=3)
+
+
+@pytest.fixture(scope="session")
+def trained_models(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """(artifacts root, {model: run id}): every backbone model beyond PatchCore trained once per session on the
+    demo data, offline, on the bundled EfficientNet-Lite0, with its small settings."""
+    from core import datasets, jobs
+    from core.runs import DONE, RunRegistry
+
+    root = tmp_path_factory.mktemp("models")
+    ids = {}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in _offline_env(root).items():
+            mp.setenv(key, value)
+        spec = datasets.demo(**MODELS_DEMO)
+        for name, params in SMALL.items():
+            run = jobs.submit(name, spec, params, seed=0, start=False)
+            status = jobs.execute_claimed(run.id)
+            assert status == DONE, f"{name}: {RunRegistry().get(run.id).error}"
+            ids[name] = run.id
+    return root, ids

@@ -98,10 +98,15 @@ def test_reference_rows_are_labelled_published_not_measured_here_with_their_sour
     assert set(refs["source"]) == {"published, not measured here"}
     assert refs["series"].str.contains("published, not measured here").all()
     assert refs["reference"].str.len().gt(10).all()
-    grid = refs[refs["category"] == "grid"].set_index("config")
-    assert grid.loc["WRN-50, 10 % coreset (paper)", "image_auroc"] == 0.979
-    assert grid.loc["WRN-50, 10 % coreset (paper)", "pixel_auroc"] == 0.987
-    assert grid.loc["WRN-50 (anomalib README)", "image_auroc"] == 0.959
+    grid = refs[refs["category"] == "grid"].set_index(["model", "config"])
+    assert grid.loc[("PatchCore", "WRN-50, 10 % coreset (paper)"), "image_auroc"] == 0.979
+    assert grid.loc[("PatchCore", "WRN-50, 10 % coreset (paper)"), "pixel_auroc"] == 0.987
+    assert grid.loc[("PatchCore", "WRN-50 (anomalib README)"), "image_auroc"] == 0.959
+    assert grid.loc[("PaDiM", "ResNet-18 (anomalib README)"), "image_auroc"] == 0.857
+    assert set(grid.index.get_level_values("model")) >= {"PatchCore", "PaDiM", "DFM", "STFPM", "FastFlow", "FRE"}
+    # Only the compared models' references are offered, each naming the backbone it was measured with.
+    only = comparison.reference_table({"grid"}, {"PaDiM"})
+    assert set(only["model"]) == {"PaDiM"} and set(only["backbone"]) == {"resnet18"}
 
 
 def test_only_references_for_the_compared_categories_join_the_chart(demo):

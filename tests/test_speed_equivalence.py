@@ -18,10 +18,11 @@ import pytest
 import torch
 from PIL import Image, PngImagePlugin
 
-from core import images
+from core import images, models
 from core.config import PROJECT_ROOT, settings
 from core.inference import LoadedModel, nearest_patch, preprocess_images, read_image_fast
 from core.runs import RunRegistry
+from tests.conftest import SMALL, _offline_env
 
 
 def _speed_module():
@@ -157,6 +158,59 @@ def test_efficientad_openvino_fp32_scores_like_stock(stock_efficientad, tmp_path
     paths = stock_efficientad["paths"]
     one = np.array([model.forward(model.preprocess([model.read_image(p)]))[0][0] for p in paths])
     assert _rel(one, stock_efficientad["raw"]) <= 1e-3
+
+
+# --------------------------------------------------------------- every other backbone model in the registry
+
+@pytest.fixture(scope="module")
+def stock_models(trained_models, tmp_path_factory):
+    """{model: outputs}: each session-trained backbone model scored by stock Engine.predict."""
+    root, ids = trained_models
+    out = {}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in _offline_env(root).items():
+            mp.setenv(key, value)
+        for name, run_id in ids.items():
+            run_dir = RunRegistry().run_dir(run_id)
+            records = json.loads((run_dir / "records.json").read_text())
+            test_dir = Path(records[0]["path"]).parent.parent
+            stock = _speed_module().run_stock(run_dir, test_dir, tmp_path_factory.mktemp(f"stock_{name}"))
+            paths = [r["path"] for r in records]
+            out[name] = {"run_dir": run_dir, "paths": paths,
+                         "raw": np.array([stock["by_path"][str(Path(p).resolve())][0] for p in paths])}
+    return root, out
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_each_backbone_model_scores_like_stock_on_the_torch_path_and_in_openvino(stock_models, tmp_path, monkeypatch,
+                                                                                 name):
+    root, outputs = stock_models
+    for key, value in _offline_env(root).items():
+        monkeypatch.setenv(key, value)
+    stock = outputs[name]
+    loaded = LoadedModel(stock["run_dir"])
+    one = [loaded.forward(loaded.preprocess([loaded.read_image(p)]))[0][0] for p in stock["paths"]]  # batch 1
+    assert _rel(one, stock["raw"]) <= 1e-4
+    batched, _ = loaded.forward(loaded.preprocess([loaded.read_image(p) for p in stock["paths"]]))
+    assert _rel(batched, stock["raw"]) <= 1e-4
+
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install openvino)")
+    pytest.importorskip("onnxscript", reason="onnxscript is not installed (needed by anomalib's ONNX export)")
+    from core.export import ExportError, OpenVinoModel, export_openvino, fastest_model
+
+    run_dir = tmp_path / "run"  # a copy: the session's runs are shared with other tests
+    shutil.copytree(stock["run_dir"], run_dir)
+    note = models.get_entry(name).export_note
+    if note:  # anomalib's exporter can't give a usable graph for it: a clear refusal, and uploads use PyTorch
+        with pytest.raises(ExportError, match="is not exported to OpenVINO"):
+            export_openvino(run_dir, precisions=("fp32",))
+        assert isinstance(fastest_model(run_dir), LoadedModel)
+        return
+    info = export_openvino(run_dir, precisions=("fp32",))
+    assert info["precisions"]["fp32"]["valid"], info
+    model = OpenVinoModel(run_dir, "fp32")
+    ov = [model.forward(model.preprocess([model.read_image(p)]))[0][0] for p in stock["paths"]]
+    assert _rel(ov, stock["raw"]) <= 1e-3
 
 
 # ------------------------------------------------------------------------------- the pieces, on their own

@@ -60,3 +60,17 @@ def test_importing_something_that_is_not_weights_is_refused(artifacts, tmp_path)
         weights.import_weights(tmp_path / "notes.txt")
     with pytest.raises(WeightsError, match="not a timm weights folder"):
         weights.import_weights(tmp_path)
+
+
+def test_a_machine_that_cannot_reach_the_hub_counts_as_offline_unless_told_otherwise(monkeypatch):
+    from core import config
+
+    monkeypatch.delenv("AW_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(config, "hub_reachable", lambda *a, **k: False)
+    assert config.settings().offline
+    monkeypatch.setattr(config, "hub_reachable", lambda *a, **k: True)
+    assert not config.settings().offline
+    monkeypatch.setenv("AW_OFFLINE", "0")  # said to be online: downloads are tried whatever the probe says
+    monkeypatch.setattr(config, "hub_reachable", lambda *a, **k: False)
+    assert not config.settings().offline

@@ -1,0 +1,17 @@
+"""Model registry: a name → an anomalib model with documented, validated parameters (see ``registry``).
+
+One module per model family registers its entries: ``patchcore``, ``efficientad``, ``feature_models`` (PaDiM,
+DFM, STFPM, FastFlow, FRE).
+"""
+
+from core.models.registry import (REGISTRY, Cost, Hooks, ModelEntry, Param, backbone_users, create_model,
+                                  default_params, get_entry, model_warnings, register, resolve_params, runnable_models,
+                                  stock_module, unavailable_reason)
+from core.models import patchcore, efficientad, feature_models  # noqa: E402,F401  (each registers its entries)
+from core.models.patchcore import MAX_BANK_SIZE, patchcore_layers  # noqa: E402
+from core.models.efficientad import UNTRAINED_TEACHER_WARNING  # noqa: E402
+
+__all__ = ["REGISTRY", "Cost", "Hooks", "ModelEntry", "Param", "backbone_users", "create_model", "default_params",
+           "get_entry", "model_warnings", "register", "resolve_params", "runnable_models", "stock_module",
+           "unavailable_reason", "MAX_BANK_SIZE",
+           "patchcore_layers", "UNTRAINED_TEACHER_WARNING"]

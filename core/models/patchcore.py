@@ -1,0 +1,149 @@
+"""PatchCore (Roth et al., CVPR 2022): a memory bank of pretrained patch features; no gradient training.
+
+anomalib's ``Patchcore`` with the product's coreset step (``core.coreset``: the same k-center greedy picks,
+minutes instead of hours at a user's scale, progress and cancellation) and a bank-size cap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.config import Settings
+from core.errors import WeightsError
+from core import weights
+from core.models.registry import (Hooks, ModelEntry, Param, backbone_argument, backbone_param, image_size_param,
+                                  register, resize_normalize)
+
+# See benchmarks/bank_size.py (README "Own images at scale"): on 1,000 real 256² images (1 M patches) image and
+# pixel AUROC rose by < 0.005 from 20k to 100k bank entries while selection and inference time grow with the bank.
+MAX_BANK_SIZE = 20_000
+STAGES = (2, 3)  # stride 8 and 16: the paper's WRN-50 layer2 + layer3
+
+# Reference-machine constants of the PatchCore estimate, from benchmarks/scaling.py (README "Own images at scale").
+BLOCKED_GREEDY_EFFICIENCY = 0.8  # the blocked coreset's speed relative to core.estimate's probe (1 M patches: 0.8)
+ANOMALIB_GREEDY_S_PER_PICK_PATCH = 6e-8  # anomalib-exact sampler at ~1 M patches (pruning helps less there)
+
+
+def patchcore_layers(p: dict) -> list[str]:
+    layers = [s.strip() for s in str(p["layers"]).split(",") if s.strip()]
+    return layers or list(weights.get_backbone(p["backbone"]).stage_layers(STAGES))
+
+
+def _build(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
+    from anomalib.models import Patchcore
+
+    backbone = weights.get_backbone(p["backbone"])
+    # With pre_trained=False the architecture is all that's needed: a run's checkpoint supplies the weights.
+    backbone_arg = backbone_argument(p, cfg, pre_trained)
+
+    class WorkbenchPatchcore(Patchcore):
+        """anomalib's PatchCore with a fast, exact coreset step that reports progress and can be cancelled."""
+
+        def fit(self) -> None:
+            from core.coreset import concat_and_clear, select_coreset
+            from core.memory import heap_limited
+
+            embedding = concat_and_clear(self.model.embedding_store)
+            with heap_limited():  # see core/memory.py
+                self.model.memory_bank, self.coreset_info = select_coreset(
+                    embedding, self.coreset_sampling_ratio, max_size=p["max_bank_size"] or None,
+                    method=p["coreset_method"],
+                    progress=lambda done, total: hooks.progress("coreset selection", done, total),
+                    should_stop=hooks.should_stop,
+                )
+
+    try:
+        return WorkbenchPatchcore(
+            backbone=backbone_arg,
+            layers=patchcore_layers(p),
+            pre_trained=pre_trained,
+            coreset_sampling_ratio=p["coreset_sampling_ratio"],
+            num_neighbors=p["num_neighbors"],
+            pre_processor=resize_normalize(p["image_size"], backbone.mean, backbone.std),
+            evaluator=False,
+            visualizer=False,
+        )
+    except (RuntimeError, OSError) as exc:  # timm raises these for missing/unreachable weights
+        raise WeightsError(f"Could not load backbone '{backbone.name}': {exc}") from exc
+
+
+def _estimate(p: dict, prof, slow: float):
+    from core.estimate import (DECODE_S_PER_MEGAPIXEL, FIT_OVERHEAD_S, REFERENCE_GFLOPS, RUN_OVERHEAD_S,
+                               TORCH_BASE_MB, Estimate)
+
+    backbone = weights.get_backbone(p["backbone"])
+    dims, stride = backbone.feature_dims(patchcore_layers(p))
+    dims = dims or 512
+    side = p["image_size"] // stride
+    per_image = side * side
+    patches = prof.n_train * per_image
+    bank = int(patches * p["coreset_sampling_ratio"])
+    if p["max_bank_size"]:
+        bank = min(bank, p["max_bank_size"])
+    flops = REFERENCE_GFLOPS * 1e9 / slow
+    extract = (backbone.extract_s_256 * (p["image_size"] / 256) ** 2 + DECODE_S_PER_MEGAPIXEL * prof.megapixels) * slow
+    jl = int(4 * np.log(max(patches, 2)) / (0.9 ** 2 / 2 - 0.9 ** 3 / 3))
+    if p["coreset_method"] == "anomalib":
+        coreset = ANOMALIB_GREEDY_S_PER_PICK_PATCH * patches * bank * slow
+        extra_mb = patches * jl * 4 * 2 / 2**20  # projected features and a pass buffer
+    else:
+        coreset = patches * bank * jl * 2 / (flops * BLOCKED_GREEDY_EFFICIENCY) + 1.5e-4 * bank * slow
+        extra_mb = patches * 12 / 2**20 + 160  # bounds and norms per patch; the pool and two chunk buffers
+    score = extract + per_image * bank * dims * 2 / flops  # one test image: features + nearest-neighbour search
+    parts = {
+        "feature extraction": prof.n_train * extract,
+        "coreset selection": coreset,
+        "testing": prof.n_test * score,
+        "timing and indexing": 48 * score + prof.n_images * extract,
+    }
+    fit = FIT_OVERHEAD_S * slow + parts["feature extraction"] + coreset
+    peak = TORCH_BASE_MB + patches * dims * 4 / 2**20 + extra_mb
+    return Estimate(seconds=RUN_OVERHEAD_S * slow + fit + parts["testing"] + parts["timing and indexing"],
+                    fit_seconds=fit, peak_mb=peak, parts=parts,
+                    facts={"train images": prof.n_train, "test images": prof.n_test, "patches": patches,
+                           "bank size": bank, "feature dims": dims})
+
+
+def _patch_features(model, batch):
+    feats = model.feature_extractor(batch)
+    feats = {layer: model.feature_pooler(f) for layer, f in feats.items()}
+    return model.generate_embedding(feats)
+
+
+register(ModelEntry(
+    name="patchcore",
+    label="PatchCore",
+    anomalib_class="Patchcore",
+    description="Memory bank of pretrained patch features; no training, one pass over normal images.",
+    backbone_stages=STAGES,
+    anomalib_backbone="wide_resnet50_2",
+    params=(
+        backbone_param("wide_resnet50_2", "CNN whose ImageNet features describe each patch."),
+        Param("layers", "", "Comma-separated feature layers; empty = the backbone's stride-8 and stride-16 stages "
+              "(WRN-50: layer2, layer3; EfficientNet-Lite0: blocks.2, blocks.4).", "str"),
+        Param("coreset_sampling_ratio", 0.1, "Fraction of training patches kept in the memory bank "
+              "(paper: 0.1; smaller = faster, slightly less accurate).", "float", min=0.0001, max=1.0),
+        Param("max_bank_size", MAX_BANK_SIZE, "Most patches kept in the memory bank, whatever the ratio (0 = no cap). "
+              "Greedy picks are sequential, so a capped bank is the first picks of the uncapped one; on 1,000 "
+              "images quality stops rising near this size while time keeps growing with it.", "int", min=0,
+              max=10_000_000),
+        Param("coreset_method", "blocked", "'blocked': k-center greedy with matrix products (fast at millions of "
+              "patches); 'anomalib': anomalib's exact pick sequence (pruned; slow beyond ~300k patches).", "choice",
+              ("blocked", "anomalib")),
+        Param("num_neighbors", 9, "Neighbours used to re-weight the anomaly score.", "int", min=1, max=50),
+        image_size_param(),
+    ),
+    build=_build,
+    stock_kwargs=lambda p, backbone: dict(backbone=backbone, layers=patchcore_layers(p), pre_trained=False,
+                                          coreset_sampling_ratio=p["coreset_sampling_ratio"],
+                                          num_neighbors=p["num_neighbors"]),
+    # No validation pass: PatchCore fits its bank at the end of the one epoch (anomalib's MemoryBankMixin), and the
+    # run's thresholds come from its own test records, so anomalib's validation (a full scoring of the test set
+    # with its slower nearest-neighbour search) only cost time: minutes at thousands of test images.
+    trainer_kwargs=lambda p: {"max_epochs": 1, "limit_val_batches": 0, "num_sanity_val_steps": 0},
+    train_batch_size=16,
+    fit_phase="feature extraction",
+    embedding_space=lambda p: f"patchcore-{p['backbone']}-{','.join(patchcore_layers(p))}",
+    estimate=_estimate,
+    patch_features=_patch_features,
+))
