@@ -1,20 +1,31 @@
-"""Similarity-gallery speed: indexing throughput and query latency of ``core.vectorstore`` in embedded local mode.
+"""Similarity-index engines side by side: Qdrant Edge (the embedded default) vs qdrant-client local mode (the
+fallback), at 1k / 10k / 100k / 1M points, through ``core.vectorstore`` exactly as the product uses it.
 
-    .venv/bin/python benchmarks/vectorstore_bench.py [--sizes 1000,10000,50000] [--dim 512]
+    .venv/bin/python benchmarks/vectorstore_bench.py [--sizes 1000,10000,100000,1000000] [--dim 152]
+        [--local-up-to 10000] [--queries 200]
 
-Random unit vectors, two named vectors ("global", "defect") per point, one run per size, in a temporary folder.
-Rows:
-- ``local`` – persistent folder, as the app uses it; WAL + synchronous=NORMAL (see core/vectorstore.py).
-- ``local, default SQLite`` – the same without that tuning (qdrant-client's own settings), small sizes only.
-- ``:memory:`` – no persistence, for reference.
-Latency columns: *cold* = one ``search`` as the app does it (lock, open the folder = load every point, query,
-close); *warm* = queries inside ``VectorStore.hold`` (folder opened once); *warm, filtered* adds a run_id + label
-filter, which local mode evaluates in Python per point.
+Points: random unit vectors in two named vectors ("global", "defect") of the product's dimensionality (152 =
+PatchCore on the bundled EfficientNet-Lite0, the offline default), with the product's payload; 1 in 5 anomalous.
+Each engine and size runs in a fresh child process (so its peak RSS is its own) in a temporary folder.
+
+Columns:
+- *index*: ``index_run`` of all points (Edge: upsert, payload indexes, then ``optimize()`` building HNSW);
+- *cold open*: open the store and answer one query, as a page does for one search (lock, open, query, close);
+- *warm* / *warm, filtered*: p50 / p95 over ``--queries`` queries inside ``VectorStore.hold`` (opened once);
+  filtered = ``run_id`` + ``label=1`` + ``split=test``, the Similar-cases page's "anomalous neighbours" query;
+- *recall@10*: the share of the exact top 10 (a full scan of the same store) that the default search returns,
+  over 50 queries, filtered and unfiltered (local mode always scans, so 1.0);
+- *RSS*: the child process's peak resident memory (Python, numpy and the engine); *disk*: blocks the store's
+  folder really uses (Edge preallocates sparse files whose apparent size is far larger).
+Local mode above ``--local-up-to`` is not run: it keeps every point as a Python object and writes one SQLite row
+per point (10,000 points already take about a minute to index), so the table says so instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,101 +33,127 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-import core.vectorstore as vs  # noqa: E402
-from core.vectorstore import VectorStore, collection_name  # noqa: E402
+warnings.filterwarnings("ignore", message="Local mode is not recommended")
 
-warnings.filterwarnings("ignore", message="Local mode is not recommended")  # we are measuring exactly that
+RUN = "bench-run"
 
 
-def data(n: int, dim: int, seed: int = 0):
+def data(n: int, dim: int, seed: int = 0, chunk: int = 100_000):
+    """(vectors, payloads) in chunks, so 1 M points never need two copies in memory."""
     rng = np.random.default_rng(seed)
-    vectors = {name: rng.standard_normal((n, dim), dtype=np.float32) for name in ("global", "defect")}
-    for v in vectors.values():
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-    payloads = [
-        dict(dataset="mvtec_ad", category="grid", split="test" if i % 3 else "train", label=int(i % 5 == 0),
-             defect_type="crack" if i % 5 == 0 else "good", image_path=f"/data/{i:06d}.png", score=0.5, index=i)
-        for i in range(n)
-    ]
-    return vectors, payloads
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        vectors = {name: rng.standard_normal((m, dim), dtype=np.float32) for name in ("global", "defect")}
+        for v in vectors.values():
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+        payloads = [dict(dataset="mvtec_ad", category="grid", split="test" if i % 3 else "train",
+                         label=int(i % 5 == 0), defect_type="crack" if i % 5 == 0 else "good",
+                         image_path=f"/data/{i:07d}.png", score=0.5, index=i) for i in range(start, start + m)]
+        yield vectors, payloads
 
 
-def latencies(fn, repeats: int) -> tuple[float, float]:
-    times = []
-    for i in range(repeats):
-        t = time.perf_counter()
-        fn(i)
-        times.append(time.perf_counter() - t)
+def pct(times: list[float]) -> tuple[float, float]:
     p50, p95 = np.percentile(np.array(times) * 1000, [50, 95])
     return float(p50), float(p95)
 
 
-def measure(store: VectorStore, n: int, dim: int, cold_queries: int, warm_queries: int) -> dict:
-    vectors, payloads = data(n, dim)
+def child(engine: str, n: int, dim: int, queries: int, folder: Path) -> dict:
+    """One engine at one size, in this (child) process."""
+    from core.latency import peak_rss_mb
+    from core.vectorstore import VectorStore, collection_name
+
+    store = VectorStore(path=folder, engine=engine)
     coll = collection_name("bench", "random", dim)
-    queries = np.random.default_rng(1).standard_normal((max(cold_queries, warm_queries), dim)).astype(np.float32)
     t = time.perf_counter()
-    store.index_run("bench-run", coll, vectors, payloads)
+    if n <= 100_000:
+        vectors, payloads = next(data(n, dim, chunk=n))
+        store.index_run(RUN, coll, vectors, payloads)
+    else:  # one run of 1 M points: index_run replaces a run, so larger sets go in as runs of 100k
+        for i, (vectors, payloads) in enumerate(data(n, dim)):
+            store.index_run(f"{RUN}-{i}" if i else RUN, coll, vectors, payloads)
     index_s = time.perf_counter() - t
-    row = {"n": n, "index_s": index_s, "points_per_s": n / index_s}
-    if store.root is not None:
-        row["cold"] = latencies(lambda i: store.search(coll, queries[i], k=10), cold_queries)
-        row["disk_mb"] = sum(f.stat().st_size for f in (store.root / coll).rglob("*") if f.is_file()) / 1e6
+    q = np.random.default_rng(1).standard_normal((max(queries, 50), dim)).astype(np.float32)
+    row = {"engine": engine, "n": n, "index_s": index_s, "points_per_s": n / index_s}
+    cold = []
+    for i in range(5):
+        fresh = VectorStore(path=folder, engine=engine)
+        t = time.perf_counter()
+        fresh.search(coll, q[i], k=10)
+        cold.append(time.perf_counter() - t)
+    row["cold_ms"] = float(np.median(cold) * 1000)
     with store.hold(coll):
-        assert store.count("bench-run", coll) == n
-        row["warm"] = latencies(lambda i: store.search(coll, queries[i], k=10), warm_queries)
-        row["warm_filtered"] = latencies(
-            lambda i: store.search(coll, queries[i], using="defect", k=10, run_id="bench-run", label=1),
-            warm_queries,
-        )
+        warm, filtered = [], []
+        for i in range(queries):
+            t = time.perf_counter()
+            store.search(coll, q[i], k=10)
+            warm.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            store.search(coll, q[i], using="defect", k=10, run_id=RUN, label=1, split="test")
+            filtered.append(time.perf_counter() - t)
+        row["warm"], row["filtered"] = pct(warm), pct(filtered)
+        recalls = {"all": [], "filtered": []}
+        for i in range(50):
+            for key, kw in (("all", {}), ("filtered", {"run_id": RUN, "label": 1, "split": "test"})):
+                got = {h.id for h in store.search(coll, q[i], k=10, **kw)}
+                exact = {h.id for h in store.search(coll, q[i], k=10, exact=True, **kw)}
+                recalls[key].append(len(got & exact) / max(1, len(exact)))
+        row["recall_all"], row["recall_filtered"] = float(np.mean(recalls["all"])), float(np.mean(recalls["filtered"]))
+    row["rss_mb"] = peak_rss_mb()
+    # blocks actually used: Edge's files are sparse (preallocated mmaps read as ~200 MB, hold a few MB at 1k points)
+    row["disk_mb"] = sum(f.stat().st_blocks * 512 for f in folder.rglob("*") if f.is_file()) / 1e6
     return row
 
 
-def fmt(pair: tuple[float, float] | None) -> str:
-    return "–" if pair is None else f"{pair[0]:.1f} / {pair[1]:.1f}"
-
-
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="1000,10000,50000")
-    parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--untuned-up-to", type=int, default=1000, help="largest size for the default-SQLite row")
+    parser.add_argument("--sizes", default="1000,10000,100000,1000000")
+    parser.add_argument("--dim", type=int, default=152)
+    parser.add_argument("--local-up-to", type=int, default=10000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--child", nargs=4, metavar=("ENGINE", "N", "DIM", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.child:
+        engine, n, dim, folder = args.child
+        print(json.dumps(child(engine, int(n), int(dim), args.queries, Path(folder))))
+        return 0
+
     rows = []
-    started = time.perf_counter()
-    tune = vs._tune_local
-    for n in sizes:
-        cold, warm = (20, 100) if n <= 10000 else (2, 10)  # a cold open of 50k points takes seconds
-        configs = [("local", True), ("local, default SQLite", False), (":memory:", None)]
-        for label, tuned in configs:
-            if tuned is False and n > args.untuned_up_to:
+    for n in [int(s) for s in args.sizes.split(",")]:
+        for engine in ("edge", "local"):
+            if engine == "local" and n > args.local_up_to:
+                rows.append({"engine": engine, "n": n, "skipped": True})
                 continue
             with tempfile.TemporaryDirectory() as tmp:
-                vs._tune_local = tune if tuned is not False else (lambda client: None)
-                store = VectorStore(path=":memory:" if tuned is None else Path(tmp) / "qdrant")
-                try:
-                    row = measure(store, n, args.dim, cold, warm)
-                finally:
-                    store.close()
-                    vs._tune_local = tune
-            rows.append((label, row))
-            print(f"  {label} n={n}: indexed in {row['index_s']:.2f} s", file=sys.stderr, flush=True)
-    print(f"\n{args.dim}-d random unit vectors × 2 named vectors per point; latency in ms, p50 / p95, k=10, over "
-          "20 cold / 100 warm queries (2 / 10 above 10,000 points).\n")
-    print("| store | points | index time (s) | points/s | cold search | warm search | warm, filtered | disk (MB) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for label, r in rows:
-        disk = f"{r['disk_mb']:.0f}" if "disk_mb" in r else "–"
-        print(f"| {label} | {r['n']:,} | {r['index_s']:.2f} | {r['points_per_s']:,.0f} | {fmt(r.get('cold'))} "
-              f"| {fmt(r['warm'])} | {fmt(r['warm_filtered'])} | {disk} |")
-    rss = psutil.Process().memory_info().rss / 1e9
-    print(f"\nTotal {time.perf_counter() - started:.0f} s; process RSS at the end {rss:.1f} GB.")
+                t = time.perf_counter()
+                out = subprocess.run([sys.executable, __file__, "--queries", str(args.queries), "--child", engine,
+                                      str(n), str(args.dim), str(Path(tmp) / "qdrant")],
+                                     capture_output=True, text=True, cwd=ROOT)
+                if out.returncode != 0:
+                    print(out.stderr[-3000:], file=sys.stderr)
+                    return 1
+                row = json.loads(out.stdout.strip().splitlines()[-1])
+                rows.append(row)
+                print(f"  {engine} n={n:,}: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+
+    print(f"\n{args.dim}-d unit vectors x 2 named vectors per point; latency in ms; k = 10.\n")
+    print("| engine | points | index (s) | points/s | cold open + 1 query (ms) | warm p50 / p95 | "
+          "warm filtered p50 / p95 | recall@10 (all / filtered) | peak RSS (MB) | disk (MB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    names = {"edge": "Qdrant Edge", "local": "qdrant-client local mode"}
+    for r in rows:
+        if r.get("skipped"):
+            print(f"| {names[r['engine']]} | {r['n']:,} | not run (see above) | | | | | | | |")
+            continue
+        print(f"| {names[r['engine']]} | {r['n']:,} | {r['index_s']:.1f} | {r['points_per_s']:,.0f} | "
+              f"{r['cold_ms']:.1f} | {r['warm'][0]:.2f} / {r['warm'][1]:.2f} | "
+              f"{r['filtered'][0]:.2f} / {r['filtered'][1]:.2f} | {r['recall_all']:.3f} / {r['recall_filtered']:.3f} | "
+              f"{r['rss_mb']:,.0f} | {r['disk_mb']:,.0f} |")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -317,11 +317,39 @@ def cmd_index(args) -> int:
     from core.inference import LoadedModel
     from core.runs import RunRegistry
 
+    if args.run_id == "push":
+        return cmd_index_push(args)
+    if args.url:
+        raise WorkbenchError("`index RUN_ID` takes no URL; to copy the index to a server: `index push URL`.")
     registry = RunRegistry()
     run = registry.get(args.run_id)
     result = index_run(run.id, LoadedModel(registry.run_dir(run.id)))
     registry.update(run.id, retrieval=result)
     print(json.dumps(result, indent=1))
+    return 0
+
+
+def cmd_index_push(args) -> int:
+    """Copy the embedded similarity index (Qdrant Edge) to a Qdrant server."""
+    import os
+
+    from core.config import settings
+    from core.vectorstore import VectorStore
+
+    if not args.url:
+        raise WorkbenchError("Say where to push: `python -m core index push http://qdrant-host:6333` "
+                             "(API key from AW_QDRANT_API_KEY).")
+    cfg = settings()
+    if cfg.qdrant_url:
+        raise WorkbenchError("AW_QDRANT_URL is set, so the index already lives on a server; unset it to push the "
+                             "embedded one.")
+    store = VectorStore.open(cfg)
+    pushed = store.push_to_server(args.url, api_key=os.environ.get("AW_QDRANT_API_KEY") or None,
+                                  progress=lambda c, n: print(f"  {c}: {n} points", flush=True) if n % 2048 == 0 else None)
+    for collection, n in pushed.items():
+        print(f"pushed {n} points of {collection} to {args.url}")
+    if not pushed:
+        print("the embedded index is empty: nothing to push")
     return 0
 
 
@@ -433,11 +461,17 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, helptext in (("cancel", cmd_cancel, "cancel a queued or running run"),
                                  ("delete", cmd_delete, "delete a run, its files and its similarity-index points"),
                                  ("rerun", cmd_rerun, "queue a run again with the same parameters"),
-                                 ("index", cmd_index, "(re)build a run's similarity index"),
+                                 ("index", cmd_index, "(re)build a run's similarity index, or `index push URL`: copy the "
+                                                      "embedded index to a Qdrant server"),
                                  ("export", cmd_export, "export a run's model to OpenVINO (FP32, FP16), checked "
                                                         "against the torch scores")):
         p = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ".")
-        p.add_argument("run_id", help="the run's id (see `python -m core runs`)")
+        p.add_argument("run_id", help="the run's id (see `python -m core runs`)"
+                       + ("; or 'push' to copy the whole embedded index to a Qdrant server" if name == "index" else ""))
+        if name == "index":
+            p.add_argument("url", nargs="?", default=None,
+                           help="with 'push': the server's URL, e.g. http://qdrant-host:6333 (AW_QDRANT_API_KEY "
+                                "for its key)")
         if name == "cancel":
             p.add_argument("--force-after", type=float, default=0.0, metavar="SECONDS",
                            help="terminate the run's process if it has not stopped after this many seconds")

@@ -16,25 +16,31 @@ Each image of a run (train and test split) is one Qdrant point holding two L2-no
 
 One collection per embedding space, named by ``collection_name(model, backbone, dim)``; cosine distance.
 
-Storage. Without ``AW_QDRANT_URL`` the store is qdrant-client's embedded *local mode*, one folder per collection
-under ``settings().qdrant_path``. Local mode lets only one client open a folder at a time and loads the whole
-folder into memory on opening, so every operation opens the client inside a cross-process file lock and closes it
-afterwards: the Streamlit app and the training workers take turns instead of failing, and a search only loads its
-own embedding space. Opening costs roughly 0.1 s per 1,000 points (unpickling), so local mode suits collections
-up to ~10,000 points; ``VectorStore.hold(collection)`` keeps one collection open across several calls.
-With a server URL the same calls go to one shared HTTP client and no lock is needed.
+Engines, one interface (everything above the store is the same for all three):
 
-Write speed. qdrant-client 1.20 local mode stores each point as one SQLite row and commits once *per point*
-(``local/persistence.py``); in SQLite's default rollback-journal mode with ``synchronous=FULL`` every commit is
-several fsyncs. We switch each collection's SQLite file to ``journal_mode=WAL`` + ``synchronous=NORMAL``: commits
-no longer fsync (the WAL is synced at checkpoints), which SQLite documents as corruption-safe; a power cut can
-only roll back the last few commits, and re-indexing a run is idempotent. See ``benchmarks/vectorstore_bench.py``.
+- **Qdrant Edge** (``qdrant-edge-py``), the default embedded engine: Qdrant's own Rust engine in this process. One
+  Edge *shard* per embedding space under ``settings().qdrant_path / "edge" / <collection>``, with payload indexes
+  on ``run_id``, ``split``, ``label``, ``defect_type`` and an HNSW index that the shard's optimiser builds once a
+  segment grows past its indexing threshold (``optimize()`` after each indexing). Opening a shard maps its files
+  (milliseconds, whatever its size), so every operation opens it inside a cross-process file lock and closes it
+  afterwards; an Edge shard accepts one opener at a time (its write-ahead log is locked), so one writer or reader
+  works at a time and the others wait for the lock, up to ``lock_timeout`` seconds, then get a clear "busy" error.
+  ``VectorStore.hold(collection)`` keeps one shard open across several calls.
+- **A Qdrant server** (``AW_QDRANT_URL``, ``AW_QDRANT_API_KEY``): the same calls over qdrant-client's HTTP client;
+  the server handles concurrency. ``push_to_server`` copies the embedded store to one (``python -m core index
+  push URL``).
+- **qdrant-client local mode** (pure Python): used only where Edge cannot be imported (no wheel for the platform),
+  chosen automatically with a note in the log. One folder per collection under ``settings().qdrant_path``; it loads
+  the whole collection on opening (~0.1 s per 1,000 points), so it suits collections up to ~10,000 points. Its
+  SQLite files are switched to ``journal_mode=WAL`` + ``synchronous=NORMAL`` (it commits once per point).
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import re
+import shutil
 import sqlite3
 import threading
 import uuid
@@ -52,6 +58,8 @@ from qdrant_client.http.exceptions import ApiException
 from core.config import Settings, settings as current_settings
 from core.errors import VectorStoreError
 
+log = logging.getLogger("workbench.vectorstore")
+
 VECTOR_NAMES = ("global", "defect")
 SPLITS = ("train", "test")
 PAYLOAD_FIELDS = ("run_id", "dataset", "category", "split", "label", "defect_type", "image_path", "score", "index")
@@ -62,6 +70,21 @@ _ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "anomaly-workbench/vectorstore")
 _NAME_RE = re.compile(r"^[a-z0-9_]+-[a-z0-9_]+-[0-9]+$")
 _LABELS = {"normal": 0, "good": 0, "anomalous": 1, "abnormal": 1}
 _BATCH = 256  # points per upsert request: bounds request size on a server and memory for .tolist()
+EDGE_DIR = "edge"  # Edge shards live in <qdrant_path>/edge/<collection>
+INDEXED_FIELDS = {"run_id": "keyword", "split": "keyword", "label": "integer", "defect_type": "keyword"}
+# HNSW search breadth: recall@10 against exact search >= 0.99 at 100k points (benchmarks/vectorstore_bench.py)
+HNSW_EF = 128
+# Segments above this many KB of vectors get an HNSW index (~1,000 images of 2 x 512-d); below it a full scan is
+# well under a millisecond.
+INDEXING_THRESHOLD_KB = 4000
+
+
+def edge_available() -> bool:
+    try:
+        import qdrant_edge  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -105,7 +128,7 @@ def normalize_label(value: Any) -> int:
 
 
 class VectorStore:
-    """Qdrant-backed similarity gallery; see the module docstring for layout and concurrency."""
+    """Qdrant-backed similarity gallery; see the module docstring for engines, layout and concurrency."""
 
     def __init__(
         self,
@@ -113,24 +136,37 @@ class VectorStore:
         url: str | None = None,
         api_key: str | None = None,
         *,
+        engine: str = "auto",
         timeout: int = 5,
         lock_timeout: float = 60.0,
     ) -> None:
-        """``path``: embedded store folder (or ``":memory:"``, one client for this object's life, for benchmarks);
-        ``url``/``api_key``: a Qdrant server instead. ``timeout``: seconds per server request;
-        ``lock_timeout``: how long to wait for another process using the embedded store."""
+        """``path``: embedded store folder (or ``":memory:"``, one local-mode client for this object's life, for
+        benchmarks); ``url``/``api_key``: a Qdrant server instead. ``engine`` (embedded only): ``"edge"``,
+        ``"local"`` (qdrant-client local mode) or ``"auto"`` (Edge where it can be imported). ``timeout``: seconds per
+        server request; ``lock_timeout``: how long to wait for another process using the embedded store."""
         if (path is None) == (url is None):
             raise ValueError("give exactly one of path or url")
+        if engine not in ("auto", "edge", "local"):
+            raise ValueError(f"engine must be auto, edge or local, got {engine!r}")
         self.url = url
         self.root = None if path is None or str(path) == ":memory:" else Path(path)
         self.lock_timeout = lock_timeout
         self._thread = threading.local()  # .held: collections this thread keeps open (see hold())
         self._shared: QdrantClient | None = None
+        self.engine = "server"
         if url is not None:
             # check_compatibility would make a request (and warn) before we can report a clear error
             self._shared = QdrantClient(url=url, api_key=api_key, timeout=timeout, check_compatibility=False)
         elif self.root is None:
             self._shared = QdrantClient(location=":memory:")
+            self.engine = "memory"
+        elif engine == "local" or (engine == "auto" and not edge_available()):
+            if engine == "auto":
+                log.warning("qdrant-edge-py is not available on this platform: the similarity index uses "
+                            "qdrant-client's local mode (fine up to ~10,000 images per embedding space)")
+            self.engine = "local"
+        else:
+            self.engine = "edge"
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> VectorStore:
@@ -146,17 +182,31 @@ class VectorStore:
     def local(self) -> bool:
         return self.url is None
 
+    @property
+    def engine_note(self) -> str:
+        """One line for the pages: which engine holds the index and where."""
+        return {"edge": f"Qdrant Edge (embedded) at {self.root}", "local": f"qdrant-client local mode at {self.root} "
+                "(Qdrant Edge is not available on this platform)", "memory": "in memory",
+                "server": f"Qdrant server at {self.url}"}[self.engine]
+
     def close(self) -> None:
         if self._shared is not None:
             self._shared.close()
 
     # ---------------------------------------------------------------- connections
 
-    @contextmanager
-    def _connect(self, collection: str, create: bool = False) -> Iterator[QdrantClient | None]:
-        """A client that can see ``collection``, or None if it does not exist (unless ``create``).
+    def _folder(self, collection: str) -> Path:
+        return self.root / EDGE_DIR / collection if self.engine == "edge" else self.root / collection
 
-        Turns lock time-outs, server failures and local-mode's "folder in use" into VectorStoreError.
+    def _on_disk(self, collection: str) -> bool:
+        folder = self._folder(collection)
+        return (folder / ("edge_config.json" if self.engine == "edge" else "meta.json")).is_file()
+
+    @contextmanager
+    def _connect(self, collection: str, create: bool = False) -> Iterator[_Collection | None]:
+        """The collection, or None if it does not exist (unless ``create``: then it may still need ``create()``).
+
+        Turns lock time-outs, server failures and engine errors into VectorStoreError.
         """
         _check_name(collection)
         try:
@@ -164,16 +214,16 @@ class VectorStore:
             if collection in held:
                 yield held[collection]
             elif self._shared is not None:
-                exists = self._shared.collection_exists(collection)
-                yield self._shared if (exists or create) else None
+                coll = _ClientCollection(self._shared, collection, server=self.url is not None)
+                yield coll if (create or coll.exists()) else None
             else:
-                folder = self.root / collection
-                if not create and not (folder / "meta.json").is_file():
+                if not create and not self._on_disk(collection):
                     yield None  # don't create folders (or wait for locks) just to learn nothing is there
                     return
+                folder = self._folder(collection)
                 folder.mkdir(parents=True, exist_ok=True)
-                with self._locked(folder), self._local_client(folder) as client:
-                    yield client if (create or client.collection_exists(collection)) else None
+                with self._locked(folder), self._open_embedded(collection, folder) as coll:
+                    yield coll if (create or coll.exists()) else None
         except ApiException as exc:
             raise self._server_error(exc) from exc
 
@@ -185,9 +235,9 @@ class VectorStore:
 
     @contextmanager
     def _locked(self, folder: Path) -> Iterator[None]:
-        # flock on our own file (not qdrant's .lock, which QdrantLocal takes non-blocking and fails on): waiters
+        # flock on our own file (not the engine's own locks, which fail at once instead of waiting): waiters
         # queue here; the OS drops the lock if a process dies, so a crash never leaves the store locked.
-        lock = portalocker.Lock(folder / "workbench.lock", mode="a", timeout=self.lock_timeout, check_interval=0.05)
+        lock = portalocker.Lock(self.lock_file(folder.name), mode="a", timeout=self.lock_timeout, check_interval=0.05)
         try:
             lock.acquire()
         except portalocker.exceptions.LockException as exc:
@@ -199,6 +249,18 @@ class VectorStore:
             yield
         finally:
             lock.release()
+
+    @contextmanager
+    def _open_embedded(self, collection: str, folder: Path) -> Iterator[_Collection]:
+        if self.engine == "edge":
+            coll = _EdgeCollection(folder, collection)
+            try:
+                yield coll
+            finally:
+                coll.close()
+            return
+        with self._local_client(folder) as client:
+            yield _ClientCollection(client, collection, server=False)
 
     @contextmanager
     def _local_client(self, folder: Path) -> Iterator[QdrantClient]:
@@ -221,7 +283,7 @@ class VectorStore:
 
     @contextmanager
     def hold(self, collection: str) -> Iterator[None]:
-        """Keep ``collection`` open for the calls inside the block (one load instead of one per call).
+        """Keep ``collection`` open for the calls inside the block (one open instead of one per call).
 
         Other processes and threads wait meanwhile, so keep the block short. No effect on a server or ``:memory:``.
         """
@@ -229,18 +291,18 @@ class VectorStore:
         if collection in held or self.root is None:
             yield
             return
-        with self._connect(collection) as client:
-            if client is None:  # nothing to keep open; calls inside fail or create as usual
+        with self._connect(collection) as coll:
+            if coll is None:  # nothing to keep open; calls inside fail or create as usual
                 yield
                 return
-            held[collection] = client
+            held[collection] = coll
             try:
                 yield
             finally:
                 del held[collection]
 
-    def _holding(self) -> dict[str, QdrantClient]:
-        # per thread: a local client must not be shared by Streamlit's script threads
+    def _holding(self) -> dict[str, _Collection]:
+        # per thread: an embedded collection must not be shared by Streamlit's script threads
         if not hasattr(self._thread, "held"):
             self._thread.held = {}
         return self._thread.held
@@ -248,9 +310,10 @@ class VectorStore:
     def collections(self) -> list[str]:
         """Names of the collections this store holds (on a server, only those named by ``collection_name``)."""
         if self.root is not None:
-            if not self.root.is_dir():
+            base = self.root / EDGE_DIR if self.engine == "edge" else self.root
+            if not base.is_dir():
                 return []
-            names = [p.name for p in self.root.iterdir() if (p / "meta.json").is_file()]
+            names = [p.name for p in base.iterdir() if p.is_dir() and self._on_disk(p.name)]
         else:
             try:
                 names = [c.name for c in self._shared.get_collections().collections]
@@ -271,7 +334,7 @@ class VectorStore:
 
         ``vectors`` maps ``"global"``/``"defect"`` to (N, D) arrays, row i belonging to ``payloads[i]``. The first
         run indexed into a collection fixes its vector names and dimensions. Existing points of the run in this
-        collection are deleted first; in local mode under the same lock, so readers never see a half-replaced run.
+        collection are deleted first, under the same lock, so readers never see a half-replaced run.
         """
         _check_run_id(run_id)
         arrays = _check_vectors(vectors, len(payloads))
@@ -280,14 +343,14 @@ class VectorStore:
         if len(set(ids)) != len(ids):
             raise VectorStoreError(f"payload 'index' values of run {run_id} are not unique")
 
-        with self._connect(collection, create=True) as client:
-            if not client.collection_exists(collection):
+        with self._connect(collection, create=True) as coll:
+            if not coll.exists():
                 try:
-                    self._create(client, collection, {name: a.shape[1] for name, a in arrays.items()})
+                    coll.create({name: a.shape[1] for name, a in arrays.items()})
                 except ApiException:
-                    if not client.collection_exists(collection):  # else a server client created it meanwhile
+                    if not coll.exists():  # else a server client created it meanwhile
                         raise
-            expected = _vector_sizes(client, collection)
+            expected = coll.vector_sizes()
             for name, array in arrays.items():
                 if name not in expected:
                     raise VectorStoreError(
@@ -298,46 +361,65 @@ class VectorStore:
                         f"collection {collection} stores {name!r} vectors of dimension {expected[name]}, "
                         f"got {array.shape[1]}"
                     )
-            client.delete(collection, _filter(run_id=run_id), wait=True)
-            for start in range(0, len(points), _BATCH):
-                stop = start + _BATCH
-                batch = models.Batch(
-                    ids=ids[start:stop],
-                    vectors={name: a[start:stop].tolist() for name, a in arrays.items()},
-                    payloads=points[start:stop],
-                )
-                client.upsert(collection, batch, wait=True)
+            coll.delete(_spec(run_id=run_id))
+            coll.upsert(ids, arrays, points)
+            coll.settle()
         return len(points)
-
-    def _create(self, client: QdrantClient, collection: str, sizes: dict[str, int]) -> None:
-        client.create_collection(
-            collection,
-            vectors_config={n: models.VectorParams(size=d, distance=models.Distance.COSINE) for n, d in sizes.items()},
-        )
-        if self.local:
-            _tune_local(client)  # the new collection's SQLite file was opened just now
-            return  # local mode ignores payload indexes (and warns about them)
-        for field, schema in (
-            ("run_id", models.PayloadSchemaType.KEYWORD),
-            ("split", models.PayloadSchemaType.KEYWORD),
-            ("label", models.PayloadSchemaType.INTEGER),
-            ("defect_type", models.PayloadSchemaType.KEYWORD),
-        ):
-            client.create_payload_index(collection, field, field_schema=schema, wait=True)
 
     def delete_run(self, run_id: str) -> int:
         """Remove the run's points from every collection; returns how many were removed."""
         _check_run_id(run_id)
         removed = 0
         for collection in self.collections():
-            with self._connect(collection) as client:
-                if client is None:
+            with self._connect(collection) as coll:
+                if coll is None:
                     continue
-                n = client.count(collection, count_filter=_filter(run_id=run_id), exact=True).count
+                n = coll.count(_spec(run_id=run_id))
                 if n:
-                    client.delete(collection, _filter(run_id=run_id), wait=True)
+                    coll.delete(_spec(run_id=run_id))
                     removed += n
         return removed
+
+    def push_to_server(self, url: str, api_key: str | None = None, timeout: int = 30, progress=None) -> dict[str, int]:
+        """Copy the embedded store to the Qdrant server at ``url`` (see ``push``)."""
+        if not self.local or self.root is None:
+            raise VectorStoreError("only an embedded store can be pushed to a server; this one is already a server")
+        target = VectorStore(url=url, api_key=api_key, timeout=timeout)
+        try:
+            target.collections()  # a clear error now if the server can't be reached
+            return self.push(target, progress=progress)
+        finally:
+            target.close()
+
+    def push(self, target: VectorStore, progress=None) -> dict[str, int]:
+        """Copy every collection into ``target`` (same names, vectors, payloads; payload indexes created on a
+        server). Points with the same ids are overwritten, so pushing again is harmless. {collection: points}."""
+        pushed = {}
+        for collection in self.collections():
+            with self._connect(collection) as source:
+                if source is None:
+                    continue
+                sizes = source.vector_sizes()
+                with target._connect(collection, create=True) as dest:
+                    if not dest.exists():
+                        dest.create(sizes)
+                    elif dest.vector_sizes() != sizes:
+                        raise VectorStoreError(f"{collection} on the target holds vectors {dest.vector_sizes()}, "
+                                               f"the local one {sizes}: not pushed")
+                    n = 0
+                    for ids, arrays, payloads in source.batches(_BATCH):
+                        dest.upsert(ids, arrays, payloads)
+                        n += len(ids)
+                        if progress:
+                            progress(collection, n)
+                    dest.settle()
+            pushed[collection] = n
+        return pushed
+
+    def lock_file(self, collection: str) -> Path:
+        """The file an embedded collection's users queue on (see ``_locked``)."""
+        folder = self._folder(collection)
+        return folder.parent / f"{folder.name}.lock" if self.engine == "edge" else folder / "workbench.lock"
 
     # ---------------------------------------------------------------- reading
 
@@ -345,9 +427,9 @@ class VectorStore:
         """Points of ``run_id`` (or all) in ``collection`` (or all collections)."""
         total = 0
         for name in [collection] if collection else self.collections():
-            with self._connect(name) as client:
-                if client is not None:
-                    total += client.count(name, count_filter=_filter(run_id=run_id), exact=True).count
+            with self._connect(name) as coll:
+                if coll is not None:
+                    total += coll.count(_spec(run_id=run_id))
         return total
 
     def is_indexed(self, run_id: str, collection: str | None = None) -> bool:
@@ -365,21 +447,23 @@ class VectorStore:
         defect_type: str | None = None,
         split: str | None = None,
         exclude_index: int | None = None,
+        exact: bool = False,
     ) -> list[Hit]:
         """The ``k`` most similar points, best first, optionally restricted by payload.
 
         ``exclude_index`` drops image ``exclude_index`` of ``run_id`` (the query image itself), so it needs ``run_id``.
+        ``exact``: a full scan instead of the HNSW index (the reference for recall measurements).
         """
         if k < 1:
             raise VectorStoreError(f"k must be at least 1, got {k}")
         if exclude_index is not None and run_id is None:
             raise VectorStoreError("exclude_index needs run_id: it names an image of that run")
         query = _check_query(vector)
-        flt = _filter(run_id=run_id, label=label, defect_type=defect_type, split=split, exclude_index=exclude_index)
-        with self._connect(collection) as client:
-            if client is None:
+        spec = _spec(run_id=run_id, label=label, defect_type=defect_type, split=split, exclude_index=exclude_index)
+        with self._connect(collection) as coll:
+            if coll is None:
                 raise _not_indexed(run_id, collection)
-            sizes = _vector_sizes(client, collection)
+            sizes = coll.vector_sizes()
             if using not in sizes:
                 raise VectorStoreError(f"collection {collection} has no {using!r} vectors (it holds {sorted(sizes)})")
             if query.shape[0] != sizes[using]:
@@ -387,35 +471,25 @@ class VectorStore:
                     f"query vector has dimension {query.shape[0]}, collection {collection} expects "
                     f"{sizes[using]} for {using!r}"
                 )
-            points = client.query_points(
-                collection, query=query.tolist(), using=using, limit=k, query_filter=flt, with_payload=True
-            ).points
-            if not points and run_id is not None:
+            hits = coll.query(query, using, k, spec, exact=exact)
+            if not hits and run_id is not None:
                 # nothing matched: tell "filters too narrow" (empty list) apart from "run never indexed" (error)
-                if client.count(collection, count_filter=_filter(run_id=run_id), exact=True).count == 0:
+                if coll.count(_spec(run_id=run_id)) == 0:
                     raise _not_indexed(run_id, collection)
-        return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in points]
+        return hits
 
     def run_vectors(
         self, collection: str, run_id: str, using: str = "global", split: str | None = None
     ) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """All ``using`` vectors of a run (unit length, (N, D), ordered by ``index``) and their payloads."""
-        flt = _filter(run_id=run_id, split=split)
-        rows: list[tuple[int, list[float], dict[str, Any]]] = []
-        with self._connect(collection) as client:
-            if client is None:
+        spec = _spec(run_id=run_id, split=split)
+        with self._connect(collection) as coll:
+            if coll is None:
                 raise _not_indexed(run_id, collection)
-            if using not in _vector_sizes(client, collection):
+            if using not in coll.vector_sizes():
                 raise VectorStoreError(f"collection {collection} has no {using!r} vectors")
-            offset = None
-            while True:  # one open, few round trips: scroll pages of 1,024
-                page, offset = client.scroll(
-                    collection, scroll_filter=flt, limit=1024, offset=offset, with_payload=True, with_vectors=[using]
-                )
-                rows += [(p.payload["index"], p.vector[using], p.payload) for p in page]
-                if offset is None:
-                    break
-            if not rows and client.count(collection, count_filter=_filter(run_id=run_id), exact=True).count == 0:
+            rows = [(p["index"], v, p) for p, v in coll.scroll(spec, using)]
+            if not rows and coll.count(_spec(run_id=run_id)) == 0:
                 raise _not_indexed(run_id, collection)
         rows.sort(key=lambda r: r[0])
         x = np.asarray([r[1] for r in rows], dtype=np.float32)
@@ -438,8 +512,8 @@ class VectorStore:
         taken over all of them (k is clamped to N-1).
 
         Computed with numpy on the vectors fetched once (``run_vectors``): cosine similarity is the dot product of
-        unit vectors, which is what Qdrant ranks by, so the neighbours are the same as N Qdrant searches would give
-        (tested), at the cost of one fetch. Exact ties are broken by ``index`` (Qdrant may order them otherwise).
+        unit vectors, which is what Qdrant ranks by, so the neighbours are the same as N exact Qdrant searches
+        would give (tested), at the cost of one fetch. Exact ties are broken by ``index``.
         """
         if not ks or min(ks) < 1:
             raise VectorStoreError(f"ks must be positive integers, got {ks!r}")
@@ -463,6 +537,195 @@ class VectorStore:
             result["same_label"][k] = float(same_label[:, :kk].mean())
             result["same_defect_type"][k] = float(same_defect[anomalous, :kk].mean()) if anomalous.any() else None
         return result
+
+
+# -------------------------------------------------------------------- one collection, per engine
+
+
+class _Collection:
+    """What VectorStore needs of one collection; ``spec`` is a plain filter dict (``_spec``)."""
+
+    def exists(self) -> bool: ...
+    def create(self, sizes: dict[str, int]) -> None: ...
+    def vector_sizes(self) -> dict[str, int]: ...
+    def upsert(self, ids: list[str], arrays: dict[str, np.ndarray], payloads: list[dict]) -> None: ...
+    def delete(self, spec: dict) -> None: ...
+    def count(self, spec: dict) -> int: ...
+    def query(self, vector: np.ndarray, using: str, k: int, spec: dict, exact: bool = False) -> list[Hit]: ...
+    def scroll(self, spec: dict, using: str) -> list[tuple[dict, list[float]]]: ...
+    def batches(self, size: int) -> Iterator[tuple[list[str], dict[str, np.ndarray], list[dict]]]: ...
+
+    def settle(self) -> None:
+        """After writing: let the engine build its indexes."""
+
+
+class _ClientCollection(_Collection):
+    """A collection through qdrant-client: a server, local mode or ``:memory:``."""
+
+    def __init__(self, client: QdrantClient, name: str, server: bool) -> None:
+        self.client, self.name, self.server = client, name, server
+
+    def exists(self) -> bool:
+        return self.client.collection_exists(self.name)
+
+    def create(self, sizes: dict[str, int]) -> None:
+        self.client.create_collection(
+            self.name,
+            vectors_config={n: models.VectorParams(size=d, distance=models.Distance.COSINE) for n, d in sizes.items()},
+        )
+        if not self.server:
+            _tune_local(self.client)  # the new collection's SQLite file was opened just now
+            return  # local mode ignores payload indexes (and warns about them)
+        schemas = {"keyword": models.PayloadSchemaType.KEYWORD, "integer": models.PayloadSchemaType.INTEGER}
+        for field, kind in INDEXED_FIELDS.items():
+            self.client.create_payload_index(self.name, field, field_schema=schemas[kind], wait=True)
+
+    def vector_sizes(self) -> dict[str, int]:
+        params = self.client.get_collection(self.name).config.params.vectors
+        return {name: p.size for name, p in params.items()} if isinstance(params, dict) else {"": params.size}
+
+    def upsert(self, ids, arrays, payloads) -> None:
+        for start in range(0, len(ids), _BATCH):
+            stop = start + _BATCH
+            batch = models.Batch(ids=ids[start:stop], vectors={n: a[start:stop].tolist() for n, a in arrays.items()},
+                                 payloads=payloads[start:stop])
+            self.client.upsert(self.name, batch, wait=True)
+
+    def delete(self, spec: dict) -> None:
+        self.client.delete(self.name, _client_filter(**spec), wait=True)
+
+    def count(self, spec: dict) -> int:
+        return self.client.count(self.name, count_filter=_client_filter(**spec), exact=True).count
+
+    def query(self, vector, using, k, spec, exact=False) -> list[Hit]:
+        points = self.client.query_points(
+            self.name, query=vector.tolist(), using=using, limit=k, query_filter=_client_filter(**spec),
+            with_payload=True,  # local mode always scans exactly (and warns about search parameters)
+            search_params=models.SearchParams(exact=exact, hnsw_ef=HNSW_EF) if self.server else None,
+        ).points
+        return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in points]
+
+    def scroll(self, spec, using):
+        rows, offset = [], None
+        while True:  # one open, few round trips: pages of 1,024
+            page, offset = self.client.scroll(self.name, scroll_filter=_client_filter(**spec), limit=1024,
+                                              offset=offset, with_payload=True, with_vectors=[using])
+            rows += [(dict(p.payload), p.vector[using]) for p in page]
+            if offset is None:
+                return rows
+
+    def batches(self, size):
+        offset = None
+        while True:
+            page, offset = self.client.scroll(self.name, limit=size, offset=offset, with_payload=True,
+                                              with_vectors=True)
+            if page:
+                yield _as_batch([(str(p.id), p.vector, p.payload) for p in page])
+            if offset is None:
+                return
+
+
+class _EdgeCollection(_Collection):
+    """A collection as one Qdrant Edge shard (a folder); opened on construction if it exists, closed by ``close``."""
+
+    def __init__(self, folder: Path, name: str) -> None:
+        from qdrant_edge import EdgeShard
+
+        self.folder, self.name = folder, name
+        self.shard = None
+        if (folder / "edge_config.json").is_file():
+            try:
+                self.shard = EdgeShard.load(str(folder))
+            except Exception as exc:  # noqa: BLE001 - the engine reports everything as Exception
+                raise VectorStoreError(f"the similarity index at {folder} could not be opened: {exc}") from exc
+
+    def close(self) -> None:
+        if self.shard is not None:
+            self.shard.close()
+            self.shard = None
+
+    def exists(self) -> bool:
+        return self.shard is not None
+
+    def create(self, sizes: dict[str, int]) -> None:
+        import qdrant_edge as qe
+
+        if any(self.folder.iterdir()):  # a half-created shard (a crash mid-create): start again
+            shutil.rmtree(self.folder)
+            self.folder.mkdir(parents=True)
+        config = qe.EdgeConfig(vectors={n: qe.EdgeVectorParams(size=d, distance=qe.Distance.Cosine)
+                                        for n, d in sizes.items()},
+                               optimizers=qe.EdgeOptimizersConfig(indexing_threshold=INDEXING_THRESHOLD_KB))
+        self.shard = qe.EdgeShard.create(str(self.folder), config)
+        kinds = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}
+        for field, kind in INDEXED_FIELDS.items():
+            self.shard.update(qe.UpdateOperation.create_field_index(field, kinds[kind]))
+
+    def vector_sizes(self) -> dict[str, int]:
+        import json
+
+        config = json.loads((self.folder / "edge_config.json").read_text())
+        return {name: int(v["size"]) for name, v in config["vectors"].items()}
+
+    def upsert(self, ids, arrays, payloads) -> None:
+        import qdrant_edge as qe
+
+        lists = {n: a.tolist() for n, a in arrays.items()}
+        for start in range(0, len(ids), 1024):
+            points = [qe.Point(id=ids[i], vector={n: lists[n][i] for n in lists}, payload=payloads[i])
+                      for i in range(start, min(len(ids), start + 1024))]
+            self.shard.update(qe.UpdateOperation.upsert_points(points))
+
+    def settle(self) -> None:
+        self.shard.optimize()  # builds HNSW once a segment is past the indexing threshold; no-op otherwise
+        self.shard.flush()
+
+    def delete(self, spec: dict) -> None:
+        import qdrant_edge as qe
+
+        flt = _edge_filter(**spec)
+        if flt is None:
+            raise VectorStoreError("refusing to delete every point of a collection without a filter")
+        self.shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
+
+    def count(self, spec: dict) -> int:
+        import qdrant_edge as qe
+
+        return int(self.shard.count(qe.CountRequest(exact=True, filter=_edge_filter(**spec))))
+
+    def query(self, vector, using, k, spec, exact=False) -> list[Hit]:
+        import qdrant_edge as qe
+
+        points = self.shard.query(qe.QueryRequest(
+            limit=k, query=qe.Query.Nearest(vector.tolist(), using=using), filter=_edge_filter(**spec),
+            with_payload=True, params=qe.SearchParams(hnsw_ef=HNSW_EF, exact=exact)))
+        return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in points]
+
+    def _pages(self, spec: dict | None, with_vector, size: int = 1024):
+        import qdrant_edge as qe
+
+        offset = None
+        flt = _edge_filter(**spec) if spec else None
+        while True:
+            page, offset = self.shard.scroll(qe.ScrollRequest(offset=offset, limit=size, filter=flt,
+                                                              with_payload=True, with_vector=with_vector))
+            yield page
+            if offset is None or not page:
+                return
+
+    def scroll(self, spec, using):
+        return [(dict(r.payload), r.vector[using]) for page in self._pages(spec, [using]) for r in page]
+
+    def batches(self, size):
+        for page in self._pages(None, True, size):
+            if page:
+                yield _as_batch([(str(r.id), r.vector, r.payload) for r in page])
+
+
+def _as_batch(rows: list[tuple[str, dict, dict]]) -> tuple[list[str], dict[str, np.ndarray], list[dict]]:
+    names = list(rows[0][1])
+    return ([r[0] for r in rows], {n: np.asarray([r[1][n] for r in rows], dtype=np.float32) for n in names},
+            [dict(r[2] or {}) for r in rows])
 
 
 def loo_neighbours(x: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
@@ -560,30 +823,34 @@ def _payload(run_id: str, position: int, given: Mapping[str, Any]) -> dict[str, 
     return payload
 
 
-def _filter(
+def _spec(
     run_id: str | None = None,
     label: int | str | None = None,
     defect_type: str | None = None,
     split: str | None = None,
     exclude_index: int | None = None,
-) -> models.Filter | None:
-    must = [
-        models.FieldCondition(key=key, match=models.MatchValue(value=value))
-        for key, value in (
-            ("run_id", run_id),
-            ("label", None if label is None else normalize_label(label)),
-            ("defect_type", defect_type),
-            ("split", split),
-        )
-        if value is not None
-    ]
-    must_not = [] if exclude_index is None else [models.HasIdCondition(has_id=[point_id(run_id, exclude_index)])]
+) -> dict:
+    """A payload filter as plain data, turned into each engine's filter type by ``_client_filter``/``_edge_filter``."""
+    return {"run_id": run_id, "label": None if label is None else normalize_label(label), "defect_type": defect_type,
+            "split": split, "exclude_id": None if exclude_index is None else point_id(run_id, exclude_index)}
+
+
+def _must(spec: dict) -> list[tuple[str, Any]]:
+    return [(key, spec[key]) for key in ("run_id", "label", "defect_type", "split") if spec.get(key) is not None]
+
+
+def _client_filter(**spec) -> models.Filter | None:
+    must = [models.FieldCondition(key=key, match=models.MatchValue(value=value)) for key, value in _must(spec)]
+    must_not = [] if spec.get("exclude_id") is None else [models.HasIdCondition(has_id=[spec["exclude_id"]])]
     return models.Filter(must=must, must_not=must_not) if must or must_not else None
 
 
-def _vector_sizes(client: QdrantClient, collection: str) -> dict[str, int]:
-    params = client.get_collection(collection).config.params.vectors
-    return {name: p.size for name, p in params.items()} if isinstance(params, dict) else {"": params.size}
+def _edge_filter(**spec):
+    import qdrant_edge as qe
+
+    must = [qe.FieldCondition(key=key, match=qe.MatchValue(value)) for key, value in _must(spec)]
+    must_not = [] if spec.get("exclude_id") is None else [qe.HasIdCondition({uuid.UUID(spec["exclude_id"])})]
+    return qe.Filter(must=must or None, must_not=must_not or None) if must or must_not else None
 
 
 def _not_indexed(run_id: str | None, collection: str) -> VectorStoreError:

@@ -332,3 +332,5 @@ if found is not None:
 
 st.divider()
 precision_table(run)
+with ui.friendly_errors():
+    st.caption(f"Similarity index: {VectorStore.open().engine_note}.")

@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import data_import, datasets, estimate, launch, models, overview, weights
+from core import cluster, data_import, datasets, estimate, launch, models, overview, weights
 from core.artifacts import RunArtifacts
 from core.config import settings
 from core.datasets import DatasetSpec
@@ -36,19 +36,20 @@ def _run_card(run: Run, ahead: int) -> None:
             progress = min(1.0, max(0.0, run.progress or 0.0))
             st.progress(progress, text=f"{run.phase or 'starting'} · {progress:.0%}")
             eta = run.eta_s
+            where = run.extra.get("ray")
             st.caption(f"Elapsed {ui.fmt_duration(run.elapsed_s)}"
                        + (f" · about {ui.fmt_duration(eta)} left in this phase" if eta is not None else "")
-                       + (f" · {run.message}" if run.message else ""))
+                       + (f" · {run.message}" if run.message else "")
+                       + (f" · on Ray node {where['node_id'][:12]}" if where else ""))
         art = RunArtifacts(ui.registry().run_dir(run.id))
         lines = art.log_tail(8)
         if lines:
             st.code("\n".join(lines), language="text")
-        if run.model == "efficientad":
-            loss = art.loss_curve()
-            if loss:
-                fig = px.line(pd.DataFrame(loss), x="step", y="loss", markers=True, height=220, title="Training loss")
-                fig.update_layout(margin=dict(l=10, r=10, t=40, b=10))
-                st.plotly_chart(fig, key=f"loss_{run.id}")
+        loss = art.loss_curve()  # models trained with gradients write one
+        if loss:
+            fig = px.line(pd.DataFrame(loss), x="step", y="loss", markers=True, height=220, title="Training loss")
+            fig.update_layout(margin=dict(l=10, r=10, t=40, b=10))
+            st.plotly_chart(fig, key=f"loss_{run.id}")
         if run.cancel_requested and run.status == RUNNING:
             st.caption("Cancelling: the run stops at its next progress report.")
             if st.button("Stop now", key=f"force_{run.id}", help="Terminate the run's process if it hasn't stopped"):
@@ -64,6 +65,10 @@ def _run_card(run: Run, ahead: int) -> None:
 @st.fragment(run_every=2)
 def live_panel() -> None:
     st.subheader("In progress")
+    ray_at = cluster.address()
+    if ray_at:
+        st.caption(f":material/hub: Runs go to the Ray cluster at `{ray_at}` (AW_RAY_ADDRESS); several run at once "
+                   "as far as its resources allow.")
     active = ui.registry().list(status=(QUEUED, RUNNING))
     active.reverse()  # oldest first: the order the worker takes them in
     ids = {r.id for r in active}
@@ -188,9 +193,23 @@ def _backbone_label(name: str) -> str:
 
 def model_choice() -> dict[str, dict]:
     """Model widgets built from the registry's Param specs. Returns {model name: parameters}."""
+    if "models" not in st.session_state:
+        st.session_state.models = ["patchcore"]
+    runnable = models.runnable_models()
+
+    def _every_model() -> None:
+        st.session_state.models = runnable
+
     names = st.multiselect("Models (several at once: one run per model and dataset)", list(models.REGISTRY),
-                           default=["patchcore"], key="models",
-                           format_func=lambda n: models.REGISTRY[n].label)
+                           key="models", format_func=lambda n: models.REGISTRY[n].label)
+    st.button(f"Every model that runs here ({len(runnable)})", key="all_models", on_click=_every_model,
+              icon=":material/select_all:",
+              help="Select every registered model whose weights are on this machine (or downloadable when online); "
+                   "with several categories this queues the whole comparison in one go.")
+    for name in models.REGISTRY:
+        reason = models.unavailable_reason(name)
+        if reason and name in names:
+            st.warning(f"{models.REGISTRY[name].label} cannot train here: {reason}.", icon=":material/warning:")
     chosen = {}
     for name in names:
         entry = models.REGISTRY[name]
@@ -205,8 +224,9 @@ def model_choice() -> dict[str, dict]:
                         p, key=f"param_{name}_{p.name}", default=defaults[p.name],
                         format_func=_backbone_label if p.name == "backbone" else None,
                     )
-            if name == "efficientad":
-                st.info(launch.efficientad_time_note(int(params["max_steps"]), params["model_size"]), icon=":material/timer:")
+            if entry.time_note is not None:
+                with ui.friendly_errors():
+                    st.info(entry.time_note(models.resolve_params(name, params)), icon=":material/timer:")
             with ui.friendly_errors():
                 for warning in models.model_warnings(name, params):
                     st.warning(warning, icon=":material/warning:")

@@ -1,4 +1,6 @@
-"""Similarity gallery on qdrant-client's real embedded local mode (no mocks, no server)."""
+"""Similarity gallery on the real embedded engines (no mocks, no server): Qdrant Edge, the default, and
+qdrant-client's local mode, the fallback where Edge can't be installed. Every behaviour test runs on both; the
+server code path (qdrant-client's API, as a server is driven) is exercised through its in-memory mode."""
 
 from __future__ import annotations
 
@@ -45,9 +47,9 @@ def clustered_run(seed: int = 0, noise: float = 0.05):
     return {"global": np.concatenate(g), "defect": np.concatenate(d)}, payloads, centres
 
 
-@pytest.fixture
-def store(artifacts: Path) -> VectorStore:
-    return VectorStore.open()
+@pytest.fixture(params=["edge", "local"])
+def store(artifacts: Path, request) -> VectorStore:
+    return VectorStore(path=settings().qdrant_path, engine=request.param)
 
 
 @pytest.fixture
@@ -57,9 +59,11 @@ def indexed(store: VectorStore):
     return vectors, payloads, centres
 
 
-def test_local_mode_lives_under_artifacts(store: VectorStore, indexed) -> None:
+def test_the_embedded_store_lives_under_artifacts_and_edge_is_the_default(store: VectorStore, indexed) -> None:
+    assert VectorStore.open().engine == "edge"
     assert store.local and store.root == settings().qdrant_path
-    assert (settings().qdrant_path / COLL / "meta.json").is_file()
+    marker = {"edge": Path("edge") / COLL / "edge_config.json", "local": Path(COLL) / "meta.json"}[store.engine]
+    assert (settings().qdrant_path / marker).is_file()
     assert store.collections() == [COLL]
     assert COLL == "patchcore-wide_resnet50_2-32"
     assert collection_name("Padim", "resnet18.a1_in1k", 448) == "padim-resnet18_a1_in1k-448"
@@ -150,8 +154,8 @@ def test_unreachable_server_is_a_clear_error(artifacts: Path, monkeypatch) -> No
 
 
 def test_busy_store_times_out_clearly(store: VectorStore, indexed) -> None:
-    impatient = VectorStore(path=store.root, lock_timeout=0.2)
-    with portalocker.Lock(store.root / COLL / "workbench.lock", mode="a", timeout=1):
+    impatient = VectorStore(path=store.root, engine=store.engine, lock_timeout=0.2)
+    with portalocker.Lock(store.lock_file(COLL), mode="a", timeout=1):
         with pytest.raises(VectorStoreError, match="busy"):
             impatient.count(collection=COLL)
     assert impatient.count(collection=COLL) == 42
@@ -159,22 +163,32 @@ def test_busy_store_times_out_clearly(store: VectorStore, indexed) -> None:
 
 def test_hold_keeps_one_client_open(store: VectorStore, indexed) -> None:
     vectors, _, _ = indexed
+    folder = store.root / "edge" / COLL if store.engine == "edge" else store.root / COLL
+
+    def open_directly():
+        if store.engine == "edge":
+            from qdrant_edge import EdgeShard
+
+            EdgeShard.load(str(folder)).close()
+        else:
+            QdrantClient(path=str(folder)).close()
+
     with store.hold(COLL):
         assert store.count(collection=COLL) == 42
         assert store.search(COLL, vectors["global"][0], k=1)[0].payload["index"] == 0
-        # the folder really is held: a direct client is refused meanwhile
-        with pytest.raises(RuntimeError, match="already accessed"):
-            QdrantClient(path=str(store.root / COLL))
-    QdrantClient(path=str(store.root / COLL)).close()
+        # the folder really is held: another opener is refused meanwhile (the engines allow one at a time)
+        with pytest.raises((RuntimeError, Exception), match="already accessed|WAL"):
+            open_directly()
+    open_directly()
 
 
 _INDEX_WORKER = """
 import sys, time
 from core.vectorstore import VectorStore
 from tests.test_vectorstore import COLL, clustered_run
-root, run_id, seed, start_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+root, run_id, seed, start_at, engine = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 vectors, payloads, _ = clustered_run(seed)
-store = VectorStore(path=root)
+store = VectorStore(path=root, engine=engine)
 time.sleep(max(0.0, start_at - time.time()))  # start together, so the two really contend for the folder
 for _ in range(3):
     store.index_run(run_id, COLL, vectors, payloads)
@@ -185,16 +199,12 @@ for _ in range(3):
 def test_two_processes_index_the_same_folder(store: VectorStore) -> None:
     # Separate interpreters (not multiprocessing): nothing of this test process is inherited or re-imported.
     start_at = str(time.time() + 8)
-    procs = [subprocess.Popen([sys.executable, "-c", _INDEX_WORKER, str(store.root), f"run-{i}", str(i), start_at],
-                              cwd=PROJECT_ROOT, stderr=subprocess.PIPE, text=True) for i in (1, 2)]
+    procs = [subprocess.Popen([sys.executable, "-c", _INDEX_WORKER, str(store.root), f"run-{i}", str(i), start_at,
+                               store.engine], cwd=PROJECT_ROOT, stderr=subprocess.PIPE, text=True) for i in (1, 2)]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
     assert store.count("run-1", COLL) == store.count("run-2", COLL) == 42
-    client = QdrantClient(path=str(store.root / COLL))  # the folder itself opens fine and holds both runs
-    try:
-        assert client.count(COLL, exact=True).count == 84
-    finally:
-        client.close()
+    assert store.count(collection=COLL) == 84  # both runs, nothing lost or doubled
 
 
 def _angles(degrees: list[float]) -> np.ndarray:
@@ -239,3 +249,47 @@ def test_numpy_ranking_matches_qdrant(store: VectorStore) -> None:
             assert [h.score for h in hits] == pytest.approx(sims, abs=1e-5)
         p = store.precision_at_k(coll, "rnd", ks=(1, k))
     assert p["same_label"][k] == pytest.approx(float((labels[ours] == labels[:, None]).mean()))
+
+
+# ---- Qdrant Edge specifics -------------------------------------------------------------------------------
+
+def test_edge_builds_an_hnsw_index_once_a_shard_grows_and_keeps_payload_indexes(artifacts: Path) -> None:
+    from qdrant_edge import EdgeShard
+
+    from core.vectorstore import INDEXED_FIELDS, INDEXING_THRESHOLD_KB
+
+    store = VectorStore(path=settings().qdrant_path, engine="edge")
+    rng = np.random.default_rng(5)
+    dim = 512  # the product's vectors are a few hundred dimensions: the threshold is ~2,000 images
+    coll = collection_name("PatchCore", "wide_resnet50_2", dim)
+    n = INDEXING_THRESHOLD_KB * 1024 // (dim * 4) + 500  # past the threshold of each vector's storage
+    x = unit(rng.standard_normal((n, dim)))
+    payloads = [dict(split="train", label=0, defect_type="good") for _ in range(n)]
+    store.index_run("big", coll, {"global": x, "defect": x[::-1].copy()}, payloads)
+    shard = EdgeShard.load(str(settings().qdrant_path / "edge" / coll))
+    try:
+        info = shard.info()
+        assert info.points_count == n and info.indexed_vectors_count > 0
+        assert set(info.payload_schema) == set(INDEXED_FIELDS)
+    finally:
+        shard.close()
+    # HNSW answers like an exact scan here
+    hnsw = [h.id for h in store.search(coll, x[7], k=10, run_id="big")]
+    exact = [h.id for h in store.search(coll, x[7], k=10, run_id="big", exact=True)]
+    assert len(set(hnsw) & set(exact)) >= 9
+
+
+def test_the_embedded_store_pushes_to_a_server_through_the_client_api(store: VectorStore, indexed) -> None:
+    vectors, payloads, centres = indexed
+    server = VectorStore(path=":memory:")  # qdrant-client's API, as the product drives a server
+    assert store.push(server) == {COLL: len(payloads)}
+    assert store.push(server) == {COLL: len(payloads)}  # again: overwritten, not doubled
+    assert server.count("run-a", COLL) == len(payloads)
+    query = centres["crack"][0]
+    assert [h.id for h in server.search(COLL, query, k=5, run_id="run-a")] == \
+        [h.id for h in store.search(COLL, query, k=5, run_id="run-a")]
+
+
+def test_pushing_to_an_unreachable_server_is_a_clear_error(store: VectorStore, indexed) -> None:
+    with pytest.raises(VectorStoreError, match="Qdrant server at http://127.0.0.1:9 failed"):
+        store.push_to_server("http://127.0.0.1:9", timeout=1)
