@@ -44,3 +44,41 @@ def test_runs_show_and_predict_on_finished_runs(demo_runs, tmp_path):
     assert result.returncode == 1  # one file failed, and says why; the other was scored
     assert "ERROR" in result.stdout and "part.png" in result.stdout and "Traceback" not in result.stderr
     assert (tmp_path / "out.csv").read_text().count("\n") == 3
+
+
+def test_pushing_the_index_to_an_unreachable_server_is_one_clear_line(artifacts):
+    result = cli("index", "push", "http://127.0.0.1:9")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "Qdrant server at http://127.0.0.1:9 failed" in result.stderr
+    assert "Say where to push" in cli("index", "push").stderr
+
+
+def test_models_lists_every_registered_model_with_its_parameters(artifacts):
+    from core import models
+
+    out = cli("models").stdout
+    for entry in models.REGISTRY.values():
+        assert f"{entry.name}: {entry.label}" in out
+    assert "| max_epochs " in out and "1e-04" in out  # EfficientAD's learning rate, not 0.000
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    import argparse
+
+    from core.cli import build_parser
+
+    silent = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {choice.dest: choice.help for choice in action._choices_actions}
+                for name, sub in action.choices.items():
+                    if not helps.get(name):
+                        silent.append(f"{path} {name}")
+                    walk(sub, f"{path} {name}")
+            elif not isinstance(action, argparse._HelpAction) and not action.help:
+                silent.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "python -m core")
+    assert silent == []

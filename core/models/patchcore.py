@@ -20,7 +20,11 @@ MAX_BANK_SIZE = 20_000
 STAGES = (2, 3)  # stride 8 and 16: the paper's WRN-50 layer2 + layer3
 
 # Reference-machine constants of the PatchCore estimate, from benchmarks/scaling.py (README "Own images at scale").
-BLOCKED_GREEDY_EFFICIENCY = 0.8  # the blocked coreset's speed relative to core.estimate's probe (1 M patches: 0.8)
+# The blocked coreset runs its N x k x d distance products at half the probe's speed (least squares over the 100-1,000
+# image rows: the pool's matrix-vector picks and the bound updates are memory-bound), plus a small cost per pick.
+BLOCKED_GREEDY_EFFICIENCY = 0.5
+BLOCKED_GREEDY_S_PER_PICK = 5e-5
+FEATURE_PEAK_FACTOR = 1.6
 ANOMALIB_GREEDY_S_PER_PICK_PATCH = 6e-8  # anomalib-exact sampler at ~1 M patches (pruning helps less there)
 
 
@@ -87,17 +91,21 @@ def _estimate(p: dict, prof, slow: float):
         coreset = ANOMALIB_GREEDY_S_PER_PICK_PATCH * patches * bank * slow
         extra_mb = patches * jl * 4 * 2 / 2**20  # projected features and a pass buffer
     else:
-        coreset = patches * bank * jl * 2 / (flops * BLOCKED_GREEDY_EFFICIENCY) + 1.5e-4 * bank * slow
+        coreset = (patches * bank * dims * 2 / (flops * BLOCKED_GREEDY_EFFICIENCY)
+                   + BLOCKED_GREEDY_S_PER_PICK * bank * slow)
         extra_mb = patches * 12 / 2**20 + 160  # bounds and norms per patch; the pool and two chunk buffers
     score = extract + per_image * bank * dims * 2 / flops  # one test image: features + nearest-neighbour search
     parts = {
         "feature extraction": prof.n_train * extract,
         "coreset selection": coreset,
         "testing": prof.n_test * score,
-        "timing and indexing": 48 * score + prof.n_images * extract,
+        # indexing reads each image again and pools two embeddings from its patches: ~2 extractions (1,561 tiles)
+        "timing and indexing": 48 * score + prof.n_images * 2 * extract,
     }
     fit = FIT_OVERHEAD_S * slow + parts["feature extraction"] + coreset
-    peak = TORCH_BASE_MB + patches * dims * 4 / 2**20 + extra_mb
+    # The features' share of the peak: up to 1.6x their size (2,000 images, the same run twice: 2.6 and 3.5 GB; the
+    # allocator's timing decides how much of the extraction's freed buffers are still resident when the bank forms).
+    peak = TORCH_BASE_MB + FEATURE_PEAK_FACTOR * patches * dims * 4 / 2**20 + extra_mb
     return Estimate(seconds=RUN_OVERHEAD_S * slow + fit + parts["testing"] + parts["timing and indexing"],
                     fit_seconds=fit, peak_mb=peak, parts=parts,
                     facts={"train images": prof.n_train, "test images": prof.n_test, "patches": patches,
