@@ -4,7 +4,8 @@
         [--categories grid tile] [--backbone tf_efficientnet_lite0] [--coreset 0.1 0.01]
         [--param stfpm.max_epochs=20] [--efficientad-steps 1000]
 
-Each row is a real run in the run registry (artifacts/), so the dashboard shows it too. Every model named (``all``
+Each row is a real run in the run registry (artifacts/), trained in its own process as the queue worker runs it (so
+its peak RSS is its own), and the dashboard shows it too. Every model named (``all``
 = every model in the registry) trains with its registry defaults on every category present under
 AW_MVTEC_ROOT; the backbone is the registry's choice for this machine (anomalib's default online, the bundled
 EfficientNet-Lite0 offline) unless ``--backbone`` says otherwise. EfficientAD runs only where its real
@@ -16,10 +17,12 @@ that the registry's time estimates use.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 from core.memory import limit_heap_growth  # noqa: E402
 
@@ -134,8 +137,12 @@ def main() -> int:
         for model, params in todo:
             run = jobs.submit(model, spec, params, seed=0, cfg=cfg, start=False)
             print(f"run {run.id}: {model} {run.params} on {category} …", flush=True)
-            status = jobs.execute_claimed(run.id, cfg)
+            # Its own process, as the product's worker runs it: peak RSS is the run's alone, not the benchmark's
+            # running maximum over every model before it.
+            subprocess.run([sys.executable, "-m", "core", "execute", run.id], cwd=ROOT, env=jobs.child_env(),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
             run = registry.get(run.id)
+            status = run.status
             if status != "done":
                 print(f"  {status}: {run.error}", flush=True)
                 continue

@@ -2,10 +2,13 @@
 fallback), at 1k / 10k / 100k / 1M points, through ``core.vectorstore`` exactly as the product uses it.
 
     .venv/bin/python benchmarks/vectorstore_bench.py [--sizes 1000,10000,100000,1000000] [--dim 152]
-        [--local-up-to 10000] [--queries 200]
+        [--data clustered random] [--local-up-to 10000] [--queries 200]
 
-Points: random unit vectors in two named vectors ("global", "defect") of the product's dimensionality (152 =
+Points: unit vectors in two named vectors ("global", "defect") of the product's dimensionality (152 =
 PatchCore on the bundled EfficientNet-Lite0, the offline default), with the product's payload; 1 in 5 anomalous.
+``--data clustered`` (families of similar images, as real embeddings come; queries are new members of the same
+families) and ``random`` (uniform on the sphere, queries too: no point is much nearer than another, the worst case
+for an approximate index). Local mode runs on the first kind only (it always scans).
 Each engine and size runs in a fresh child process (so its peak RSS is its own) in a temporary folder.
 
 Columns:
@@ -42,18 +45,37 @@ warnings.filterwarnings("ignore", message="Local mode is not recommended")
 RUN = "bench-run"
 
 
-def data(n: int, dim: int, seed: int = 0, chunk: int = 100_000):
-    """(vectors, payloads) in chunks, so 1 M points never need two copies in memory."""
+def data(n: int, dim: int, seed: int = 0, chunk: int = 100_000, kind: str = "clustered"):
+    """(vectors, payloads) in chunks, so 1 M points never need two copies in memory.
+
+    ``clustered`` (default): like the product's embeddings, images come in families (one product, one camera, one
+    kind of defect look alike): each point is one of ``n / 100`` family centres plus noise a third of its size, so
+    a query has true neighbours. ``random``: unit vectors uniform on the sphere, every point about equally far
+    from every query: the worst case for any approximate index (reported as such)."""
     rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(1234).standard_normal((max(10, n // 100), dim)).astype(np.float32)
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
-        vectors = {name: rng.standard_normal((m, dim), dtype=np.float32) for name in ("global", "defect")}
-        for v in vectors.values():
-            v /= np.linalg.norm(v, axis=1, keepdims=True)
+        vectors = {}
+        for name in ("global", "defect"):
+            v = rng.standard_normal((m, dim), dtype=np.float32)
+            if kind == "clustered":
+                v = centres[rng.integers(0, len(centres), m)] + 0.35 * v
+            vectors[name] = v / np.linalg.norm(v, axis=1, keepdims=True)
         payloads = [dict(dataset="mvtec_ad", category="grid", split="test" if i % 3 else "train",
                          label=int(i % 5 == 0), defect_type="crack" if i % 5 == 0 else "good",
                          image_path=f"/data/{i:07d}.png", score=0.5, index=i) for i in range(start, start + m)]
         yield vectors, payloads
+
+
+def _queries(n: int, dim: int, count: int, kind: str) -> np.ndarray:
+    """Query vectors: new images from the same distribution as the ``n`` stored points (other random draws)."""
+    rng = np.random.default_rng(1)
+    v = rng.standard_normal((count, dim), dtype=np.float32)
+    if kind == "clustered":
+        centres = np.random.default_rng(1234).standard_normal((max(10, n // 100), dim)).astype(np.float32)
+        v = centres[rng.integers(0, len(centres), count)] + 0.35 * v
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
 def pct(times: list[float]) -> tuple[float, float]:
@@ -61,7 +83,7 @@ def pct(times: list[float]) -> tuple[float, float]:
     return float(p50), float(p95)
 
 
-def child(engine: str, n: int, dim: int, queries: int, folder: Path) -> dict:
+def child(engine: str, n: int, dim: int, queries: int, folder: Path, kind: str = "clustered") -> dict:
     """One engine at one size, in this (child) process."""
     from core.latency import peak_rss_mb
     from core.vectorstore import VectorStore, collection_name
@@ -70,14 +92,14 @@ def child(engine: str, n: int, dim: int, queries: int, folder: Path) -> dict:
     coll = collection_name("bench", "random", dim)
     t = time.perf_counter()
     if n <= 100_000:
-        vectors, payloads = next(data(n, dim, chunk=n))
+        vectors, payloads = next(data(n, dim, chunk=n, kind=kind))
         store.index_run(RUN, coll, vectors, payloads)
     else:  # one run of 1 M points: index_run replaces a run, so larger sets go in as runs of 100k
-        for i, (vectors, payloads) in enumerate(data(n, dim)):
+        for i, (vectors, payloads) in enumerate(data(n, dim, kind=kind)):
             store.index_run(f"{RUN}-{i}" if i else RUN, coll, vectors, payloads)
     index_s = time.perf_counter() - t
-    q = np.random.default_rng(1).standard_normal((max(queries, 50), dim)).astype(np.float32)
-    row = {"engine": engine, "n": n, "index_s": index_s, "points_per_s": n / index_s}
+    q = _queries(n, dim, max(queries, 50), kind)
+    row = {"engine": engine, "n": n, "data": kind, "index_s": index_s, "points_per_s": n / index_s}
     cold = []
     for i in range(5):
         fresh = VectorStore(path=folder, engine=engine)
@@ -114,41 +136,45 @@ def main() -> int:
     parser.add_argument("--dim", type=int, default=152)
     parser.add_argument("--local-up-to", type=int, default=10000)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--child", nargs=4, metavar=("ENGINE", "N", "DIM", "FOLDER"), help=argparse.SUPPRESS)
+    parser.add_argument("--data", nargs="+", default=["clustered", "random"], choices=["clustered", "random"],
+                        help="clustered: families of similar images, like real embeddings; random: uniform on the "
+                             "sphere, the worst case for HNSW")
+    parser.add_argument("--child", nargs=5, metavar=("ENGINE", "N", "DIM", "FOLDER", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        engine, n, dim, folder = args.child
-        print(json.dumps(child(engine, int(n), int(dim), args.queries, Path(folder))))
+        engine, n, dim, folder, kind = args.child
+        print(json.dumps(child(engine, int(n), int(dim), args.queries, Path(folder), kind)))
         return 0
 
     rows = []
-    for n in [int(s) for s in args.sizes.split(",")]:
-        for engine in ("edge", "local"):
-            if engine == "local" and n > args.local_up_to:
-                rows.append({"engine": engine, "n": n, "skipped": True})
-                continue
-            with tempfile.TemporaryDirectory() as tmp:
-                t = time.perf_counter()
-                out = subprocess.run([sys.executable, __file__, "--queries", str(args.queries), "--child", engine,
-                                      str(n), str(args.dim), str(Path(tmp) / "qdrant")],
-                                     capture_output=True, text=True, cwd=ROOT)
-                if out.returncode != 0:
-                    print(out.stderr[-3000:], file=sys.stderr)
-                    return 1
-                row = json.loads(out.stdout.strip().splitlines()[-1])
-                rows.append(row)
-                print(f"  {engine} n={n:,}: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    for n, kind, engine in [(int(s), kind, engine) for s in args.sizes.split(",") for kind in args.data
+                            for engine in ("edge", "local")]:
+        if engine == "local" and (n > args.local_up_to or kind != args.data[0]):
+            if n > args.local_up_to and kind == args.data[0]:
+                rows.append({"engine": engine, "n": n, "data": kind, "skipped": True})
+            continue  # local mode scans everything: its recall is 1 on any data, its time the same
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            out = subprocess.run([sys.executable, __file__, "--queries", str(args.queries), "--child", engine,
+                                  str(n), str(args.dim), str(Path(tmp) / "qdrant"), kind],
+                                 capture_output=True, text=True, cwd=ROOT)
+            if out.returncode != 0:
+                print(out.stderr[-3000:], file=sys.stderr)
+                return 1
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            print(f"  {engine} n={n:,} {kind}: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
 
     print(f"\n{args.dim}-d unit vectors x 2 named vectors per point; latency in ms; k = 10.\n")
-    print("| engine | points | index (s) | points/s | cold open + 1 query (ms) | warm p50 / p95 | "
+    print("| engine | data | points | index (s) | points/s | cold open + 1 query (ms) | warm p50 / p95 | "
           "warm filtered p50 / p95 | recall@10 (all / filtered) | peak RSS (MB) | disk (MB) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     names = {"edge": "Qdrant Edge", "local": "qdrant-client local mode"}
     for r in rows:
         if r.get("skipped"):
-            print(f"| {names[r['engine']]} | {r['n']:,} | not run (see above) | | | | | | | |")
+            print(f"| {names[r['engine']]} | {r['data']} | {r['n']:,} | not run (see above) | | | | | | | |")
             continue
-        print(f"| {names[r['engine']]} | {r['n']:,} | {r['index_s']:.1f} | {r['points_per_s']:,.0f} | "
+        print(f"| {names[r['engine']]} | {r['data']} | {r['n']:,} | {r['index_s']:.1f} | {r['points_per_s']:,.0f} | "
               f"{r['cold_ms']:.1f} | {r['warm'][0]:.2f} / {r['warm'][1]:.2f} | "
               f"{r['filtered'][0]:.2f} / {r['filtered'][1]:.2f} | {r['recall_all']:.3f} / {r['recall_filtered']:.3f} | "
               f"{r['rss_mb']:,.0f} | {r['disk_mb']:,.0f} |")
