@@ -32,20 +32,26 @@ from core.models import REGISTRY  # noqa: E402
 from pages import ui  # noqa: E402
 
 st.set_page_config(
-    page_title="Anomaly Workbench", page_icon=str(Path(__file__).parent / "assets" / "favicon.png"), layout="wide",
-    menu_items={"About": "Anomaly Workbench: train, compare, inspect and demo visual anomaly detection "
-                         f"(anomalib's {', '.join(e.label for e in REGISTRY.values())}) on MVTec AD and your own images."},
+    page_title="Anomaly Workbench",
+    page_icon=str(Path(__file__).parent / "assets" / "favicon.png"),
+    layout="wide",
+    menu_items={
+        "About": "Anomaly Workbench: train, compare, inspect and demo visual anomaly detection "
+        f"(anomalib's {', '.join(e.label for e in REGISTRY.values())}) on MVTec AD and your own images."
+    },
 )
 
 # Once per browser session: runs whose worker died (crash, kill -9, reboot) are shown as failed, not running.
 if "recovered_runs" not in st.session_state:
     st.session_state.recovered_runs = ui.registry().recover_interrupted()
 
-navigation = st.navigation([
-    st.Page("pages/home.py", title="Home", icon=":material/home:", url_path="start", default=True),
-    st.Page("pages/training.py", title="Training runs", icon=":material/model_training:", url_path="training-runs"),
-    st.Page("pages/compare.py", title="Compare models", icon=":material/bar_chart:", url_path="compare-models"),
-    st.Page("pages/heatmaps.py", title="Heatmap viewer", icon=":material/layers:", url_path="heatmap-viewer"),
-    st.Page("pages/similarity.py", title="Similar cases", icon=":material/image_search:", url_path="similar-cases"),
-])
+navigation = st.navigation(
+    [
+        st.Page("pages/home.py", title="Home", icon=":material/home:", url_path="start", default=True),
+        st.Page("pages/training.py", title="Training runs", icon=":material/model_training:", url_path="training-runs"),
+        st.Page("pages/compare.py", title="Compare models", icon=":material/bar_chart:", url_path="compare-models"),
+        st.Page("pages/heatmaps.py", title="Heatmap viewer", icon=":material/layers:", url_path="heatmap-viewer"),
+        st.Page("pages/similarity.py", title="Similar cases", icon=":material/image_search:", url_path="similar-cases"),
+    ]
+)
 navigation.run()

@@ -31,7 +31,11 @@ TILE = 256
 
 
 def _tiles(image: np.ndarray):
-    return [image[y:y + TILE, x:x + TILE] for y in range(0, image.shape[0], TILE) for x in range(0, image.shape[1], TILE)]
+    return [
+        image[y : y + TILE, x : x + TILE]
+        for y in range(0, image.shape[0], TILE)
+        for x in range(0, image.shape[1], TILE)
+    ]
 
 
 def _batch(tiles: list[np.ndarray]) -> torch.Tensor:
@@ -53,15 +57,21 @@ def main() -> int:
     from core import models
     from core.coreset import BlockedKCenterGreedy
 
-    train = [t for f in sorted((GRID / "train" / "good").glob("*.png"))
-             for t in _tiles(cv2.imread(str(f), cv2.IMREAD_GRAYSCALE))][: args.images]
+    train = [
+        t
+        for f in sorted((GRID / "train" / "good").glob("*.png"))
+        for t in _tiles(cv2.imread(str(f), cv2.IMREAD_GRAYSCALE))
+    ][: args.images]
     tiles, masks = [], []
     for d in sorted((GRID / "test").iterdir()):
         for f in sorted(d.glob("*.png")):
             image = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
-            mask = (cv2.imread(str(GRID / "ground_truth" / d.name / f"{f.stem}_mask.png"), cv2.IMREAD_GRAYSCALE)
-                    if d.name != "good" else np.zeros_like(image))
-            for t, m in zip(_tiles(image), _tiles(mask > 0)):
+            mask = (
+                cv2.imread(str(GRID / "ground_truth" / d.name / f"{f.stem}_mask.png"), cv2.IMREAD_GRAYSCALE)
+                if d.name != "good"
+                else np.zeros_like(image)
+            )
+            for t, m in zip(_tiles(image), _tiles(mask > 0), strict=False):
                 if d.name == "good" or m.any():
                     tiles.append(t)
                     masks.append(m)
@@ -71,7 +81,7 @@ def main() -> int:
     pm.train()
     t0 = time.perf_counter()
     with torch.no_grad():
-        embedding = torch.vstack([pm(_batch(train[i:i + 16])) for i in range(0, len(train), 16)])
+        embedding = torch.vstack([pm(_batch(train[i : i + 16])) for i in range(0, len(train), 16)])
     pm.embedding_store.clear()
     extract_s = time.perf_counter() - t0
     torch.manual_seed(0)
@@ -80,9 +90,12 @@ def main() -> int:
     t0 = time.perf_counter()
     order = torch.tensor(sampler.select_coreset_idxs())
     select_s = time.perf_counter() - t0
-    print(f"{len(train)} train tiles -> {embedding.shape[0]:,} patches x {embedding.shape[1]} (extraction "
-          f"{extract_s:.0f} s); {len(order):,} greedy picks in {select_s:.0f} s ({sampler.stats['dims']} dims); "
-          f"test: {len(tiles)} tiles, {labels.sum()} with defects", flush=True)
+    print(
+        f"{len(train)} train tiles -> {embedding.shape[0]:,} patches x {embedding.shape[1]} (extraction "
+        f"{extract_s:.0f} s); {len(order):,} greedy picks in {select_s:.0f} s ({sampler.stats['dims']} dims); "
+        f"test: {len(tiles)} tiles, {labels.sum()} with defects",
+        flush=True,
+    )
 
     pm.eval()
     x_test = _batch(tiles)
@@ -100,12 +113,15 @@ def main() -> int:
             scores, amaps = [], []
             with torch.no_grad():
                 for i in range(0, len(x_test), 16):
-                    out = pm(x_test[i:i + 16])
+                    out = pm(x_test[i : i + 16])
                     scores.append(out.pred_score.reshape(-1))
                     amaps.append(out.anomaly_map[:, 0])
             scores, amaps = torch.cat(scores).numpy(), torch.cat(amaps).numpy().reshape(-1)
-            print(f"| {name} | {size:,} | {size / embedding.shape[0]:.1%} | {roc_auc_score(labels, scores):.4f} | "
-                  f"{roc_auc_score(gt[pixels], amaps[pixels]):.4f} | {time.perf_counter() - t0:.0f} |", flush=True)
+            print(
+                f"| {name} | {size:,} | {size / embedding.shape[0]:.1%} | {roc_auc_score(labels, scores):.4f} | "
+                f"{roc_auc_score(gt[pixels], amaps[pixels]):.4f} | {time.perf_counter() - t0:.0f} |",
+                flush=True,
+            )
     return 0
 
 

@@ -60,6 +60,7 @@ def _seed() -> None:
 
 # ---- feature extraction ----------------------------------------------------------------------------------
 
+
 def extract(images: int | None, batch_size: int = 16):
     import torch
     from anomalib.models.image.patchcore.torch_model import PatchcoreModel
@@ -73,7 +74,7 @@ def extract(images: int | None, batch_size: int = 16):
     model.train()  # train mode: forward() appends each batch's patch embeddings to embedding_store
     for lo in range(0, len(files), batch_size):
         batch = []
-        for path in files[lo:lo + batch_size]:
+        for path in files[lo : lo + batch_size]:
             with Image.open(path) as im:
                 x = F.to_dtype(F.to_image(im.convert("RGB")), torch.float32, scale=True)
             x = F.resize(x, [256, 256], antialias=True)
@@ -85,6 +86,7 @@ def extract(images: int | None, batch_size: int = 16):
 
 
 # ---- workers (one process each) --------------------------------------------------------------------------
+
 
 def worker_stock(emb_path: str, ratio: float, iters: int, threads: int) -> dict:
     """anomalib's KCenterGreedy for ``iters`` iterations: its methods, its loop body (minus tqdm)."""
@@ -111,9 +113,17 @@ def worker_stock(emb_path: str, ratio: float, iters: int, threads: int) -> dict:
         sampler.min_distances.scatter_(0, idx.unsqueeze(0).unsqueeze(1), 0.0)
         selected.append(idx)
     t_loop = time.perf_counter() - t1
-    return {"setup_s": t_setup, "loop_s": t_loop, "iters": n, "coreset_size": sampler.coreset_size,
-            "idxs": torch.stack(selected).tolist(), "peak_rss_gb": _peak_rss_gb(),
-            "n": sampler.n_observations, "dim": int(sampler.features.shape[1]), "threads": torch.get_num_threads()}
+    return {
+        "setup_s": t_setup,
+        "loop_s": t_loop,
+        "iters": n,
+        "coreset_size": sampler.coreset_size,
+        "idxs": torch.stack(selected).tolist(),
+        "peak_rss_gb": _peak_rss_gb(),
+        "n": sampler.n_observations,
+        "dim": int(sampler.features.shape[1]),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def worker_fast(emb_path: str, ratio: float) -> dict:
@@ -129,8 +139,14 @@ def worker_fast(emb_path: str, ratio: float) -> dict:
     sampler = FastKCenterGreedy(embedding, ratio, progress=lambda done, total: ticks.append(done))
     idxs = sampler.select_coreset_idxs()
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "coreset_size": len(idxs), "idxs": idxs, "peak_rss_gb": _peak_rss_gb(),
-            "progress_calls": len(ticks), "stats": sampler.stats}
+    return {
+        "seconds": seconds,
+        "coreset_size": len(idxs),
+        "idxs": idxs,
+        "peak_rss_gb": _peak_rss_gb(),
+        "progress_calls": len(ticks),
+        "stats": sampler.stats,
+    }
 
 
 def _run_worker(args: list[str]) -> dict:
@@ -147,16 +163,23 @@ def _run_worker(args: list[str]) -> dict:
 
 # ---- main ------------------------------------------------------------------------------------------------
 
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=None, help="use only the first N training images")
     parser.add_argument("--ratios", default="0.01,0.1,0.25", help="comma-separated coreset sampling ratios")
-    parser.add_argument("--stock-iters", type=int, default=200,
-                        help="iterations of anomalib's sampler actually run (then extrapolated)")
-    parser.add_argument("--stock-threads", choices=["both", "default", "1"], default="both",
-                        help="torch threads for anomalib's sampler: both (report the faster), default, or 1")
-    parser.add_argument("--fit-ratio", type=float, default=0.1,
-                        help="ratio of the whole-fit row (extraction + coreset in this process)")
+    parser.add_argument(
+        "--stock-iters", type=int, default=200, help="iterations of anomalib's sampler actually run (then extrapolated)"
+    )
+    parser.add_argument(
+        "--stock-threads",
+        choices=["both", "default", "1"],
+        default="both",
+        help="torch threads for anomalib's sampler: both (report the faster), default, or 1",
+    )
+    parser.add_argument(
+        "--fit-ratio", type=float, default=0.1, help="ratio of the whole-fit row (extraction + coreset in this process)"
+    )
     parser.add_argument("--worker", choices=["stock", "fast"], help=argparse.SUPPRESS)
     parser.add_argument("--emb", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
@@ -198,10 +221,26 @@ def main() -> int:
         # can make the default much slower); the faster of the two is the reference timing.
         stocks = []
         for threads in {"both": (0, 1), "default": (0,), "1": (1,)}[args.stock_threads]:
-            print(f"anomalib KCenterGreedy: {args.stock_iters} iterations, threads={threads or 'default'} ...",
-                  file=sys.stderr)
-            stocks.append(_run_worker(["--worker", "stock", "--emb", emb_path, "--ratio", str(ratios[0]),
-                                       "--stock-iters", str(args.stock_iters), "--threads", str(threads)]))
+            print(
+                f"anomalib KCenterGreedy: {args.stock_iters} iterations, threads={threads or 'default'} ...",
+                file=sys.stderr,
+            )
+            stocks.append(
+                _run_worker(
+                    [
+                        "--worker",
+                        "stock",
+                        "--emb",
+                        emb_path,
+                        "--ratio",
+                        str(ratios[0]),
+                        "--stock-iters",
+                        str(args.stock_iters),
+                        "--threads",
+                        str(threads),
+                    ]
+                )
+            )
         if len(stocks) == 2:
             assert stocks[0]["idxs"] == stocks[1]["idxs"], "anomalib's picks depend on the thread count?"
         stock = min(stocks, key=lambda r: r["loop_s"])
@@ -214,29 +253,39 @@ def main() -> int:
 
     n, dim = stock["n"], stock["dim"]
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    header = (f"MVTec AD grid, {n_images} train images -> {n} patch vectors ({dim} dims after the random "
-              f"projection); torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, load average "
-              f"{load} at the end; seed {SEED}.")
-    rows.append("| sampler | ratio | coreset size | seconds | iterations/s | peak RSS (GB) | indices identical to anomalib |")
+    header = (
+        f"MVTec AD grid, {n_images} train images -> {n} patch vectors ({dim} dims after the random "
+        f"projection); torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, load average "
+        f"{load} at the end; seed {SEED}."
+    )
+    rows.append(
+        "| sampler | ratio | coreset size | seconds | iterations/s | peak RSS (GB) | indices identical to anomalib |"
+    )
     rows.append("|---|---|---|---|---|---|---|")
-    rows.append(f"| feature extraction (PatchcoreModel, train mode) | - | - | {t_extract:.1f} | - | "
-                f"{rss_extract:.2f} | - |")
+    rows.append(
+        f"| feature extraction (PatchcoreModel, train mode) | - | - | {t_extract:.1f} | - | {rss_extract:.2f} | - |"
+    )
     for r in ratios:
         size = int(n * r)
         est = stock["setup_s"] + per_iter * (size - 1)
-        how = ("measured, full run" if stock["iters"] >= size - 1
-               else f"**extrapolated** from {stock['iters']} iterations")
-        rows.append(f"| anomalib KCenterGreedy ({how}, "
-                    f"{stock['threads']} thread{'s' if stock['threads'] > 1 else ''}) | {r:g} | "
-                    f"{size} | ~{est:,.0f} | {1 / per_iter:.2f} | {stock['peak_rss_gb']:.2f} | (reference) |")
+        how = (
+            "measured, full run" if stock["iters"] >= size - 1 else f"**extrapolated** from {stock['iters']} iterations"
+        )
+        rows.append(
+            f"| anomalib KCenterGreedy ({how}, "
+            f"{stock['threads']} thread{'s' if stock['threads'] > 1 else ''}) | {r:g} | "
+            f"{size} | ~{est:,.0f} | {1 / per_iter:.2f} | {stock['peak_rss_gb']:.2f} | (reference) |"
+        )
     for r in ratios:
         res = fast_results[r]
         size = res["coreset_size"]
         m = min(len(prefix), size)
         same = res["idxs"][:m] == prefix[:m]
         verdict = f"{'yes' if same else 'NO'} (first {m} of {size} compared)"
-        rows.append(f"| FastKCenterGreedy | {r:g} | {size} | {res['seconds']:.1f} | "
-                    f"{(size - 1) / res['seconds']:,.0f} | {res['peak_rss_gb']:.2f} | {verdict} |")
+        rows.append(
+            f"| FastKCenterGreedy | {r:g} | {size} | {res['seconds']:.1f} | "
+            f"{(size - 1) / res['seconds']:,.0f} | {res['peak_rss_gb']:.2f} | {verdict} |"
+        )
     # The whole fit in one process, as a PatchCore training run does it: extraction, then the coreset.
     fit_ratio = args.fit_ratio
     from core.coreset import select_coreset
@@ -247,16 +296,20 @@ def main() -> int:
     t_fit = t_extract + time.perf_counter() - t1
     stock_fit = t_extract + stock["setup_s"] + per_iter * (bank.shape[0] - 1)
     how = "" if stock["iters"] >= bank.shape[0] - 1 else ", extrapolated"
-    rows.append(f"| whole PatchCore fit in one process: extraction + FastKCenterGreedy (stock: ~{stock_fit:,.0f} s{how})"
-                f" | {fit_ratio:g} | {bank.shape[0]} | {t_fit:.1f} | - | {_peak_rss_gb():.2f} | - |")
+    rows.append(
+        f"| whole PatchCore fit in one process: extraction + FastKCenterGreedy (stock: ~{stock_fit:,.0f} s{how})"
+        f" | {fit_ratio:g} | {bank.shape[0]} | {t_fit:.1f} | - | {_peak_rss_gb():.2f} | - |"
+    )
     print(header)
     print()
     print("\n".join(rows))
     print()
     per = ", ".join(f"{r['threads']} thread(s): {r['loop_s'] / max(1, r['iters']):.3f} s" for r in stocks)
-    print("Stock seconds are extrapolated (when fewer iterations than the coreset size ran): setup (projection) "
-          f"+ measured seconds/iteration x (coreset size - 1); anomalib's seconds per iteration with {per}. "
-          "Peak RSS is per process (each sampler ran in its own; ~1.1 GB of it is torch + anomalib).")
+    print(
+        "Stock seconds are extrapolated (when fewer iterations than the coreset size ran): setup (projection) "
+        f"+ measured seconds/iteration x (coreset size - 1); anomalib's seconds per iteration with {per}. "
+        "Peak RSS is per process (each sampler ran in its own; ~1.1 GB of it is torch + anomalib)."
+    )
     return 0
 
 

@@ -4,7 +4,8 @@
         [--model-size small] [--penalty-dir DIR] [--threads N]
 
 One EfficientAD is trained, by default on the synthetic demo dataset (``core.demo_data``: 24 normal training
-images, 8 good + 18 defective test images with exact masks, 256²; ``--dataset mvtec:grid`` for real data) through the workbench's own model build and
+images, 8 good + 18 defective test images with exact masks, 256²; ``--dataset mvtec:grid`` for real data)
+through the workbench's own model build and
 anomalib's Engine. At each checkpoint step the training clock is paused and the model is evaluated as
 anomalib evaluates it: map-normalisation quantiles from the good validation images, then image and pixel
 AUROC and AUPRO on the test set (``core.evaluation``). Training time excludes evaluation time.
@@ -46,10 +47,26 @@ from core.latency import peak_rss_mb  # noqa: E402
 COLUMNS = ["step", "train s", "s/step (since last)", "image AUROC", "pixel AUROC", "AUPRO", "image F1", "teacher"]
 # Natural photographs that ship inside installed packages (file names relative to the package folder).
 BUNDLED_PHOTOS = {
-    "skimage": ["data/astronaut.png", "data/coffee.png", "data/chelsea.png", "data/rocket.jpg", "data/horse.png",
-                "data/motorcycle_left.png", "data/motorcycle_right.png", "data/hubble_deep_field.jpg",
-                "data/retina.jpg", "data/brick.png", "data/grass.png", "data/gravel.png", "data/camera.png",
-                "data/coins.png", "data/moon.png", "data/page.png", "data/ihc.png", "data/color.png"],
+    "skimage": [
+        "data/astronaut.png",
+        "data/coffee.png",
+        "data/chelsea.png",
+        "data/rocket.jpg",
+        "data/horse.png",
+        "data/motorcycle_left.png",
+        "data/motorcycle_right.png",
+        "data/hubble_deep_field.jpg",
+        "data/retina.jpg",
+        "data/brick.png",
+        "data/grass.png",
+        "data/gravel.png",
+        "data/camera.png",
+        "data/coins.png",
+        "data/moon.png",
+        "data/page.png",
+        "data/ihc.png",
+        "data/color.png",
+    ],
     "sklearn": ["datasets/images/china.jpg", "datasets/images/flower.jpg"],
     "matplotlib": ["mpl-data/sample_data/grace_hopper.jpg"],
 }
@@ -108,8 +125,12 @@ def evaluate_now(module, datamodule) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, nargs="+", default=[25, 50, 100, 200, 300, 400])
-    parser.add_argument("--teacher", choices=["pretrained", "untrained"], default=None,
-                        help="default: pretrained when available, else untrained (labelled)")
+    parser.add_argument(
+        "--teacher",
+        choices=["pretrained", "untrained"],
+        default=None,
+        help="default: pretrained when available, else untrained (labelled)",
+    )
     parser.add_argument("--dataset", default="demo", help="'demo' (synthetic) or mvtec:<category>, e.g. mvtec:grid")
     parser.add_argument("--model-size", choices=["small", "medium"], default="small")
     parser.add_argument("--penalty-dir", default=None, help="natural images, one sub-folder deep (ImageNet layout)")
@@ -125,8 +146,10 @@ def main() -> int:
     cfg = settings()
     teacher = args.teacher or ("pretrained" if weights.efficientad_teacher_available(args.model_size) else "untrained")
     if teacher == "pretrained" and not weights.efficientad_teacher_available(args.model_size) and cfg.offline:
-        print(f"EfficientAD's pretrained teacher is not at {weights.efficientad_teacher_path(args.model_size)}; "
-              "run with --teacher untrained for step times (its AUROC is not an EfficientAD result).")
+        print(
+            f"EfficientAD's pretrained teacher is not at {weights.efficientad_teacher_path(args.model_size)}; "
+            "run with --teacher untrained for step times (its AUROC is not an EfficientAD result)."
+        )
         return 2
     checkpoints = sorted(set(args.steps))
     tmp = Path(tempfile.mkdtemp(prefix="aw-efficientad-"))
@@ -138,15 +161,20 @@ def main() -> int:
             if n == 0:
                 print("No natural images for the penalty loss: pass --penalty-dir (an ImageNet-style folder).")
                 return 2
-            penalty, penalty_note = str(tmp / "penalty"), f"penalty images: {n} natural photos bundled with scikit-image/scikit-learn/matplotlib"
+            penalty, penalty_note = (
+                str(tmp / "penalty"),
+                f"penalty images: {n} natural photos bundled with scikit-image/scikit-learn/matplotlib",
+            )
         if args.dataset == "demo":
             spec = datasets.demo(cfg)
         else:
             spec = datasets.mvtec(args.dataset.split(":", 1)[-1], cfg=cfg)
             datasets.check_available(spec, cfg)
         seed_everything(0, workers=True, verbose=False)
-        params = models.resolve_params("efficientad", {"model_size": args.model_size, "teacher": teacher,
-                                                       "max_steps": checkpoints[-1], "imagenet_dir": penalty})
+        params = models.resolve_params(
+            "efficientad",
+            {"model_size": args.model_size, "teacher": teacher, "max_steps": checkpoints[-1], "imagenet_dir": penalty},
+        )
         module = models.create_model("efficientad", params, cfg)
         datamodule = datasets.build_datamodule(spec, train_batch_size=1, eval_batch_size=8)
         rows: list[dict] = []
@@ -165,30 +193,56 @@ def main() -> int:
                 step = trainer.global_step
                 if step in checkpoints:
                     m = evaluate_now(pl_module, trainer.datamodule)
-                    rows.append({"step": step, "train s": self.train_s,
-                                 "s/step (since last)": (self.train_s - self.last[1]) / (step - self.last[0]),
-                                 "image AUROC": m["image_auroc"], "pixel AUROC": m["pixel_auroc"],
-                                 "AUPRO": m["aupro"], "image F1": m["image_f1"], "teacher": teacher})
+                    rows.append(
+                        {
+                            "step": step,
+                            "train s": self.train_s,
+                            "s/step (since last)": (self.train_s - self.last[1]) / (step - self.last[0]),
+                            "image AUROC": m["image_auroc"],
+                            "pixel AUROC": m["pixel_auroc"],
+                            "AUPRO": m["aupro"],
+                            "image F1": m["image_f1"],
+                            "teacher": teacher,
+                        }
+                    )
                     self.last = (step, self.train_s)
-                    print(f"  step {step}: {fmt(self.train_s)} s training, image AUROC {fmt(m['image_auroc'])}, "
-                          f"pixel AUROC {fmt(m['pixel_auroc'])}", flush=True)
+                    print(
+                        f"  step {step}: {fmt(self.train_s)} s training, image AUROC {fmt(m['image_auroc'])}, "
+                        f"pixel AUROC {fmt(m['pixel_auroc'])}",
+                        flush=True,
+                    )
 
         entry = models.get_entry("efficientad")
-        engine = Engine(accelerator=args.accelerator, devices=1, logger=False, default_root_dir=tmp / "lightning",
-                        callbacks=[Checkpoints()], enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0, **entry.trainer_kwargs(params))
+        engine = Engine(
+            accelerator=args.accelerator,
+            devices=1,
+            logger=False,
+            default_root_dir=tmp / "lightning",
+            callbacks=[Checkpoints()],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            **entry.trainer_kwargs(params),
+        )
         t0 = time.perf_counter()
         engine.fit(model=module, datamodule=datamodule)
         wall = time.perf_counter() - t0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"\nEfficientAD-{args.model_size[0].upper()} on {spec.label} ({spec.path}), "
-          f"{accelerator_label(args.accelerator, args.threads)}, torch {torch.__version__}; {penalty_note}; load average {os.getloadavg()[0]:.2f}.")
+    print(
+        f"\nEfficientAD-{args.model_size[0].upper()} on {spec.label} ({spec.path}), "
+        f"{accelerator_label(args.accelerator, args.threads)}, torch {torch.__version__}; {penalty_note}; "
+        f"load average {os.getloadavg()[0]:.2f}."
+    )
     if teacher == "untrained":
-        print("TEACHER UNTRAINED (random): step times are real EfficientAD step times; the AUROC columns describe a "
-              "random-feature student-teacher model, not published EfficientAD.")
-    print(f"Whole fit call {wall:.1f} s (teacher statistics + training + evaluations); peak RSS {peak_rss_mb():.0f} MB.\n")
+        print(
+            "TEACHER UNTRAINED (random): step times are real EfficientAD step times; the AUROC columns describe a "
+            "random-feature student-teacher model, not published EfficientAD."
+        )
+    print(
+        f"Whole fit call {wall:.1f} s (teacher statistics + training + evaluations); peak RSS {peak_rss_mb():.0f} MB.\n"
+    )
     print("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS))
     for r in rows:
         print("| " + " | ".join(fmt(r[c]) for c in COLUMNS) + " |")

@@ -34,10 +34,26 @@ from core.config import settings  # noqa: E402
 from core.evaluation import average_metrics  # noqa: E402
 from core.runs import RunRegistry  # noqa: E402
 
-COLUMNS = ["model", "backbone", "category", "setting", "image AUROC", "pixel AUROC", "image F1", "pixel F1", "AUPRO",
-           "FPR@100% recall", "fit s", "test s", "e2e ms p50", "e2e ms p95", "img/s b1", "peak RSS MB", "run"]
-COST_COLUMNS = ["model", "backbone", "category", "train images", "epochs", "train s / image / epoch",
-                "score s / image"]
+COLUMNS = [
+    "model",
+    "backbone",
+    "category",
+    "setting",
+    "image AUROC",
+    "pixel AUROC",
+    "image F1",
+    "pixel F1",
+    "AUPRO",
+    "FPR@100% recall",
+    "fit s",
+    "test s",
+    "e2e ms p50",
+    "e2e ms p95",
+    "img/s b1",
+    "peak RSS MB",
+    "run",
+]
+COST_COLUMNS = ["model", "backbone", "category", "train images", "epochs", "train s / image / epoch", "score s / image"]
 
 
 def setting(run) -> str:
@@ -54,13 +70,23 @@ def setting(run) -> str:
 def row(run) -> dict:
     m, t, lat = run.metrics, run.timings, run.latency
     return {
-        "model": models.get_entry(run.model).label, "backbone": run.params.get("backbone", "–"),
-        "category": run.category, "setting": setting(run),
-        "image AUROC": m.get("image_auroc"), "pixel AUROC": m.get("pixel_auroc"), "image F1": m.get("image_f1"),
-        "pixel F1": m.get("pixel_f1"), "AUPRO": m.get("aupro"), "FPR@100% recall": m.get("fpr_at_full_recall"),
-        "fit s": t.get("fit_s"), "test s": t.get("test_s"), "e2e ms p50": lat.get("e2e_ms_p50"),
-        "e2e ms p95": lat.get("e2e_ms_p95"), "img/s b1": lat.get("images_per_s_b1"),
-        "peak RSS MB": t.get("peak_rss_fit_mb"), "run": run.id,
+        "model": models.get_entry(run.model).label,
+        "backbone": run.params.get("backbone", "–"),
+        "category": run.category,
+        "setting": setting(run),
+        "image AUROC": m.get("image_auroc"),
+        "pixel AUROC": m.get("pixel_auroc"),
+        "image F1": m.get("image_f1"),
+        "pixel F1": m.get("pixel_f1"),
+        "AUPRO": m.get("aupro"),
+        "FPR@100% recall": m.get("fpr_at_full_recall"),
+        "fit s": t.get("fit_s"),
+        "test s": t.get("test_s"),
+        "e2e ms p50": lat.get("e2e_ms_p50"),
+        "e2e ms p95": lat.get("e2e_ms_p95"),
+        "img/s b1": lat.get("images_per_s_b1"),
+        "peak RSS MB": t.get("peak_rss_fit_mb"),
+        "run": run.id,
     }
 
 
@@ -71,10 +97,15 @@ def cost_row(run) -> dict:
     n_test = int(m.get("n_normal") or 0) + int(m.get("n_anomalous") or 0)
     epochs = int(run.params.get("max_epochs", 1))
     scale = (256 / run.params.get("image_size", 256)) ** 2
-    return {"model": models.get_entry(run.model).label, "backbone": run.params.get("backbone", "–"),
-            "category": run.category, "train images": n_train, "epochs": epochs,
-            "train s / image / epoch": t["fit_s"] / max(1, n_train * epochs) * scale,
-            "score s / image": t["test_s"] / max(1, n_test) * scale}
+    return {
+        "model": models.get_entry(run.model).label,
+        "backbone": run.params.get("backbone", "–"),
+        "category": run.category,
+        "train images": n_train,
+        "epochs": epochs,
+        "train s / image / epoch": t["fit_s"] / max(1, n_train * epochs) * scale,
+        "score s / image": t["test_s"] / max(1, n_test) * scale,
+    }
 
 
 def markdown(rows: list[dict], columns: list[str]) -> str:
@@ -101,8 +132,11 @@ def plans(args, cfg) -> list[tuple[str, dict]]:
             if weights.efficientad_teacher_available("small") and cfg.imagenet_dir:
                 out.append((entry.name, {"model_size": "small", "max_steps": args.efficientad_steps, **params}))
             else:
-                print("EfficientAD skipped: its pretrained teacher (or AW_IMAGENET_DIR) is not available here; an "
-                      "untrained-teacher run would not be a real EfficientAD result.", flush=True)
+                print(
+                    "EfficientAD skipped: its pretrained teacher (or AW_IMAGENET_DIR) is not available here; an "
+                    "untrained-teacher run would not be a real EfficientAD result.",
+                    flush=True,
+                )
         else:
             out.append((entry.name, params))
     return out
@@ -110,13 +144,22 @@ def plans(args, cfg) -> list[tuple[str, dict]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["patchcore", "efficientad"],
-                        help=f"registry names ({', '.join(models.REGISTRY)}) or 'all'")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["patchcore", "efficientad"],
+        help=f"registry names ({', '.join(models.REGISTRY)}) or 'all'",
+    )
     parser.add_argument("--categories", nargs="*", default=None)
     parser.add_argument("--coreset", nargs="*", type=float, default=[0.1], help="PatchCore coreset ratios")
     parser.add_argument("--backbone", default=None, help="default: each model's registry default on this machine")
-    parser.add_argument("--param", action="append", default=[], metavar="MODEL.KEY=VALUE",
-                        help="override a model parameter, e.g. stfpm.max_epochs=20 (repeatable)")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="MODEL.KEY=VALUE",
+        help="override a model parameter, e.g. stfpm.max_epochs=20 (repeatable)",
+    )
     parser.add_argument("--efficientad-steps", type=int, default=1000)
     parser.add_argument("--max-train-images", type=int, default=None)
     args = parser.parse_args()
@@ -127,8 +170,11 @@ def main() -> int:
         print(f"No MVTec AD category found under {cfg.mvtec_root} (set AW_MVTEC_ROOT).")
         return 0
     todo = plans(args, cfg)
-    print(f"MVTec root: {cfg.mvtec_root}; categories: {', '.join(categories)}; "
-          f"runs: {', '.join(f'{m} {p}' for m, p in todo)}", flush=True)
+    print(
+        f"MVTec root: {cfg.mvtec_root}; categories: {', '.join(categories)}; "
+        f"runs: {', '.join(f'{m} {p}' for m, p in todo)}",
+        flush=True,
+    )
 
     registry = RunRegistry(cfg)
     done = []
@@ -139,8 +185,14 @@ def main() -> int:
             print(f"run {run.id}: {model} {run.params} on {category} …", flush=True)
             # Its own process, as the product's worker runs it: peak RSS is the run's alone, not the benchmark's
             # running maximum over every model before it.
-            subprocess.run([sys.executable, "-m", "core", "execute", run.id], cwd=ROOT, env=jobs.child_env(),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+            subprocess.run(
+                [sys.executable, "-m", "core", "execute", run.id],
+                cwd=ROOT,
+                env=jobs.child_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
+            )
             run = registry.get(run.id)
             status = run.status
             if status != "done":
@@ -154,19 +206,39 @@ def main() -> int:
         mine = [r for r in done if r.model == model]
         if len({r.category for r in mine}) > 1:
             avg = average_metrics([r.metrics for r in mine])
-            rows.append({"model": models.get_entry(model).label, "category": f"mean of {avg['n_categories']}",
-                         "image AUROC": avg.get("image_auroc"), "pixel AUROC": avg.get("pixel_auroc"),
-                         "image F1": avg.get("image_f1"), "pixel F1": avg.get("pixel_f1"), "AUPRO": avg.get("aupro"),
-                         "FPR@100% recall": avg.get("fpr_at_full_recall")})
+            rows.append(
+                {
+                    "model": models.get_entry(model).label,
+                    "category": f"mean of {avg['n_categories']}",
+                    "image AUROC": avg.get("image_auroc"),
+                    "pixel AUROC": avg.get("pixel_auroc"),
+                    "image F1": avg.get("image_f1"),
+                    "pixel F1": avg.get("pixel_f1"),
+                    "AUPRO": avg.get("aupro"),
+                    "FPR@100% recall": avg.get("fpr_at_full_recall"),
+                }
+            )
     env = done[0].environment if done else {}
     print(f"\nMeasured here ({env.get('cpu', '?')}, {env.get('torch_threads', '?')} threads):\n")
     print(markdown(rows, COLUMNS))
     refs = comparison.reference_table(set(categories), comparison.model_labels(done) if done else None)
     print("\nPublished (not measured here):\n")
-    print(markdown([{**r, "image AUROC": r["image_auroc"], "pixel AUROC": r["pixel_auroc"], "image F1": r["image_f1"],
-                     "pixel F1": r["pixel_f1"], "AUPRO": r["aupro"]} for r in refs.to_dict("records")],
-                   ["model", "config", "category", "image AUROC", "pixel AUROC", "image F1", "pixel F1", "AUPRO",
-                    "reference"]))
+    print(
+        markdown(
+            [
+                {
+                    **r,
+                    "image AUROC": r["image_auroc"],
+                    "pixel AUROC": r["pixel_auroc"],
+                    "image F1": r["image_f1"],
+                    "pixel F1": r["pixel_f1"],
+                    "AUPRO": r["aupro"],
+                }
+                for r in refs.to_dict("records")
+            ],
+            ["model", "config", "category", "image AUROC", "pixel AUROC", "image F1", "pixel F1", "AUPRO", "reference"],
+        )
+    )
     print("\nCosts per 256² image (the registry's models.Cost figures come from these):\n")
     print(markdown([cost_row(r) for r in done], COST_COLUMNS))
     return 0

@@ -35,8 +35,11 @@ TILE = 256
 
 
 def tiles(image: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
-    return [(y, x, image[y:y + TILE, x:x + TILE]) for y in range(0, image.shape[0], TILE)
-            for x in range(0, image.shape[1], TILE)]
+    return [
+        (y, x, image[y : y + TILE, x : x + TILE])
+        for y in range(0, image.shape[0], TILE)
+        for x in range(0, image.shape[1], TILE)
+    ]
 
 
 def make_user_folders(out: Path) -> dict[str, int]:
@@ -50,9 +53,12 @@ def make_user_folders(out: Path) -> dict[str, int]:
     for d in sorted((GRID / "test").iterdir()):
         for f in sorted(d.glob("*.png")):
             image = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
-            mask = (cv2.imread(str(GRID / "ground_truth" / d.name / f"{f.stem}_mask.png"), cv2.IMREAD_GRAYSCALE)
-                    if d.name != "good" else np.zeros_like(image))
-            for (y, x, t), (_, _, m) in zip(tiles(image), tiles(mask)):
+            mask = (
+                cv2.imread(str(GRID / "ground_truth" / d.name / f"{f.stem}_mask.png"), cv2.IMREAD_GRAYSCALE)
+                if d.name != "good"
+                else np.zeros_like(image)
+            )
+            for (y, x, t), (_, _, m) in zip(tiles(image), tiles(mask), strict=False):
                 name = f"{f.stem}_{y}_{x}.png"
                 if d.name == "good":
                     (out / "normal_test").mkdir(parents=True, exist_ok=True)
@@ -101,17 +107,32 @@ def run_product(spec, params: dict, env: dict) -> dict:
     est = estimate.estimate_run("patchcore", params, spec)
     run = jobs.submit("patchcore", spec, params, start=False)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "core", "execute", run.id], cwd=ROOT, env=env, check=False,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "core", "execute", run.id],
+        cwd=ROOT,
+        env=env,
+        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wall = time.perf_counter() - t0
     done = RunRegistry().get(run.id)
     if done.status != "done":
         raise SystemExit(f"run {run.id} {done.status}: {done.error}")
     coreset = done.extra.get("coreset", {})
-    return {"run": run.id, "fit_s": done.timings["fit_s"], "coreset_s": done.timings.get("coreset_s"),
-            "rss_mb": done.timings["peak_rss_fit_mb"], "bank": coreset.get("bank_size"), "patches": coreset.get("patches"),
-            "image_auroc": done.metrics["image_auroc"], "pixel_auroc": done.metrics["pixel_auroc"],
-            "est_fit_s": est.fit_seconds if est else None, "est_mb": est.peak_mb if est else None, "wall_s": wall}
+    return {
+        "run": run.id,
+        "fit_s": done.timings["fit_s"],
+        "coreset_s": done.timings.get("coreset_s"),
+        "rss_mb": done.timings["peak_rss_fit_mb"],
+        "bank": coreset.get("bank_size"),
+        "patches": coreset.get("patches"),
+        "image_auroc": done.metrics["image_auroc"],
+        "pixel_auroc": done.metrics["pixel_auroc"],
+        "est_fit_s": est.fit_seconds if est else None,
+        "est_mb": est.peak_mb if est else None,
+        "wall_s": wall,
+    }
 
 
 def stock_fit(spec, ratio: float) -> dict:
@@ -123,10 +144,23 @@ def stock_fit(spec, ratio: float) -> dict:
 
     from core import datasets, weights
 
-    model = Patchcore(backbone=weights.resolve_backbone("tf_efficientnet_lite0"), layers=["blocks.2", "blocks.4"],
-                      coreset_sampling_ratio=ratio, evaluator=False, visualizer=False)
-    engine = Engine(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, max_epochs=1,
-                    limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=tempfile.mkdtemp())
+    model = Patchcore(
+        backbone=weights.resolve_backbone("tf_efficientnet_lite0"),
+        layers=["blocks.2", "blocks.4"],
+        coreset_sampling_ratio=ratio,
+        evaluator=False,
+        visualizer=False,
+    )
+    engine = Engine(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        max_epochs=1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        default_root_dir=tempfile.mkdtemp(),
+    )
     t0 = time.perf_counter()
     engine.fit(model=model, datamodule=datasets.build_datamodule(spec))
     return {"fit_s": time.perf_counter() - t0, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -136,10 +170,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 250, 500, 1000, 2000])
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.01, 0.1])
-    parser.add_argument("--uncapped", type=int, nargs="*", default=[1000],
-                        help="sizes also trained at 10 %% without the bank cap (max_bank_size=0)")
-    parser.add_argument("--stock-budget", type=float, default=600.0,
-                        help="run a whole stock anomalib fit where its coreset is expected to take less (seconds)")
+    parser.add_argument(
+        "--uncapped",
+        type=int,
+        nargs="*",
+        default=[1000],
+        help="sizes also trained at 10 %% without the bank cap (max_bank_size=0)",
+    )
+    parser.add_argument(
+        "--stock-budget",
+        type=float,
+        default=600.0,
+        help="run a whole stock anomalib fit where its coreset is expected to take less (seconds)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write every row to this file")
     args = parser.parse_args()
     if not (GRID / "train" / "good").is_dir():
@@ -154,42 +197,89 @@ def main() -> int:
 
     user = work / "user_files"
     counts = make_user_folders(user)
-    print(f"tiles: {counts} (from {GRID}); work folder {work}; machine matrix-product speed "
-          f"{estimate.gemm_gflops():.0f} GFLOP/s", flush=True)
+    print(
+        f"tiles: {counts} (from {GRID}); work folder {work}; machine matrix-product speed "
+        f"{estimate.gemm_gflops():.0f} GFLOP/s",
+        flush=True,
+    )
     env = child_env()
     rows = []
     for n in args.sizes:
         t0 = time.perf_counter()
-        report = data_import.import_folder(f"grid{n}", subset(user / "normal", n, work / f"normal{n}"),
-                                           user / "abnormal", user / "masks", normal_test_dir=user / "normal_test")
+        data_import.import_folder(
+            f"grid{n}",
+            subset(user / "normal", n, work / f"normal{n}"),
+            user / "abnormal",
+            user / "masks",
+            normal_test_dir=user / "normal_test",
+        )
         import_s = time.perf_counter() - t0
         spec = datasets.custom(f"grid{n}")
         plans = [(r, MAX_BANK_SIZE) for r in args.ratios] + [(0.1, 0) for _ in ([n] if n in args.uncapped else [])]
         for ratio, cap in plans:
             params = {"backbone": "tf_efficientnet_lite0", "coreset_sampling_ratio": ratio, "max_bank_size": cap}
-            row = {"images": n, "ratio": ratio, "cap": cap or "none", "import_s": import_s, "method": "workbench",
-                   **run_product(spec, params, env)}
+            row = {
+                "images": n,
+                "ratio": ratio,
+                "cap": cap or "none",
+                "import_s": import_s,
+                "method": "workbench",
+                **run_product(spec, params, env),
+            }
             patches, picks = row["patches"], int(row["patches"] * ratio)
             row["stock_coreset_s"] = stock_coreset_seconds(patches, 152, picks)
             rows.append(row)
             print(json.dumps(row), flush=True)
             if cap == MAX_BANK_SIZE and row["stock_coreset_s"] < args.stock_budget:
                 stock = stock_fit(spec, ratio)
-                rows.append({"images": n, "ratio": ratio, "cap": "none", "method": "stock anomalib", "patches": patches,
-                             "bank": picks, **stock})
+                rows.append(
+                    {
+                        "images": n,
+                        "ratio": ratio,
+                        "cap": "none",
+                        "method": "stock anomalib",
+                        "patches": patches,
+                        "bank": picks,
+                        **stock,
+                    }
+                )
                 print(json.dumps(rows[-1]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
-    cols = ["images", "patches", "ratio", "cap", "bank", "method", "est_fit_s", "fit_s", "coreset_s",
-            "stock_coreset_s", "est_mb", "rss_mb", "image_auroc", "pixel_auroc", "import_s"]
+    cols = [
+        "images",
+        "patches",
+        "ratio",
+        "cap",
+        "bank",
+        "method",
+        "est_fit_s",
+        "fit_s",
+        "coreset_s",
+        "stock_coreset_s",
+        "est_mb",
+        "rss_mb",
+        "image_auroc",
+        "pixel_auroc",
+        "import_s",
+    ]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
         cells = []
         for c in cols:
             v = r.get(c)
-            cells.append("–" if v is None else f"{v:,.3f}" if isinstance(v, float) and v < 10 else
-                         f"{v:,.0f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v))
+            cells.append(
+                "–"
+                if v is None
+                else f"{v:,.3f}"
+                if isinstance(v, float) and v < 10
+                else f"{v:,.0f}"
+                if isinstance(v, float)
+                else f"{v:,}"
+                if isinstance(v, int)
+                else str(v)
+            )
         print("| " + " | ".join(cells) + " |")
     return 0
 

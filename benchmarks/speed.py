@@ -73,8 +73,20 @@ if "--rss-probe" not in sys.argv:  # the peak-RSS probes import only what their 
     from core.cli import fmt  # noqa: E402
 
 PATHS = ("stock", "torch", "openvino_fp32", "openvino_fp16")
-COLUMNS = ["path", "model", "img/s b1", "p50 ms", "p95 ms", "img/s best (bs)", "peak RSS MB (b1 / batched)", "model MB",
-           "image AUROC", "pixel AUROC", "max rel score diff vs stock", "b1 speed-up vs stock (same env / seeds' env)"]
+COLUMNS = [
+    "path",
+    "model",
+    "img/s b1",
+    "p50 ms",
+    "p95 ms",
+    "img/s best (bs)",
+    "peak RSS MB (b1 / batched)",
+    "model MB",
+    "image AUROC",
+    "pixel AUROC",
+    "max rel score diff vs stock",
+    "b1 speed-up vs stock (same env / seeds' env)",
+]
 TOLERANCE = {"torch": 1e-4, "openvino_fp32": 1e-3}  # required agreement with stock's raw image scores
 AUROC_TOLERANCE = 0.002
 
@@ -84,6 +96,7 @@ def loadavg() -> str:
 
 
 # ------------------------------------------------------------------------------------------- stock anomalib
+
 
 def stock_module(run_dir: Path):
     """anomalib's own Lightning module for the run's model (``models.stock_module``: stock defaults for the
@@ -112,9 +125,14 @@ def run_stock(run_dir: Path, data_path: Path, root: Path) -> dict:
     module = stock_module(run_dir)
     load_s = time.perf_counter() - t0
     raw: list[tuple[np.ndarray, np.ndarray]] = []
-    module.model.register_forward_hook(lambda mod, inp, out: raw.append(
-        (out.pred_score.detach().float().reshape(-1).numpy().copy(),
-         out.anomaly_map.detach().float().reshape(-1, *out.anomaly_map.shape[-2:]).numpy().copy())))
+    module.model.register_forward_hook(
+        lambda mod, inp, out: raw.append(
+            (
+                out.pred_score.detach().float().reshape(-1).numpy().copy(),
+                out.anomaly_map.detach().float().reshape(-1, *out.anomaly_map.shape[-2:]).numpy().copy(),
+            )
+        )
+    )
 
     class Ticks(Callback):
         def __init__(self):
@@ -133,7 +151,11 @@ def run_stock(run_dir: Path, data_path: Path, root: Path) -> dict:
     wall = time.perf_counter() - t0
     visualised = sum(1 for f in Path(root).rglob("*") if f.suffix.lower() in (".png", ".jpg"))
     by_path, normalised = {}, {}
-    flat = [(str(Path(p).resolve()), float(s)) for b in predictions for p, s in zip(b.image_path, b.pred_score.reshape(-1))]
+    flat = [
+        (str(Path(p).resolve()), float(s))
+        for b in predictions
+        for p, s in zip(b.image_path, b.pred_score.reshape(-1), strict=False)
+    ]
     raw_scores = np.concatenate([r[0] for r in raw])
     raw_maps = np.concatenate([r[1] for r in raw])
     for i, (path, norm) in enumerate(flat):
@@ -141,14 +163,27 @@ def run_stock(run_dir: Path, data_path: Path, root: Path) -> dict:
         normalised[path] = norm
     intervals = np.diff(ticks.ticks) * 1000
     n = len(flat)
-    return {"by_path": by_path, "normalised": normalised, "post_processor": module.post_processor,
-            "timing": {"e2e_ms_p50": float(np.percentile(intervals, 50)), "e2e_ms_p95": float(np.percentile(intervals, 95)),
-                       "images_per_s_b1": n / wall, "images_per_s_best": n / wall, "best_batch_size": 1,
-                       "wall_s": wall, "model_load_s": load_s, "n_images": n, "visualised_files": visualised,
-                       "threads": torch.get_num_threads()}}
+    return {
+        "by_path": by_path,
+        "normalised": normalised,
+        "post_processor": module.post_processor,
+        "timing": {
+            "e2e_ms_p50": float(np.percentile(intervals, 50)),
+            "e2e_ms_p95": float(np.percentile(intervals, 95)),
+            "images_per_s_b1": n / wall,
+            "images_per_s_best": n / wall,
+            "best_batch_size": 1,
+            "wall_s": wall,
+            "model_load_s": load_s,
+            "n_images": n,
+            "visualised_files": visualised,
+            "threads": torch.get_num_threads(),
+        },
+    }
 
 
 # ------------------------------------------------------------------------------------------- our paths
+
 
 def load_path(name: str, run_dir: Path, threads: int):
     from core.export import OpenVinoModel
@@ -181,11 +216,11 @@ def time_paths(scorers: dict, samples, batch_sizes, warmup: int = 2, block: int 
     out = {n: {"e2e_ms": [], "model_ms": [], "scores": [], "maps": []} for n in names}
     previous = None
     for b, start in enumerate(range(0, len(samples), block)):
-        for name in names[b % len(names):] + names[:b % len(names)]:  # rotate who goes first
+        for name in names[b % len(names) :] + names[: b % len(names)]:  # rotate who goes first
             _switch(previous, name)
             previous = name
             m, o = scorers[name], out[name]
-            for s in samples[start:start + block]:
+            for s in samples[start : start + block]:
                 t0 = time.perf_counter()
                 batch = m.preprocess([m.read_image(s.path)])
                 t1 = time.perf_counter()
@@ -204,7 +239,7 @@ def time_paths(scorers: dict, samples, batch_sizes, warmup: int = 2, block: int 
         spent = dict.fromkeys(names, 0.0)
         n_done = 0
         for start in range(0, len(samples) - bs + 1, bs):
-            chunk = samples[start:start + bs]
+            chunk = samples[start : start + bs]
             for name in names:
                 _switch(previous, name)
                 previous = name
@@ -222,16 +257,24 @@ def time_paths(scorers: dict, samples, batch_sizes, warmup: int = 2, block: int 
         tp = o["throughput"]
         best = max(tp, key=tp.get)
         results[name] = {
-            "e2e_ms_p50": float(np.percentile(o["e2e_ms"], 50)), "e2e_ms_p95": float(np.percentile(o["e2e_ms"], 95)),
-            "model_ms_p50": float(np.percentile(o["model_ms"], 50)), "model_ms_p95": float(np.percentile(o["model_ms"], 95)),
-            "images_per_s_b1": tp[1], "images_per_s_best": tp[best], "best_batch_size": best,
-            "images_per_s_by_batch": {str(k): v for k, v in tp.items()}, "n_images": len(samples),
-            "model_mb": scorers[name].model_mb(), "scores": np.array(o["scores"]), "maps": np.stack(o["maps"]),
+            "e2e_ms_p50": float(np.percentile(o["e2e_ms"], 50)),
+            "e2e_ms_p95": float(np.percentile(o["e2e_ms"], 95)),
+            "model_ms_p50": float(np.percentile(o["model_ms"], 50)),
+            "model_ms_p95": float(np.percentile(o["model_ms"], 95)),
+            "images_per_s_b1": tp[1],
+            "images_per_s_best": tp[best],
+            "best_batch_size": best,
+            "images_per_s_by_batch": {str(k): v for k, v in tp.items()},
+            "n_images": len(samples),
+            "model_mb": scorers[name].model_mb(),
+            "scores": np.array(o["scores"]),
+            "maps": np.stack(o["maps"]),
         }
     return results
 
 
 # ------------------------------------------------------------------------------------------- peak RSS (child)
+
 
 def own_peak_rss_mb() -> float:
     """This process's peak RSS since it started its program (VmHWM). Not ``getrusage``: on Linux a child's
@@ -271,13 +314,29 @@ def rss_probe(path: str, run_id: str, threads: int, n: int, batch_sizes) -> None
         for bs in batch_sizes:
             m.forward(m.preprocess([m.read_image(s.path) for s in picked[:bs]]))
         batched = own_peak_rss_mb()
-    print("RSS_JSON " + json.dumps({"peak_rss_mb": batch1, "peak_rss_mb_batched": batched,
-                                    "anomalib_imported": "anomalib" in sys.modules}), flush=True)
+    print(
+        "RSS_JSON "
+        + json.dumps(
+            {"peak_rss_mb": batch1, "peak_rss_mb_batched": batched, "anomalib_imported": "anomalib" in sys.modules}
+        ),
+        flush=True,
+    )
 
 
 def child_rss(path: str, run_id: str, threads: int, batch_sizes) -> dict:
-    cmd = [sys.executable, __file__, "--rss-probe", path, "--run", run_id, "--threads", str(threads),
-           "--batch-sizes", *map(str, batch_sizes), *(["--omp-active"] if "--omp-active" in sys.argv else [])]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--rss-probe",
+        path,
+        "--run",
+        run_id,
+        "--threads",
+        str(threads),
+        "--batch-sizes",
+        *map(str, batch_sizes),
+        *(["--omp-active"] if "--omp-active" in sys.argv else []),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **jobs.child_env()})
     for line in proc.stdout.splitlines():
         if line.startswith("RSS_JSON "):
@@ -313,11 +372,14 @@ def child_stock_seed_env(run_id: str) -> dict:
     for line in proc.stdout.splitlines():
         if line.startswith("STOCK_JSON "):
             return json.loads(line[11:])
-    print(f"  (stock probe in the seeds' environment failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode})")
+    print(
+        f"  (stock probe in the seeds' environment failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode})"
+    )
     return {}
 
 
 # ------------------------------------------------------------------------------------------- main
+
 
 def ensure_run(model: str, params: dict, spec, run_id: str | None) -> str:
     registry = RunRegistry(settings())
@@ -331,8 +393,10 @@ def ensure_run(model: str, params: dict, spec, run_id: str | None) -> str:
     t0 = time.perf_counter()
     # In a child process with the training environment (MALLOC_MMAP_THRESHOLD_ for the coreset step), as the
     # run queue's worker does; this process keeps its inference malloc settings.
-    code = ("import sys; from core.jobs import execute_claimed; "
-            f"sys.exit(0 if execute_claimed({run.id!r}, index=False) == 'done' else 1)")
+    code = (
+        "import sys; from core.jobs import execute_claimed; "
+        f"sys.exit(0 if execute_claimed({run.id!r}, index=False) == 'done' else 1)"
+    )
     subprocess.run([sys.executable, "-c", code], env=jobs.child_env(), check=False)
     status = registry.get(run.id).status
     if status != DONE:
@@ -356,6 +420,7 @@ def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 def benchmark_run(run_id: str, args) -> tuple[list[dict], list[str]]:
     import torch
+
     from core.export import ExportError, export_openvino, export_status
 
     cfg = settings()
@@ -370,12 +435,15 @@ def benchmark_run(run_id: str, args) -> tuple[list[dict], list[str]]:
     problems: list[str] = []
     p = models.resolve_params(run.model, run.params, strict=False)
     if run.model == "patchcore":
-        model_label = f"patchcore {run.params.get('backbone', '')} coreset {run.params.get('coreset_sampling_ratio', '–')}"
+        model_label = (
+            f"patchcore {run.params.get('backbone', '')} coreset {run.params.get('coreset_sampling_ratio', '–')}"
+        )
     elif "backbone" in p:
         model_label = f"{run.model} {p['backbone']}"
     else:
         model_label = f"{run.model}-{p.get('model_size', '')}" + (
-            " (UNTRAINED teacher: timing only)" if p.get("teacher") == "untrained" else "")
+            " (UNTRAINED teacher: timing only)" if p.get("teacher") == "untrained" else ""
+        )
 
     ov_paths = []
     for precision in ("fp32", "fp16"):
@@ -402,31 +470,44 @@ def benchmark_run(run_id: str, args) -> tuple[list[dict], list[str]]:
     stock_scores = np.array([stock["by_path"][str(Path(s.path).resolve())][0] for s in samples])
     stock_maps = np.stack([stock["by_path"][str(Path(s.path).resolve())][1] for s in samples])
 
-    print(f"[{run_id}] our paths: torch, {', '.join(ov_paths) or 'no OpenVINO'} … (load average {loadavg()})", flush=True)
+    print(
+        f"[{run_id}] our paths: torch, {', '.join(ov_paths) or 'no OpenVINO'} … (load average {loadavg()})", flush=True
+    )
     scorers = {name: load_path(name, run_dir, args.threads) for name in ["torch", *ov_paths]}
     ours = time_paths(scorers, samples, args.batch_sizes)
     print(f"[{run_id}] timing done (load average {loadavg()})", flush=True)
 
     masks = pixel_masks(samples, stock_maps.shape[1:])
-    results = {"stock": {**stock["timing"], "model_mb": art.checkpoint.stat().st_size / 2**20,
-                         "scores": stock_scores, "maps": stock_maps}, **ours}
+    results = {
+        "stock": {
+            **stock["timing"],
+            "model_mb": art.checkpoint.stat().st_size / 2**20,
+            "scores": stock_scores,
+            "maps": stock_maps,
+        },
+        **ours,
+    }
     for name, r in results.items():
         metrics = evaluation.evaluate(r["scores"], labels, defects, r["maps"], masks)
         r["image_auroc"], r["pixel_auroc"] = metrics["image_auroc"], metrics["pixel_auroc"]
         r["max_rel_score_diff_vs_stock"] = 0.0 if name == "stock" else rel_diff(r["scores"], stock_scores)
-        r["max_map_diff_vs_stock"] = (0.0 if name == "stock" else
-                                      float(np.max(np.abs(r["maps"] - stock_maps)) / np.max(np.abs(stock_maps))))
+        r["max_map_diff_vs_stock"] = (
+            0.0 if name == "stock" else float(np.max(np.abs(r["maps"] - stock_maps)) / np.max(np.abs(stock_maps)))
+        )
     # Stock's returned (normalised) scores vs ours normalised by the same post-processor.
     post = stock["post_processor"]
-    ours_norm = post._normalize(torch.from_numpy(results["torch"]["scores"]).float(), post.image_min,
-                                post.image_max, post.image_threshold).numpy()
+    ours_norm = post._normalize(
+        torch.from_numpy(results["torch"]["scores"]).float(), post.image_min, post.image_max, post.image_threshold
+    ).numpy()
     stock_norm = np.array([stock["normalised"][str(Path(s.path).resolve())] for s in samples])
     norm_diff = float(np.max(np.abs(ours_norm - stock_norm)))
 
     for name, tol in TOLERANCE.items():
         if name in results and results[name]["max_rel_score_diff_vs_stock"] > tol:
-            problems.append(f"{name}: image scores differ from stock by {results[name]['max_rel_score_diff_vs_stock']:.2e} "
-                            f"relative (required ≤ {tol:.0e})")
+            problems.append(
+                f"{name}: image scores differ from stock by {results[name]['max_rel_score_diff_vs_stock']:.2e} "
+                f"relative (required ≤ {tol:.0e})"
+            )
     for name, r in results.items():
         for key in ("image_auroc", "pixel_auroc"):
             if r[key] is not None and abs(r[key] - results["stock"][key]) > AUROC_TOLERANCE:
@@ -453,49 +534,88 @@ def benchmark_run(run_id: str, args) -> tuple[list[dict], list[str]]:
 
     for name in [p for p in PATHS if p in results]:
         r = results[name]
-        rows.append({"path": name, "model": model_label, "img/s b1": r["images_per_s_b1"],
-                     "p50 ms": r["e2e_ms_p50"], "p95 ms": r["e2e_ms_p95"],
-                     "img/s best (bs)": f"{r['images_per_s_best']:.2f} ({r['best_batch_size']})",
-                     "peak RSS MB (b1 / batched)": (f"{r['peak_rss_mb']:,.0f} / {r['peak_rss_mb_batched']:,.0f}"
-                                                    if r.get("peak_rss_mb") and r.get("peak_rss_mb_batched") else None),
-                     "model MB": r["model_mb"],
-                     "image AUROC": f"{r['image_auroc']:.4f}", "pixel AUROC": f"{r['pixel_auroc']:.4f}",
-                     "max rel score diff vs stock": f"{r['max_rel_score_diff_vs_stock']:.1e}",
-                     "b1 speed-up vs stock (same env / seeds' env)": speedup(r["images_per_s_b1"])})
+        rows.append(
+            {
+                "path": name,
+                "model": model_label,
+                "img/s b1": r["images_per_s_b1"],
+                "p50 ms": r["e2e_ms_p50"],
+                "p95 ms": r["e2e_ms_p95"],
+                "img/s best (bs)": f"{r['images_per_s_best']:.2f} ({r['best_batch_size']})",
+                "peak RSS MB (b1 / batched)": (
+                    f"{r['peak_rss_mb']:,.0f} / {r['peak_rss_mb_batched']:,.0f}"
+                    if r.get("peak_rss_mb") and r.get("peak_rss_mb_batched")
+                    else None
+                ),
+                "model MB": r["model_mb"],
+                "image AUROC": f"{r['image_auroc']:.4f}",
+                "pixel AUROC": f"{r['pixel_auroc']:.4f}",
+                "max rel score diff vs stock": f"{r['max_rel_score_diff_vs_stock']:.1e}",
+                "b1 speed-up vs stock (same env / seeds' env)": speedup(r["images_per_s_b1"]),
+            }
+        )
         if name == "stock" and seed_env:
-            rows.append({"path": "stock, seeds' env", "model": model_label, "img/s b1": seed_b1,
-                         "p50 ms": seed_env["e2e_ms_p50"], "p95 ms": seed_env["e2e_ms_p95"],
-                         "img/s best (bs)": f"{seed_b1:.2f} (1)",
-                         "peak RSS MB (b1 / batched)": f"{seed_env['peak_rss_mb']:,.0f} / –",
-                         "model MB": r["model_mb"], "image AUROC": "same model", "pixel AUROC": "same model",
-                         "max rel score diff vs stock": "–",
-                         "b1 speed-up vs stock (same env / seeds' env)": speedup(seed_b1)})
+            rows.append(
+                {
+                    "path": "stock, seeds' env",
+                    "model": model_label,
+                    "img/s b1": seed_b1,
+                    "p50 ms": seed_env["e2e_ms_p50"],
+                    "p95 ms": seed_env["e2e_ms_p95"],
+                    "img/s best (bs)": f"{seed_b1:.2f} (1)",
+                    "peak RSS MB (b1 / batched)": f"{seed_env['peak_rss_mb']:,.0f} / –",
+                    "model MB": r["model_mb"],
+                    "image AUROC": "same model",
+                    "pixel AUROC": "same model",
+                    "max rel score diff vs stock": "–",
+                    "b1 speed-up vs stock (same env / seeds' env)": speedup(seed_b1),
+                }
+            )
 
     # Store in the run: latency["paths"] for the comparison page, the full record in speed.json.
     lat = dict(run.latency or {})
-    lat["paths"] = {name: latency.path_entry(r, image_auroc=r["image_auroc"], pixel_auroc=r["pixel_auroc"],
-                                             max_rel_score_diff_vs_stock=r["max_rel_score_diff_vs_stock"],
-                                             model_ms_p50=r.get("model_ms_p50"), model_ms_p95=r.get("model_ms_p95"),
-                                             peak_rss_mb_batched=r.get("peak_rss_mb_batched"),
-                                             threads=args.threads)
-                    for name, r in results.items()}
+    lat["paths"] = {
+        name: latency.path_entry(
+            r,
+            image_auroc=r["image_auroc"],
+            pixel_auroc=r["pixel_auroc"],
+            max_rel_score_diff_vs_stock=r["max_rel_score_diff_vs_stock"],
+            model_ms_p50=r.get("model_ms_p50"),
+            model_ms_p95=r.get("model_ms_p95"),
+            peak_rss_mb_batched=r.get("peak_rss_mb_batched"),
+            threads=args.threads,
+        )
+        for name, r in results.items()
+    }
     if seed_env:
-        lat["paths"]["stock_seed_env"] = latency.path_entry({**seed_env, "model_mb": results["stock"]["model_mb"]},
-                                                            environment=SEED_ENV, threads=args.threads)
+        lat["paths"]["stock_seed_env"] = latency.path_entry(
+            {**seed_env, "model_mb": results["stock"]["model_mb"]}, environment=SEED_ENV, threads=args.threads
+        )
     registry.update(run_id, latency=lat)
     write_json(art.latency_path, lat)
-    write_json(run_dir / "speed.json", {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "environment": latency.environment(),
-        "threads": args.threads, "batch_sizes": args.batch_sizes, "normalised_score_max_abs_diff": norm_diff,
-        "stock_wall_s": stock["timing"]["wall_s"], "stock_model_load_s": stock["timing"]["model_load_s"],
-        "stock_seeds_environment": {**seed_env, "environment": SEED_ENV, "omp_wait_policy": "(default)"} if seed_env else None,
-        "paths": {name: {k: v for k, v in r.items() if k not in ("scores", "maps")} for name, r in results.items()},
-        "problems": problems,
-    })
-    print(f"[{run_id}] Engine.predict's normalised scores vs ours normalised by the same post-processor: "
-          f"max abs diff {norm_diff:.1e}; stock predict wall {stock['timing']['wall_s']:.1f} s for "
-          f"{stock['timing']['n_images']} images (+{stock['timing']['model_load_s']:.1f} s building/loading the model; "
-          f"its visualiser wrote {stock['timing']['visualised_files']} image files)")
+    write_json(
+        run_dir / "speed.json",
+        {
+            "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "environment": latency.environment(),
+            "threads": args.threads,
+            "batch_sizes": args.batch_sizes,
+            "normalised_score_max_abs_diff": norm_diff,
+            "stock_wall_s": stock["timing"]["wall_s"],
+            "stock_model_load_s": stock["timing"]["model_load_s"],
+            "stock_seeds_environment": {**seed_env, "environment": SEED_ENV, "omp_wait_policy": "(default)"}
+            if seed_env
+            else None,
+            "paths": {name: {k: v for k, v in r.items() if k not in ("scores", "maps")} for name, r in results.items()},
+            "problems": problems,
+        },
+    )
+    print(
+        f"[{run_id}] Engine.predict's normalised scores vs ours normalised by the same post-processor: "
+        f"max abs diff {norm_diff:.1e}; stock predict wall {stock['timing']['wall_s']:.1f} s for "
+        f"{stock['timing']['n_images']} images (+{stock['timing']['model_load_s']:.1f} s building/loading the model; "
+        f"its visualiser wrote {stock['timing']['visualised_files']} image files)"
+    )
     return rows, problems
 
 
@@ -506,13 +626,23 @@ def main() -> int:
     parser.add_argument("--backbone", default="tf_efficientnet_lite0")
     parser.add_argument("--threads", type=int, default=0, help="threads for torch and OpenVINO (0 = all cores)")
     parser.add_argument("--batch-sizes", nargs="*", type=int, default=[2, 4, 8])
-    parser.add_argument("--models", nargs="*", default=[], metavar="MODEL",
-                        help="also these registry models with their defaults and --backbone (e.g. padim stfpm "
-                             "fastflow fre dfm), trained here unless --run names their runs")
+    parser.add_argument(
+        "--models",
+        nargs="*",
+        default=[],
+        metavar="MODEL",
+        help="also these registry models with their defaults and --backbone (e.g. padim stfpm "
+        "fastflow fre dfm), trained here unless --run names their runs",
+    )
     parser.add_argument("--efficientad", action="store_true", help="also EfficientAD, if its pretrained teacher exists")
-    parser.add_argument("--efficientad-untrained", type=int, default=0, metavar="STEPS",
-                        help="also EfficientAD-S with an UNTRAINED teacher trained STEPS steps: timing and score "
-                             "equality only (same arithmetic), its AUROC is not an EfficientAD result")
+    parser.add_argument(
+        "--efficientad-untrained",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="also EfficientAD-S with an UNTRAINED teacher trained STEPS steps: timing and score "
+        "equality only (same arithmetic), its AUROC is not an EfficientAD result",
+    )
     parser.add_argument("--no-rss", action="store_true", help="skip the per-path peak-RSS child processes")
     parser.add_argument("--omp-active", action="store_true", help="keep OpenMP's default (spinning) wait policy")
     parser.add_argument("--rss-probe", default=None, help=argparse.SUPPRESS)
@@ -535,10 +665,16 @@ def main() -> int:
         print(f"MVTec AD grid not found under {cfg.mvtec_root} (set AW_MVTEC_ROOT); nothing to measure.")
         return 0
     spec = datasets.mvtec("grid", cfg=cfg)
-    print(f"data: {spec.path}; threads: {args.threads}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}; "
-          f"load average at start: {loadavg()}", flush=True)
-    run_ids = list(args.run) or [ensure_run("patchcore", {"backbone": args.backbone, "coreset_sampling_ratio": r},
-                                            spec, None) for r in args.coreset]
+    print(
+        f"data: {spec.path}; threads: {args.threads}; "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}; "
+        f"load average at start: {loadavg()}",
+        flush=True,
+    )
+    run_ids = list(args.run) or [
+        ensure_run("patchcore", {"backbone": args.backbone, "coreset_sampling_ratio": r}, spec, None)
+        for r in args.coreset
+    ]
     for name in args.models:
         params = {"backbone": args.backbone} if models.get_entry(name).backbone_stages else {}
         run_ids.append(ensure_run(name, params, spec, None))
@@ -546,36 +682,55 @@ def main() -> int:
         if weights.efficientad_teacher_available("small") and cfg.imagenet_dir:
             run_ids.append(ensure_run("efficientad", {"model_size": "small"}, spec, None))
         else:
-            print(f"EfficientAD skipped: its pretrained teacher is not at {weights.efficientad_teacher_path('small')}"
-                  + ("" if cfg.imagenet_dir else " and AW_IMAGENET_DIR is not set")
-                  + " (an untrained-teacher run would not be a real EfficientAD result).", flush=True)
+            print(
+                f"EfficientAD skipped: its pretrained teacher is not at {weights.efficientad_teacher_path('small')}"
+                + ("" if cfg.imagenet_dir else " and AW_IMAGENET_DIR is not set")
+                + " (an untrained-teacher run would not be a real EfficientAD result).",
+                flush=True,
+            )
     if args.efficientad_untrained:
         from benchmarks.efficientad_steps import bundled_penalty_dir
 
         penalty = cfg.datasets_dir / "bundled_photos"  # natural photos for the penalty loss (offline stand-in)
         bundled_penalty_dir(penalty)
-        run_ids.append(ensure_run("efficientad", {"model_size": "small", "teacher": "untrained",
-                                                  "max_steps": args.efficientad_untrained,
-                                                  "imagenet_dir": str(penalty)}, spec, None))
+        run_ids.append(
+            ensure_run(
+                "efficientad",
+                {
+                    "model_size": "small",
+                    "teacher": "untrained",
+                    "max_steps": args.efficientad_untrained,
+                    "imagenet_dir": str(penalty),
+                },
+                spec,
+                None,
+            )
+        )
 
     rows, problems = [], []
     for run_id in run_ids:
         r, p = benchmark_run(run_id, args)
         rows += r
         problems += p
-    print(f"\nload average at end: {loadavg()}; CPU: {latency.cpu_model()}, {os.cpu_count()} cores, "
-          f"{args.threads} threads\n")
+    print(
+        f"\nload average at end: {loadavg()}; CPU: {latency.cpu_model()}, {os.cpu_count()} cores, "
+        f"{args.threads} threads\n"
+    )
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS))
     for row in rows:
         print("| " + " | ".join(fmt(row.get(c)) for c in COLUMNS) + " |")
-    print("\nimages/s b1 and p50/p95: end to end per image (decode, pre-process, model, verdict); stock: "
-          "Engine.predict wall time / 78 and the intervals between its predict batches. Scores compared raw.")
+    print(
+        "\nimages/s b1 and p50/p95: end to end per image (decode, pre-process, model, verdict); stock: "
+        "Engine.predict wall time / 78 and the intervals between its predict batches. Scores compared raw."
+    )
     if problems:
         print("\nEQUALITY PROBLEMS:\n- " + "\n- ".join(problems))
         return 1
-    print("\nAll score-equality requirements met (torch ≤ 1e-4, OpenVINO FP32 ≤ 1e-3 relative to stock; "
-          f"AUROCs within {AUROC_TOLERANCE}).")
+    print(
+        "\nAll score-equality requirements met (torch ≤ 1e-4, OpenVINO FP32 ≤ 1e-3 relative to stock; "
+        f"AUROCs within {AUROC_TOLERANCE})."
+    )
     return 0
 
 

@@ -62,9 +62,19 @@ def data(n: int, dim: int, seed: int = 0, chunk: int = 100_000, kind: str = "clu
             if kind == "clustered":
                 v = centres[rng.integers(0, len(centres), m)] + 0.35 * v
             vectors[name] = v / np.linalg.norm(v, axis=1, keepdims=True)
-        payloads = [dict(dataset="mvtec_ad", category="grid", split="test" if i % 3 else "train",
-                         label=int(i % 5 == 0), defect_type="crack" if i % 5 == 0 else "good",
-                         image_path=f"/data/{i:07d}.png", score=0.5, index=i) for i in range(start, start + m)]
+        payloads = [
+            dict(
+                dataset="mvtec_ad",
+                category="grid",
+                split="test" if i % 3 else "train",
+                label=int(i % 5 == 0),
+                defect_type="crack" if i % 5 == 0 else "good",
+                image_path=f"/data/{i:07d}.png",
+                score=0.5,
+                index=i,
+            )
+            for i in range(start, start + m)
+        ]
         yield vectors, payloads
 
 
@@ -136,9 +146,14 @@ def main() -> int:
     parser.add_argument("--dim", type=int, default=152)
     parser.add_argument("--local-up-to", type=int, default=10000)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--data", nargs="+", default=["clustered", "random"], choices=["clustered", "random"],
-                        help="clustered: families of similar images, like real embeddings; random: uniform on the "
-                             "sphere, the worst case for HNSW")
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        default=["clustered", "random"],
+        choices=["clustered", "random"],
+        help="clustered: families of similar images, like real embeddings; random: uniform on the "
+        "sphere, the worst case for HNSW",
+    )
     parser.add_argument("--child", nargs=5, metavar=("ENGINE", "N", "DIM", "FOLDER", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -147,17 +162,32 @@ def main() -> int:
         return 0
 
     rows = []
-    for n, kind, engine in [(int(s), kind, engine) for s in args.sizes.split(",") for kind in args.data
-                            for engine in ("edge", "local")]:
+    for n, kind, engine in [
+        (int(s), kind, engine) for s in args.sizes.split(",") for kind in args.data for engine in ("edge", "local")
+    ]:
         if engine == "local" and (n > args.local_up_to or kind != args.data[0]):
             if n > args.local_up_to and kind == args.data[0]:
                 rows.append({"engine": engine, "n": n, "data": kind, "skipped": True})
             continue  # local mode scans everything: its recall is 1 on any data, its time the same
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            out = subprocess.run([sys.executable, __file__, "--queries", str(args.queries), "--child", engine,
-                                  str(n), str(args.dim), str(Path(tmp) / "qdrant"), kind],
-                                 capture_output=True, text=True, cwd=ROOT)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--queries",
+                    str(args.queries),
+                    "--child",
+                    engine,
+                    str(n),
+                    str(args.dim),
+                    str(Path(tmp) / "qdrant"),
+                    kind,
+                ],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+            )
             if out.returncode != 0:
                 print(out.stderr[-3000:], file=sys.stderr)
                 return 1
@@ -166,18 +196,22 @@ def main() -> int:
             print(f"  {engine} n={n:,} {kind}: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
 
     print(f"\n{args.dim}-d unit vectors x 2 named vectors per point; latency in ms; k = 10.\n")
-    print("| engine | data | points | index (s) | points/s | cold open + 1 query (ms) | warm p50 / p95 | "
-          "warm filtered p50 / p95 | recall@10 (all / filtered) | peak RSS (MB) | disk (MB) |")
+    print(
+        "| engine | data | points | index (s) | points/s | cold open + 1 query (ms) | warm p50 / p95 | "
+        "warm filtered p50 / p95 | recall@10 (all / filtered) | peak RSS (MB) | disk (MB) |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     names = {"edge": "Qdrant Edge", "local": "qdrant-client local mode"}
     for r in rows:
         if r.get("skipped"):
             print(f"| {names[r['engine']]} | {r['data']} | {r['n']:,} | not run (see above) | | | | | | | |")
             continue
-        print(f"| {names[r['engine']]} | {r['data']} | {r['n']:,} | {r['index_s']:.1f} | {r['points_per_s']:,.0f} | "
-              f"{r['cold_ms']:.1f} | {r['warm'][0]:.2f} / {r['warm'][1]:.2f} | "
-              f"{r['filtered'][0]:.2f} / {r['filtered'][1]:.2f} | {r['recall_all']:.3f} / {r['recall_filtered']:.3f} | "
-              f"{r['rss_mb']:,.0f} | {r['disk_mb']:,.0f} |")
+        print(
+            f"| {names[r['engine']]} | {r['data']} | {r['n']:,} | {r['index_s']:.1f} | {r['points_per_s']:,.0f} | "
+            f"{r['cold_ms']:.1f} | {r['warm'][0]:.2f} / {r['warm'][1]:.2f} | "
+            f"{r['filtered'][0]:.2f} / {r['filtered'][1]:.2f} | {r['recall_all']:.3f} / {r['recall_filtered']:.3f} | "
+            f"{r['rss_mb']:,.0f} | {r['disk_mb']:,.0f} |"
+        )
     return 0
 
 

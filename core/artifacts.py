@@ -2,7 +2,7 @@
 
 | file | content |
 |---|---|
-| model.safetensors, model.json | the trained weights (safetensors: loading never executes code) and how to rebuild the model |
+| model.safetensors, model.json | trained weights (safetensors: loading runs no code), how to rebuild the model |
 | records.json | one row per test image: path, label, defect type, raw score, predicted label |
 | maps.npz | anomaly maps at model resolution (float16) and ground-truth masks at the same size |
 | metrics.json, curves.json, latency.json | evaluation, ROC/PR points, timing figures |
@@ -106,7 +106,7 @@ class RunArtifacts:
 
 # Pictographs, dingbats and the emoji variation selector: drawn as empty boxes where no emoji font is installed
 # (plant PCs, kiosks); U+FFFD marks undecodable bytes.
-_NO_FONT = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\u231A-\u23FF\uFE0F\uFFFD]")
+_NO_FONT = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff\u231a-\u23ff\ufe0f\ufffd]")
 
 
 def plain_text(text: str) -> str:

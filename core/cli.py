@@ -1,4 +1,4 @@
-"""``python -m core …``: the same functions the dashboard uses, from a terminal.
+"""``aw …``: the same functions the dashboard uses, from a terminal.
 
     python -m core train --model patchcore --dataset mvtec:grid --param coreset_sampling_ratio=0.1
     python -m core runs
@@ -21,6 +21,8 @@ from pathlib import Path
 from core.config import settings
 from core.errors import WorkbenchError
 
+HIDDEN_COMMANDS = ("worker", "execute")  # what the background worker runs; not for users, not in --help
+
 
 def table(rows: list[dict], columns: list[str] | None = None) -> str:
     """A plain aligned text table (readable in any terminal, pasteable as markdown)."""
@@ -29,7 +31,10 @@ def table(rows: list[dict], columns: list[str] | None = None) -> str:
     columns = columns or list(rows[0])
     cells = [[fmt(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"
+
+    def line(vals: list[str]) -> str:
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True)) + " |"
+
     return "\n".join([line(columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells)])
 
 
@@ -70,9 +75,16 @@ def parse_params(pairs: list[str]) -> dict:
 def run_row(run) -> dict:
     m, t, lat = run.metrics, run.timings, run.latency
     return {
-        "id": run.id, "status": run.status, "model": run.model, "dataset": run.dataset.get("category"),
-        "image AUROC": m.get("image_auroc"), "pixel AUROC": m.get("pixel_auroc"), "image F1": m.get("image_f1"),
-        "AUPRO": m.get("aupro"), "fit s": t.get("fit_s"), "img/s": lat.get("images_per_s_b1"),
+        "id": run.id,
+        "status": run.status,
+        "model": run.model,
+        "dataset": run.dataset.get("category"),
+        "image AUROC": m.get("image_auroc"),
+        "pixel AUROC": m.get("pixel_auroc"),
+        "image F1": m.get("image_f1"),
+        "AUPRO": m.get("aupro"),
+        "fit s": t.get("fit_s"),
+        "img/s": lat.get("images_per_s_b1"),
         "phase": run.phase if run.status == "running" else "",
     }
 
@@ -103,11 +115,10 @@ class Bar:
 
 # ---- commands -------------------------------------------------------------------------------------------
 
-def cmd_train(args) -> int:
-    from core import jobs
-    from core.runs import RunRegistry
 
-    from core import estimate
+def cmd_train(args) -> int:
+    from core import estimate, jobs
+    from core.runs import RunRegistry
 
     spec = parse_dataset(args.dataset, args.max_train_images)
     params = parse_params(args.param)
@@ -118,7 +129,7 @@ def cmd_train(args) -> int:
         for warning in est.warnings:
             print(f"WARNING: {warning}")
     if args.background:
-        print(f"queued run {run.id}; follow it with `python -m core show {run.id}`")
+        print(f"queued run {run.id}; follow it with `aw show {run.id}`")
         return 0
     print(f"run {run.id}: {run.model} on {spec.label}")
     bar = Bar()
@@ -133,8 +144,10 @@ def cmd_train(args) -> int:
 def show_run(run) -> str:
     from core import models
 
-    lines = [f"run {run.id}  [{run.status}]  {run.model} on {run.dataset.get('category')} (seed {run.seed})",
-             f"params: {json.dumps(run.params)}"]
+    lines = [
+        f"run {run.id}  [{run.status}]  {run.model} on {run.dataset.get('category')} (seed {run.seed})",
+        f"params: {json.dumps(run.params)}",
+    ]
     lines += [f"WARNING: {w}" for w in models.model_warnings(run.model, run.params)]
     if run.error:
         lines.append(f"error: {run.error}")
@@ -142,21 +155,31 @@ def show_run(run) -> str:
         lines.append(f"phase: {run.phase} {run.progress:.0%}  {run.message}")
     m = run.metrics
     if m:
-        keys = ["image_auroc", "pixel_auroc", "image_f1", "pixel_f1", "aupro", "fpr_at_full_recall",
-                "image_threshold"]
+        keys = ["image_auroc", "pixel_auroc", "image_f1", "pixel_f1", "aupro", "fpr_at_full_recall", "image_threshold"]
         lines.append(table([{k: m.get(k) for k in keys}]))
         per = m.get("per_defect") or {}
         if per:
             lines.append(table([{"defect type": k, **v} for k, v in per.items()]))
     t, lat = run.timings, run.latency
     if lat:
-        lines.append(table([{
-            "fit s": t.get("fit_s"), "test s": t.get("test_s"), "e2e ms p50": lat.get("e2e_ms_p50"),
-            "e2e ms p95": lat.get("e2e_ms_p95"), "model ms p50": lat.get("model_ms_p50"),
-            "img/s b1": lat.get("images_per_s_b1"), "img/s best": lat.get("images_per_s_best"),
-            "best batch": lat.get("best_batch_size"), "peak RSS MB": lat.get("peak_rss_mb"),
-            "threads": lat.get("threads"),
-        }]))
+        lines.append(
+            table(
+                [
+                    {
+                        "fit s": t.get("fit_s"),
+                        "test s": t.get("test_s"),
+                        "e2e ms p50": lat.get("e2e_ms_p50"),
+                        "e2e ms p95": lat.get("e2e_ms_p95"),
+                        "model ms p50": lat.get("model_ms_p50"),
+                        "img/s b1": lat.get("images_per_s_b1"),
+                        "img/s best": lat.get("images_per_s_best"),
+                        "best batch": lat.get("best_batch_size"),
+                        "peak RSS MB": lat.get("peak_rss_mb"),
+                        "threads": lat.get("threads"),
+                    }
+                ]
+            )
+        )
         lines.append(f"cpu: {lat.get('cpu')}")
     if run.retrieval:
         lines.append(f"retrieval: {json.dumps(run.retrieval)}")
@@ -201,9 +224,15 @@ def cmd_predict(args) -> int:
     t0 = time.perf_counter()
     preds = loaded.predict([Path(p) for p in args.images], names=list(args.images))
     elapsed = time.perf_counter() - t0
-    rows = [{"image": p.name, "score": p.score,
-             "verdict": p.error and "ERROR" or ("anomalous" if p.is_anomalous else "normal"),
-             "message": p.error or ""} for p in preds]
+    rows = [
+        {
+            "image": p.name,
+            "score": p.score,
+            "verdict": p.error and "ERROR" or ("anomalous" if p.is_anomalous else "normal"),
+            "message": p.error or "",
+        }
+        for p in preds
+    ]
     print(table(rows))
     ok = sum(p.error is None for p in preds)
     print(f"{ok} image(s) scored in {elapsed:.2f} s; threshold {fmt(loaded.image_threshold)} (raw score)")
@@ -260,10 +289,19 @@ def cmd_data(args) -> int:
                 report = data_import.import_zip(args.name, args.zip, replace=args.replace, progress=progress)
             else:
                 if not args.normal:
-                    raise WorkbenchError("Give --normal DIR (and optionally --abnormal DIR, --masks DIR) or --zip FILE.")
-                report = data_import.import_folder(args.name, args.normal, args.abnormal, args.masks,
-                                                   normal_test_dir=args.normal_test, test_fraction=args.test_fraction,
-                                                   replace=args.replace, progress=progress)
+                    raise WorkbenchError(
+                        "Give --normal DIR (and optionally --abnormal DIR, --masks DIR) or --zip FILE."
+                    )
+                report = data_import.import_folder(
+                    args.name,
+                    args.normal,
+                    args.abnormal,
+                    args.masks,
+                    normal_test_dir=args.normal_test,
+                    test_fraction=args.test_fraction,
+                    replace=args.replace,
+                    progress=progress,
+                )
         finally:
             bar.close()
         for line in report.lines():
@@ -337,15 +375,20 @@ def cmd_index_push(args) -> int:
     from core.vectorstore import VectorStore
 
     if not args.url:
-        raise WorkbenchError("Say where to push: `python -m core index push http://qdrant-host:6333` "
-                             "(API key from AW_QDRANT_API_KEY).")
+        raise WorkbenchError(
+            "Say where to push: `aw index push http://qdrant-host:6333` (API key from AW_QDRANT_API_KEY)."
+        )
     cfg = settings()
     if cfg.qdrant_url:
-        raise WorkbenchError("AW_QDRANT_URL is set, so the index already lives on a server; unset it to push the "
-                             "embedded one.")
+        raise WorkbenchError(
+            "AW_QDRANT_URL is set, so the index already lives on a server; unset it to push the embedded one."
+        )
     store = VectorStore.open(cfg)
-    pushed = store.push_to_server(args.url, api_key=os.environ.get("AW_QDRANT_API_KEY") or None,
-                                  progress=lambda c, n: print(f"  {c}: {n} points", flush=True) if n % 2048 == 0 else None)
+    pushed = store.push_to_server(
+        args.url,
+        api_key=os.environ.get("AW_QDRANT_API_KEY") or None,
+        progress=lambda c, n: print(f"  {c}: {n} points", flush=True) if n % 2048 == 0 else None,
+    )
     for collection, n in pushed.items():
         print(f"pushed {n} points of {collection} to {args.url}")
     if not pushed:
@@ -380,36 +423,60 @@ def cmd_execute(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from core import models
 
+    prog = "python -m core" if Path(sys.argv[0]).name == "__main__.py" else "aw"
     parser = argparse.ArgumentParser(
-        prog="python -m core", description="Anomaly Workbench command line: the same engine as the dashboard.",
-        epilog="`python -m core COMMAND --help` describes each command's options.")
+        prog=prog,
+        description="Anomaly Workbench command line: the same engine as the dashboard.",
+        epilog=f"`{prog} COMMAND --help` describes each command's options.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train and evaluate a model (in the foreground, with a progress bar)",
-                       description="Train a model, test it, time it and index it for similarity search. Before it "
-                                   "starts, the expected fit time and memory are printed.")
-    p.add_argument("--model", default="patchcore", help=f"model to train: {' | '.join(models.REGISTRY)} "
-                                                         "(default: patchcore)")
+    p = sub.add_parser(
+        "train",
+        help="train and evaluate a model (in the foreground, with a progress bar)",
+        description="Train a model, test it, time it and index it for similarity search. Before it "
+        "starts, the expected fit time and memory are printed.",
+    )
+    p.add_argument(
+        "--model", default="patchcore", help=f"model to train: {' | '.join(models.REGISTRY)} (default: patchcore)"
+    )
     p.add_argument("--dataset", default="demo", help="demo | mvtec:<category> | folder:<imported name> (default: demo)")
-    p.add_argument("--param", action="append", metavar="KEY=VALUE",
-                   help="a model parameter, repeatable (e.g. coreset_sampling_ratio=0.01); "
-                        "`python -m core models` lists them")
-    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed, data and parameters give the "
-                                                        "same run (default: 0)")
-    p.add_argument("--max-train-images", type=int, default=None, metavar="N",
-                   help="train on an evenly spaced subset of N training images (quick first look)")
-    p.add_argument("--background", action="store_true", help="queue the run for the background worker and return "
-                                                             "at once")
+    p.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a model parameter, repeatable (e.g. coreset_sampling_ratio=0.01); `aw models` lists them",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed; the same seed, data and parameters give the same run (default: 0)",
+    )
+    p.add_argument(
+        "--max-train-images",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train on an evenly spaced subset of N training images (quick first look)",
+    )
+    p.add_argument(
+        "--background", action="store_true", help="queue the run for the background worker and return at once"
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("runs", help="list runs with their key metrics")
-    p.add_argument("--status", default=None, choices=["queued", "running", "done", "failed", "cancelled"],
-                   help="only runs in this state")
+    p.add_argument(
+        "--status",
+        default=None,
+        choices=["queued", "running", "done", "failed", "cancelled"],
+        help="only runs in this state",
+    )
     p.add_argument("--limit", type=int, default=50, help="at most this many runs, newest first (default: 50)")
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("show", help="a run's parameters, metrics, per-defect recall and latency")
-    p.add_argument("run_id", help="the run's id (see `python -m core runs`)")
+    p.add_argument("run_id", help="the run's id (see `aw runs`)")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("models", help="the models and their parameters (defaults and meaning)")
@@ -428,60 +495,126 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("weights", help="list or import backbone/teacher weights (for air-gapped machines)")
-    p.add_argument("action", choices=["list", "import"], nargs="?", default="list",
-                   help="list: what is available; import: copy PATH into the weights folder (default: list)")
-    p.add_argument("path", nargs="?", help="for import: a timm folder (config.json + model.safetensors) or a "
-                                           "weights file such as pretrained_teacher_small.pth")
+    p.add_argument(
+        "action",
+        choices=["list", "import"],
+        nargs="?",
+        default="list",
+        help="list: what is available; import: copy PATH into the weights folder (default: list)",
+    )
+    p.add_argument(
+        "path",
+        nargs="?",
+        help="for import: a timm folder (config.json + model.safetensors) or a "
+        "weights file such as pretrained_teacher_small.pth",
+    )
     p.add_argument("--name", default=None, help="for import: the name to file it under (default: from the path)")
     p.set_defaults(func=cmd_weights)
 
-    p = sub.add_parser("data", help="list datasets, import own images (folders or a zip), make the demo dataset",
-                       description="Import own images: a folder of normal images, optionally abnormal images "
-                                   "(sub-folders = defect types) and masks paired by file name; or a zip of the same "
-                                   "or of MVTec AD's layout. Your files are not moved or changed.")
-    p.add_argument("action", choices=["list", "import", "demo"], nargs="?", default="list",
-                   help="list: MVTec categories and imported datasets; import: import own images; demo: generate "
-                        "the synthetic demo dataset (default: list)")
-    p.add_argument("name", nargs="?", default="mydata",
-                   help="for import: the dataset's name, used as --dataset folder:NAME (default: mydata)")
+    p = sub.add_parser(
+        "data",
+        help="list datasets, import own images (folders or a zip), make the demo dataset",
+        description="Import own images: a folder of normal images, optionally abnormal images "
+        "(sub-folders = defect types) and masks paired by file name; or a zip of the same "
+        "or of MVTec AD's layout. Your files are not moved or changed.",
+    )
+    p.add_argument(
+        "action",
+        choices=["list", "import", "demo"],
+        nargs="?",
+        default="list",
+        help="list: MVTec categories and imported datasets; import: import own images; demo: generate "
+        "the synthetic demo dataset (default: list)",
+    )
+    p.add_argument(
+        "name",
+        nargs="?",
+        default="mydata",
+        help="for import: the dataset's name, used as --dataset folder:NAME (default: mydata)",
+    )
     p.add_argument("--normal", metavar="DIR", help="folder of normal (good) images, searched with its sub-folders")
     p.add_argument("--abnormal", metavar="DIR", help="folder of abnormal images; its sub-folders name the defect types")
-    p.add_argument("--masks", metavar="DIR", help="folder of defect masks, paired with abnormal images by file name "
-                                                  "(x.png <-> x.png, x_mask.png or x_gt.png)")
-    p.add_argument("--normal-test", metavar="DIR", help="folder of normal images kept for testing (default: hold out "
-                                                        "--test-fraction of --normal)")
-    p.add_argument("--test-fraction", type=float, default=0.2, metavar="F",
-                   help="share of the normal images held out for testing when --normal-test is not given "
-                        "(default: 0.2)")
+    p.add_argument(
+        "--masks",
+        metavar="DIR",
+        help="folder of defect masks, paired with abnormal images by file name "
+        "(x.png <-> x.png, x_mask.png or x_gt.png)",
+    )
+    p.add_argument(
+        "--normal-test",
+        metavar="DIR",
+        help="folder of normal images kept for testing (default: hold out --test-fraction of --normal)",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        metavar="F",
+        help="share of the normal images held out for testing when --normal-test is not given (default: 0.2)",
+    )
     p.add_argument("--zip", metavar="FILE", help="import this zip instead of folders")
-    p.add_argument("--replace", action="store_true", help="replace an imported dataset of the same name (refused "
-                                                          "while runs use it)")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace an imported dataset of the same name (refused while runs use it)",
+    )
     p.set_defaults(func=cmd_data)
 
-    for name, func, helptext in (("cancel", cmd_cancel, "cancel a queued or running run"),
-                                 ("delete", cmd_delete, "delete a run, its files and its similarity-index points"),
-                                 ("rerun", cmd_rerun, "queue a run again with the same parameters"),
-                                 ("index", cmd_index, "(re)build a run's similarity index, or `index push URL`: copy the "
-                                                      "embedded index to a Qdrant server"),
-                                 ("export", cmd_export, "export a run's model to OpenVINO (FP32, FP16), checked "
-                                                        "against the torch scores")):
+    for name, func, helptext in (
+        ("cancel", cmd_cancel, "cancel a queued or running run"),
+        ("delete", cmd_delete, "delete a run, its files and its similarity-index points"),
+        ("rerun", cmd_rerun, "queue a run again with the same parameters"),
+        (
+            "index",
+            cmd_index,
+            "(re)build a run's similarity index, or `index push URL`: copy the embedded index to a Qdrant server",
+        ),
+        ("export", cmd_export, "export a run's model to OpenVINO (FP32, FP16), checked against the torch scores"),
+    ):
         p = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ".")
-        p.add_argument("run_id", help="the run's id (see `python -m core runs`)"
-                       + ("; or 'push' to copy the whole embedded index to a Qdrant server" if name == "index" else ""))
+        p.add_argument(
+            "run_id",
+            help="the run's id (see `aw runs`)"
+            + ("; or 'push' to copy the whole embedded index to a Qdrant server" if name == "index" else ""),
+        )
         if name == "index":
-            p.add_argument("url", nargs="?", default=None,
-                           help="with 'push': the server's URL, e.g. http://qdrant-host:6333 (AW_QDRANT_API_KEY "
-                                "for its key)")
+            p.add_argument(
+                "url",
+                nargs="?",
+                default=None,
+                help="with 'push': the server's URL, e.g. http://qdrant-host:6333 (AW_QDRANT_API_KEY for its key)",
+            )
         if name == "cancel":
-            p.add_argument("--force-after", type=float, default=0.0, metavar="SECONDS",
-                           help="terminate the run's process if it has not stopped after this many seconds")
+            p.add_argument(
+                "--force-after",
+                type=float,
+                default=0.0,
+                metavar="SECONDS",
+                help="terminate the run's process if it has not stopped after this many seconds",
+            )
         p.set_defaults(func=func)
 
-    sub.add_parser("worker", help=argparse.SUPPRESS).set_defaults(func=cmd_worker)
-    p = sub.add_parser("execute", help=argparse.SUPPRESS)
+    # Internal commands (the background worker and what it runs): no help= keeps them out of the command list.
+    sub.add_parser("worker").set_defaults(func=cmd_worker)
+    p = sub.add_parser("execute")
     p.add_argument("run_id", help="a queued run to claim and execute in this process (what the worker runs)")
     p.set_defaults(func=cmd_execute)
     return parser
+
+
+def run() -> None:
+    """The ``aw`` console command and ``python -m core``: process settings first, then :func:`main`."""
+    import os
+    import warnings
+
+    # Before torch loads OpenMP: spinning threads made torch 5-10x slower on a shared 2-core CPU (as app.py does).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from core.memory import limit_heap_growth
+
+    # Deprecation notices from inside timm/anomalib mean nothing to a user of this CLI.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    limit_heap_growth()  # before any training allocates (see core/memory.py)
+    sys.exit(main())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@ Without ``AW_RAY_ADDRESS`` nothing here is used: the local worker (``core.jobs``
 process, as before.
 
 With it, the worker (still one process on the machine that holds the run registry, started by the app or by
-``python -m core worker``) connects to the cluster and submits every queued run at once as a Ray task with a
+``aw worker``) connects to the cluster and submits every queued run at once as a Ray task with a
 resource request (``AW_RAY_CPUS``, default 2, ``AW_RAY_GPUS``, default 0): a sweep of models x categories fans out
 over the cluster's nodes as far as their resources allow, and Ray queues the rest.
 
@@ -41,7 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.config import PROJECT_ROOT, TRAINING_ENV, Settings, settings as current_settings
+from core.config import PROJECT_ROOT, TRAINING_ENV, Settings
+from core.config import settings as current_settings
 from core.runs import CANCELLED, FAILED, QUEUED, RunRegistry
 
 log = logging.getLogger("workbench.cluster")
@@ -57,7 +58,10 @@ def address(cfg: Settings | None = None) -> str | None:
 
 
 def resources() -> dict:
-    return {"num_cpus": float(os.environ.get("AW_RAY_CPUS", "2")), "num_gpus": float(os.environ.get("AW_RAY_GPUS", "0"))}
+    return {
+        "num_cpus": float(os.environ.get("AW_RAY_CPUS", "2")),
+        "num_gpus": float(os.environ.get("AW_RAY_GPUS", "0")),
+    }
 
 
 def connect(addr: str):
@@ -65,13 +69,20 @@ def connect(addr: str):
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=addr, log_to_driver=False, logging_level=logging.WARNING,
-                 runtime_env={"py_modules": [str(PROJECT_ROOT / "core")],
-                              "env_vars": {**TRAINING_ENV, "AW_RAY_ADDRESS": ""}})
+        ray.init(
+            address=addr,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            runtime_env={
+                "py_modules": [str(PROJECT_ROOT / "core")],
+                "env_vars": {**TRAINING_ENV, "AW_RAY_ADDRESS": ""},
+            },
+        )
     return ray
 
 
 # ---------------------------------------------------------------------------------------- the task side
+
 
 class _ReportingRegistry(RunRegistry):
     """The scratch registry on a node: writes locally (``execute`` reads back what it wrote) and forwards every
@@ -118,14 +129,27 @@ def execute_on_node(run_row: dict, cfg_dict: dict, reporter) -> dict:
         # The worker's weights folder where this node has it (a shared mount, or the same machine), else a scratch
         # one: the bundled EfficientNet-Lite0 unpacks there from the node's own install.
         weights = Path(cfg_dict["weights_dir"])
-        cfg = dataclasses.replace(Settings(**cfg_dict), artifacts=scratch, qdrant_url=None,
-                                  weights_dir=weights if weights.is_dir() else scratch / "weights")
+        cfg = dataclasses.replace(
+            Settings(**cfg_dict),
+            artifacts=scratch,
+            qdrant_url=None,
+            weights_dir=weights if weights.is_dir() else scratch / "weights",
+        )
         registry = RunRegistry(cfg)
         run_id = run_row["id"]
         with registry._connect() as db:
-            db.execute("INSERT INTO runs (id, created_at, status, model, dataset, params, seed) VALUES (?,?,?,?,?,?,?)",
-                       (run_id, run_row["created_at"], QUEUED, run_row["model"], run_row["dataset"],
-                        run_row["params"], run_row["seed"]))
+            db.execute(
+                "INSERT INTO runs (id, created_at, status, model, dataset, params, seed) VALUES (?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    run_row["created_at"],
+                    QUEUED,
+                    run_row["model"],
+                    run_row["dataset"],
+                    run_row["params"],
+                    run_row["seed"],
+                ),
+            )
         registry.claim(run_id)
         reporter.started.remote(run_id, os.getpid(), ray.get_runtime_context().get_node_id())
         status = training.execute(run_id, cfg, registry=_ReportingRegistry(cfg, run_id, reporter))
@@ -175,6 +199,7 @@ def _reporter_class():
 
 # ---------------------------------------------------------------------------------------- the worker side
 
+
 def _row(registry: RunRegistry, run_id: str) -> dict:
     with registry._connect() as db:
         return dict(db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone())
@@ -209,8 +234,10 @@ def _failure_message(exc: BaseException) -> str:
     import ray.exceptions as rex
 
     if isinstance(exc, (rex.WorkerCrashedError, rex.NodeDiedError, rex.ActorDiedError)):
-        return (f"The Ray worker running this run died ({type(exc).__name__}): the node or its process was killed, "
-                "crashed or ran out of memory. Re-run it to try again.")
+        return (
+            f"The Ray worker running this run died ({type(exc).__name__}): the node or its process was killed, "
+            "crashed or ran out of memory. Re-run it to try again."
+        )
     if isinstance(exc, rex.TaskCancelledError):
         return "cancelled by the user"
     cause = getattr(exc, "cause", None) or exc
@@ -251,8 +278,12 @@ def run_queue(cfg: Settings | None = None) -> None:
             except Exception as exc:  # noqa: BLE001 - any task failure ends the run, never the worker
                 message = _failure_message(exc)
                 status = CANCELLED if message == "cancelled by the user" else FAILED
-                registry.finish(run_id, status, error="" if status == CANCELLED else message,
-                                message=message if status == CANCELLED else "")
+                registry.finish(
+                    run_id,
+                    status,
+                    error="" if status == CANCELLED else message,
+                    message=message if status == CANCELLED else "",
+                )
             log.info("run %s: %s", run_id, registry.get(run_id).status)
         now = time.time()
         for ref, run_id in pending.items():  # cancellation: ask the task, then kill it after a grace period
@@ -262,4 +293,3 @@ def run_queue(cfg: Settings | None = None) -> None:
             elif run_id in cancel_asked and now - cancel_asked[run_id] > CANCEL_GRACE_S:
                 ray.cancel(ref, force=True)
                 cancel_asked[run_id] = float("inf")
-

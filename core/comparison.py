@@ -35,11 +35,21 @@ PUBLISHED = "published, not measured here"
 PATH_LABELS: dict[str, str] = {
     "stock": "stock anomalib (Engine.predict)",
     "stock_seed_env": "stock anomalib, untuned process",  # benchmarks/speed.py: OpenMP spinning, training malloc
-    "torch": "workbench torch", "ours": "workbench torch",
-    "openvino_fp32": "OpenVINO FP32", "openvino_fp16": "OpenVINO FP16", "openvino": "OpenVINO",
+    "torch": "workbench torch",
+    "ours": "workbench torch",
+    "openvino_fp32": "OpenVINO FP32",
+    "openvino_fp16": "OpenVINO FP16",
+    "openvino": "OpenVINO",
 }
-LATENCY_FIELDS = ("e2e_ms_p50", "e2e_ms_p95", "model_ms_p50", "model_ms_p95",
-                  "images_per_s_b1", "images_per_s_best", "best_batch_size")
+LATENCY_FIELDS = (
+    "e2e_ms_p50",
+    "e2e_ms_p95",
+    "model_ms_p50",
+    "model_ms_p95",
+    "images_per_s_b1",
+    "images_per_s_best",
+    "best_batch_size",
+)
 
 
 # --------------------------------------------------------------------------- published reference numbers
@@ -58,8 +68,10 @@ class Reference:
 
 
 def _readme(model_dir: str, note: str = "") -> str:
-    return (f"anomalib {model_dir} README benchmark tables{note}, as shipped in anomalib 2.7: "
-            f"src/anomalib/models/image/{model_dir}/README.md")
+    return (
+        f"anomalib {model_dir} README benchmark tables{note}, as shipped in anomalib 2.7: "
+        f"src/anomalib/models/image/{model_dir}/README.md"
+    )
 
 
 _PATCHCORE_PAPER = "Roth et al., 'Towards Total Recall in Industrial Anomaly Detection', CVPR 2022"
@@ -67,39 +79,91 @@ _WRN, _R18 = "wide_resnet50_2", "resnet18"
 
 
 def _readme_refs(model: str, model_dir: str, backbone: str, setup: str, per_category: dict, note: str = ""):
-    return tuple(Reference(model, setup, category, metrics, _readme(model_dir, note), backbone)
-                 for category, metrics in per_category.items())
+    return tuple(
+        Reference(model, setup, category, metrics, _readme(model_dir, note), backbone)
+        for category, metrics in per_category.items()
+    )
 
 
 # Copied from the README tables in the installed anomalib package (re-checkable offline: grep the file named in
 # each source). image AUROC / pixel AUROC / image F1 (/ pixel F1, AUPRO where a table gives them).
 REFERENCES: tuple[Reference, ...] = (
-    Reference("PatchCore", "WRN-50, 10 % coreset (paper)", "grid",
-              {"image_auroc": 0.979, "pixel_auroc": 0.987}, _PATCHCORE_PAPER, _WRN),
-    *_readme_refs("PatchCore", "patchcore", _WRN, "WRN-50 (anomalib README)", {
-        "grid": {"image_auroc": 0.959, "pixel_auroc": 0.968, "image_f1": 0.974},
-        "tile": {"image_auroc": 1.000, "pixel_auroc": 0.961, "image_f1": 1.000},
-        "leather": {"image_auroc": 1.000, "pixel_auroc": 0.991, "image_f1": 1.000}}, " (seed 42)"),
-    *_readme_refs("PaDiM", "padim", _R18, "ResNet-18 (anomalib README)", {
-        "grid": {"image_auroc": 0.857, "pixel_auroc": 0.918, "image_f1": 0.893},
-        "tile": {"image_auroc": 0.950, "pixel_auroc": 0.934, "image_f1": 0.934},
-        "leather": {"image_auroc": 0.982, "pixel_auroc": 0.994, "image_f1": 0.984}}),
-    *_readme_refs("DFM", "dfm", _R18, "ResNet-18 (anomalib README)", {
-        "grid": {"image_auroc": 0.736, "image_f1": 0.871},
-        "tile": {"image_auroc": 0.966, "image_f1": 0.958},
-        "leather": {"image_auroc": 0.993, "image_f1": 0.978}}),
-    *_readme_refs("STFPM", "stfpm", _R18, "ResNet-18 (anomalib README)", {
-        "grid": {"image_auroc": 0.982, "pixel_auroc": 0.988, "image_f1": 0.982},
-        "tile": {"image_auroc": 0.949, "pixel_auroc": 0.946, "image_f1": 0.930},
-        "leather": {"image_auroc": 0.989, "pixel_auroc": 0.991, "image_f1": 0.989}}),
-    *_readme_refs("FastFlow", "fastflow", _R18, "ResNet-18 (anomalib README)", {
-        "grid": {"image_auroc": 0.988, "pixel_auroc": 0.985, "image_f1": 0.941, "pixel_f1": 0.412},
-        "tile": {"image_auroc": 0.967, "pixel_auroc": 0.944, "image_f1": 0.947},
-        "leather": {"image_auroc": 1.000, "pixel_auroc": 0.996, "image_f1": 0.995}}, " (early stopping, patience 3)"),
-    *_readme_refs("FRE", "fre", "resnet50", "ResNet-50 (anomalib README)", {
-        "grid": {"image_auroc": 0.817, "image_f1": 0.887},
-        "tile": {"image_auroc": 0.991, "image_f1": 0.982},
-        "leather": {"image_auroc": 1.000, "image_f1": 0.995}}),
+    Reference(
+        "PatchCore",
+        "WRN-50, 10 % coreset (paper)",
+        "grid",
+        {"image_auroc": 0.979, "pixel_auroc": 0.987},
+        _PATCHCORE_PAPER,
+        _WRN,
+    ),
+    *_readme_refs(
+        "PatchCore",
+        "patchcore",
+        _WRN,
+        "WRN-50 (anomalib README)",
+        {
+            "grid": {"image_auroc": 0.959, "pixel_auroc": 0.968, "image_f1": 0.974},
+            "tile": {"image_auroc": 1.000, "pixel_auroc": 0.961, "image_f1": 1.000},
+            "leather": {"image_auroc": 1.000, "pixel_auroc": 0.991, "image_f1": 1.000},
+        },
+        " (seed 42)",
+    ),
+    *_readme_refs(
+        "PaDiM",
+        "padim",
+        _R18,
+        "ResNet-18 (anomalib README)",
+        {
+            "grid": {"image_auroc": 0.857, "pixel_auroc": 0.918, "image_f1": 0.893},
+            "tile": {"image_auroc": 0.950, "pixel_auroc": 0.934, "image_f1": 0.934},
+            "leather": {"image_auroc": 0.982, "pixel_auroc": 0.994, "image_f1": 0.984},
+        },
+    ),
+    *_readme_refs(
+        "DFM",
+        "dfm",
+        _R18,
+        "ResNet-18 (anomalib README)",
+        {
+            "grid": {"image_auroc": 0.736, "image_f1": 0.871},
+            "tile": {"image_auroc": 0.966, "image_f1": 0.958},
+            "leather": {"image_auroc": 0.993, "image_f1": 0.978},
+        },
+    ),
+    *_readme_refs(
+        "STFPM",
+        "stfpm",
+        _R18,
+        "ResNet-18 (anomalib README)",
+        {
+            "grid": {"image_auroc": 0.982, "pixel_auroc": 0.988, "image_f1": 0.982},
+            "tile": {"image_auroc": 0.949, "pixel_auroc": 0.946, "image_f1": 0.930},
+            "leather": {"image_auroc": 0.989, "pixel_auroc": 0.991, "image_f1": 0.989},
+        },
+    ),
+    *_readme_refs(
+        "FastFlow",
+        "fastflow",
+        _R18,
+        "ResNet-18 (anomalib README)",
+        {
+            "grid": {"image_auroc": 0.988, "pixel_auroc": 0.985, "image_f1": 0.941, "pixel_f1": 0.412},
+            "tile": {"image_auroc": 0.967, "pixel_auroc": 0.944, "image_f1": 0.947},
+            "leather": {"image_auroc": 1.000, "pixel_auroc": 0.996, "image_f1": 0.995},
+        },
+        " (early stopping, patience 3)",
+    ),
+    *_readme_refs(
+        "FRE",
+        "fre",
+        "resnet50",
+        "ResNet-50 (anomalib README)",
+        {
+            "grid": {"image_auroc": 0.817, "image_f1": 0.887},
+            "tile": {"image_auroc": 0.991, "image_f1": 0.982},
+            "leather": {"image_auroc": 1.000, "image_f1": 0.995},
+        },
+    ),
 )
 
 
@@ -120,16 +184,21 @@ def backbone_note(runs: Sequence[Run], references: pd.DataFrame | None = None) -
     """A sentence when the numbers side by side come from different backbones (a Lite0 run beside a WRN-50
     reference or run), so nobody reads a backbone difference as a model difference; None when they agree."""
     used = {r.params.get("backbone") for r in runs if r.params.get("backbone")}
-    ref_backbones = set() if references is None or references.empty else \
-        {b for b in references.get("backbone", pd.Series(dtype=str)) if b}
+    ref_backbones = (
+        set()
+        if references is None or references.empty
+        else {b for b in references.get("backbone", pd.Series(dtype=str)) if b}
+    )
     if len(used) <= 1 and ref_backbones <= used:
         return None
     parts = [f"runs use {', '.join(sorted(used))}"] if used else []
     if ref_backbones - used:
         parts.append(f"published numbers use {', '.join(sorted(ref_backbones))}")
-    return ("Different backbones side by side: " + "; ".join(parts) + ". Part of any gap is the backbone, not the "
-            "model (offline, models run on the EfficientNet-Lite0 weights that ship with the product; anomalib's "
-            "defaults are larger ResNets).")
+    return (
+        "Different backbones side by side: " + "; ".join(parts) + ". Part of any gap is the backbone, not the "
+        "model (offline, models run on the EfficientNet-Lite0 weights that ship with the product; anomalib's "
+        "defaults are larger ResNets)."
+    )
 
 
 def reference_table(categories: Iterable[str] | None = None, models: Iterable[str] | None = None) -> pd.DataFrame:
@@ -145,13 +214,21 @@ def reference_table(categories: Iterable[str] | None = None, models: Iterable[st
             continue
         if wanted_models is not None and ref.model not in wanted_models:
             continue
-        rows.append({
-            "series": f"{ref.model} {ref.setup} — {PUBLISHED}",
-            "model": ref.model, "config": ref.setup, "category": ref.category, "source": PUBLISHED,
-            **{key: ref.metrics.get(key) for key in METRICS}, "backbone": ref.backbone, "reference": ref.source,
-        })
-    table = pd.DataFrame(rows, columns=["series", "model", "config", "category", "source", *METRICS, "backbone",
-                                        "reference"])
+        rows.append(
+            {
+                "series": f"{ref.model} {ref.setup} — {PUBLISHED}",
+                "model": ref.model,
+                "config": ref.setup,
+                "category": ref.category,
+                "source": PUBLISHED,
+                **{key: ref.metrics.get(key) for key in METRICS},
+                "backbone": ref.backbone,
+                "reference": ref.source,
+            }
+        )
+    table = pd.DataFrame(
+        rows, columns=["series", "model", "config", "category", "source", *METRICS, "backbone", "reference"]
+    )
     return table.astype({key: float for key in METRICS})  # a number not published is NaN, shown blank
 
 
@@ -209,16 +286,21 @@ def _series(runs: Sequence[Run]) -> dict[str, str]:
     for run in runs:
         key = (config_label(run), run.category)
         counts[key] = counts.get(key, 0) + 1
-    return {run.id: config_label(run) + (f" · {run.id}" if counts[(config_label(run), run.category)] > 1 else "")
-            for run in runs}
+    return {
+        run.id: config_label(run) + (f" · {run.id}" if counts[(config_label(run), run.category)] > 1 else "")
+        for run in runs
+    }
 
 
 # --------------------------------------------------------------------------- the comparison table
 
 
 def _num(value) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) \
+    return (
+        float(value)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
         else None
+    )
 
 
 def comparison_table(runs: Sequence[Run]) -> pd.DataFrame:
@@ -227,22 +309,33 @@ def comparison_table(runs: Sequence[Run]) -> pd.DataFrame:
     rows = []
     for run in runs:
         m, lat, t = run.metrics or {}, run.latency or {}, run.timings or {}
-        rows.append({
-            "run_id": run.id, "series": series[run.id], "model": run.model, "config": config_label(run),
-            "category": run.category, "dataset": run.dataset.get("kind", ""), "source": MEASURED,
-            **{key: _num(m.get(key)) for key in METRICS},
-            "image_threshold": _num(m.get("image_threshold")),
-            "fpr_at_full_recall": _num(m.get("fpr_at_full_recall")),
-            "n_normal": m.get("n_normal"), "n_anomalous": m.get("n_anomalous"),
-            "fit_s": _num(t.get("fit_s")), "test_s": _num(t.get("test_s")),
-            "e2e_ms_p50": _num(lat.get("e2e_ms_p50")), "e2e_ms_p95": _num(lat.get("e2e_ms_p95")),
-            "images_per_s_b1": _num(lat.get("images_per_s_b1")),
-            "images_per_s_best": _num(lat.get("images_per_s_best")),
-            "best_batch_size": lat.get("best_batch_size"),
-            "peak_rss_fit_mb": _num(t.get("peak_rss_fit_mb")),
-            "seed": run.seed, "created_at": pd.Timestamp(run.created_at, unit="s"),
-            "warnings": " ".join(run_warnings(run)),
-        })
+        rows.append(
+            {
+                "run_id": run.id,
+                "series": series[run.id],
+                "model": run.model,
+                "config": config_label(run),
+                "category": run.category,
+                "dataset": run.dataset.get("kind", ""),
+                "source": MEASURED,
+                **{key: _num(m.get(key)) for key in METRICS},
+                "image_threshold": _num(m.get("image_threshold")),
+                "fpr_at_full_recall": _num(m.get("fpr_at_full_recall")),
+                "n_normal": m.get("n_normal"),
+                "n_anomalous": m.get("n_anomalous"),
+                "fit_s": _num(t.get("fit_s")),
+                "test_s": _num(t.get("test_s")),
+                "e2e_ms_p50": _num(lat.get("e2e_ms_p50")),
+                "e2e_ms_p95": _num(lat.get("e2e_ms_p95")),
+                "images_per_s_b1": _num(lat.get("images_per_s_b1")),
+                "images_per_s_best": _num(lat.get("images_per_s_best")),
+                "best_batch_size": lat.get("best_batch_size"),
+                "peak_rss_fit_mb": _num(t.get("peak_rss_fit_mb")),
+                "seed": run.seed,
+                "created_at": pd.Timestamp(run.created_at, unit="s"),
+                "warnings": " ".join(run_warnings(run)),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -260,15 +353,25 @@ def averages_table(runs: Sequence[Run]) -> pd.DataFrame:
     rows = []
     for label, per_cat in groups.items():
         avg = evaluation.average_metrics([r.metrics or {} for r in per_cat.values()])
-        rows.append({"series": label, "config": label, "category": AVERAGE, "source": MEASURED,
-                     "n_categories": avg.get("n_categories", 0), "categories": ", ".join(sorted(per_cat)),
-                     **{key: avg.get(key) for key in METRICS}})
-    return pd.DataFrame(rows, columns=["series", "config", "category", "source", "n_categories", "categories",
-                                       *METRICS])
+        rows.append(
+            {
+                "series": label,
+                "config": label,
+                "category": AVERAGE,
+                "source": MEASURED,
+                "n_categories": avg.get("n_categories", 0),
+                "categories": ", ".join(sorted(per_cat)),
+                **{key: avg.get(key) for key in METRICS},
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["series", "config", "category", "source", "n_categories", "categories", *METRICS]
+    )
 
 
-def metrics_long(table: pd.DataFrame, averages: pd.DataFrame | None = None,
-                 references: pd.DataFrame | None = None) -> pd.DataFrame:
+def metrics_long(
+    table: pd.DataFrame, averages: pd.DataFrame | None = None, references: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Long form (series, category, source, metric, value) for grouped bar charts; missing values dropped."""
     parts = [df for df in (table, averages, references) if df is not None and not df.empty]
     if not parts:
@@ -311,9 +414,16 @@ def latency_table(runs: Sequence[Run]) -> pd.DataFrame:
     rows = []
     for run in runs:
         for path, values in latency_paths(run.latency or {}).items():
-            rows.append({"run_id": run.id, "series": series[run.id], "category": run.category,
-                         "path": path, "path_label": PATH_LABELS.get(path, path),
-                         **{f: _num(values.get(f)) for f in LATENCY_FIELDS}})
+            rows.append(
+                {
+                    "run_id": run.id,
+                    "series": series[run.id],
+                    "category": run.category,
+                    "path": path,
+                    "path_label": PATH_LABELS.get(path, path),
+                    **{f: _num(values.get(f)) for f in LATENCY_FIELDS},
+                }
+            )
     return pd.DataFrame(rows, columns=["run_id", "series", "category", "path", "path_label", *LATENCY_FIELDS])
 
 
@@ -333,9 +443,17 @@ def per_defect_table(runs: Sequence[Run]) -> pd.DataFrame:
     rows = []
     for run in runs:
         for defect, v in ((run.metrics or {}).get("per_defect") or {}).items():
-            rows.append({"run_id": run.id, "series": series[run.id], "category": run.category,
-                         "defect_type": defect, "n": v.get("n"), "detected": v.get("detected"),
-                         "recall": _num(v.get("recall"))})
+            rows.append(
+                {
+                    "run_id": run.id,
+                    "series": series[run.id],
+                    "category": run.category,
+                    "defect_type": defect,
+                    "n": v.get("n"),
+                    "detected": v.get("detected"),
+                    "recall": _num(v.get("recall")),
+                }
+            )
     return pd.DataFrame(rows, columns=["run_id", "series", "category", "defect_type", "n", "detected", "recall"])
 
 
@@ -364,17 +482,27 @@ class ThresholdPanel:
 
 def threshold_panel(records: pd.DataFrame, threshold: float) -> ThresholdPanel:
     """Confusion matrix, per-defect detection and the offending images at ``threshold``, by counting only."""
-    view = evaluation.threshold_view(records["score"].to_numpy(dtype=float), records["label"].to_numpy(),
-                                     records["defect_type"].tolist(), threshold)
+    view = evaluation.threshold_view(
+        records["score"].to_numpy(dtype=float), records["label"].to_numpy(), records["defect_type"].tolist(), threshold
+    )
     confusion = pd.DataFrame(
         [[view["tn"], view["fp"]], [view["fn"], view["tp"]]],
-        index=pd.Index(["actual normal", "actual anomalous"]), columns=["predicted normal", "predicted anomalous"],
+        index=pd.Index(["actual normal", "actual anomalous"]),
+        columns=["predicted normal", "predicted anomalous"],
     )
-    per_defect = pd.DataFrame([
-        {"defect_type": name, "n": v["n"], "detected": v["detected"], "missed": v["n"] - v["detected"],
-         "recall": v["recall"]}
-        for name, v in view["per_defect"].items()
-    ], columns=["defect_type", "n", "detected", "missed", "recall"])
+    per_defect = pd.DataFrame(
+        [
+            {
+                "defect_type": name,
+                "n": v["n"],
+                "detected": v["detected"],
+                "missed": v["n"] - v["detected"],
+                "recall": v["recall"],
+            }
+            for name, v in view["per_defect"].items()
+        ],
+        columns=["defect_type", "n", "detected", "missed", "recall"],
+    )
     flagged = records["score"].to_numpy(dtype=float) >= threshold
     labels = records["label"].to_numpy(dtype=int)
     cols = ["index", "file", "defect_type", "score"]

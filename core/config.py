@@ -6,10 +6,11 @@ the pages agree without passing settings around. ``settings()`` is cheap; call i
 | variable | default | meaning |
 |---|---|---|
 | AW_ARTIFACTS | <project>/artifacts | run registry, run outputs, imported data and weights, vector store |
-| AW_MVTEC_ROOT | ../shared/datasets/mvtec_ad if present, else <artifacts>/datasets/mvtec_ad | MVTec AD root |
-| AW_WEIGHTS_DIR | <artifacts>/weights | imported backbone weights (``python -m core weights import``) |
-| AW_EXTRA_WEIGHTS_DIRS | ../shared/weights if present | more read-only folders searched for weights (``:``-separated) |
-| AW_OFFLINE | 1 if HF_HUB_OFFLINE=1 or the Hugging Face hub can't be reached | never try a download; fail at once with a message saying what is missing (0: always try) |
+| AW_SHARED | ../shared if present | a read-only folder of real data and weights (``none``: never look for one) |
+| AW_MVTEC_ROOT | <shared>/datasets/mvtec_ad if present, else <artifacts>/datasets/mvtec_ad | MVTec AD root |
+| AW_WEIGHTS_DIR | <artifacts>/weights | imported backbone weights (``aw weights import``) |
+| AW_EXTRA_WEIGHTS_DIRS | <shared>/weights if present | more read-only folders searched for weights (``:``-separated) |
+| AW_OFFLINE | 1 if HF_HUB_OFFLINE=1 or the hub can't be reached | never download; say what is missing (0: always try) |
 | AW_IMAGENET_DIR | unset | a folder of natural images (one sub-folder or more) for EfficientAD's penalty loss |
 | AW_QDRANT_URL / AW_QDRANT_API_KEY | unset | a Qdrant server; unset means the embedded store under artifacts/qdrant |
 """
@@ -24,7 +25,8 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # A sibling folder of real data and weights for air-gapped machines (optional; never required).
-SHARED_ROOT = PROJECT_ROOT.parent / "shared"
+DEFAULT_SHARED_ROOT = PROJECT_ROOT.parent / "shared"
+_NO_SHARED = {"none", "off", "no", "0", "false"}
 
 # glibc keeps freed 16 MB blocks in its heap during PatchCore's coreset step (20 GB seen); forcing mmap for
 # large allocations returns them to the OS. Must be in the environment before Python starts.
@@ -53,6 +55,16 @@ def _offline(env) -> bool:
     if (env.get("AW_OFFLINE") or "").strip():  # explicitly online ("0")
         return False
     return not hub_reachable()
+
+
+def shared_root(env=None) -> Path | None:
+    """The folder of real data and weights beside the checkout, or None: ``AW_SHARED=none`` turns every automatic
+    lookup off (CI proves the suite passes as on a user's machine), ``AW_SHARED=DIR`` points elsewhere."""
+    value = ((os.environ if env is None else env).get("AW_SHARED") or "").strip()
+    if value.lower() in _NO_SHARED:
+        return None
+    root = Path(value).expanduser() if value else DEFAULT_SHARED_ROOT
+    return root.resolve() if root.is_dir() else None
 
 
 def _paths(value: str | None) -> list[Path]:
@@ -97,12 +109,13 @@ class Settings:
 def settings() -> Settings:
     env = os.environ
     artifacts = Path(env.get("AW_ARTIFACTS") or PROJECT_ROOT / "artifacts").expanduser().resolve()
-    shared_mvtec = SHARED_ROOT / "datasets" / "mvtec_ad"
-    default_mvtec = shared_mvtec if shared_mvtec.is_dir() else artifacts / "datasets" / "mvtec_ad"
+    shared = shared_root(env)
+    shared_mvtec = shared / "datasets" / "mvtec_ad" if shared else None
+    default_mvtec = shared_mvtec if shared_mvtec and shared_mvtec.is_dir() else artifacts / "datasets" / "mvtec_ad"
     if "AW_EXTRA_WEIGHTS_DIRS" in env:
         extra = _paths(env["AW_EXTRA_WEIGHTS_DIRS"])
     else:
-        extra = [SHARED_ROOT / "weights"] if (SHARED_ROOT / "weights").is_dir() else []
+        extra = [shared / "weights"] if shared and (shared / "weights").is_dir() else []
     imagenet = env.get("AW_IMAGENET_DIR")
     return Settings(
         artifacts=artifacts,

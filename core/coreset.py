@@ -134,8 +134,12 @@ class FastKCenterGreedy:
         if features.device.type != "cpu":
             features = features.cpu()
         features = features.contiguous()
-        if (features.dtype in (torch.float32, torch.float64) and self.coreset_size > 1
-                and features.shape[1] > 0 and bool(torch.isfinite(features).all())):
+        if (
+            features.dtype in (torch.float32, torch.float64)
+            and self.coreset_size > 1
+            and features.shape[1] > 0
+            and bool(torch.isfinite(features).all())
+        ):
             idxs = self._select_pruned(features, start)
         else:
             idxs = self._select_dense(features, start)
@@ -227,13 +231,13 @@ class FastKCenterGreedy:
         scale_sq = 0.0
         chunk = 16384
         for lo in range(0, n, chunk):
-            x = f_np[lo:lo + chunk].astype(np.float64)
+            x = f_np[lo : lo + chunk].astype(np.float64)
             g = x @ basis_mean
             p = g[:, :m] - mean_proj
             sq = np.einsum("ij,ij->i", x, x) - 2.0 * g[:, m] + mean_sq
             res = np.sqrt(np.maximum(sq - np.einsum("ij,ij->i", p, p), 0.0))
-            z[lo:lo + chunk, :m] = p
-            z[lo:lo + chunk, m] = res
+            z[lo : lo + chunk, :m] = p
+            z[lo : lo + chunk, m] = res
             scale_sq = max(scale_sq, float(sq.max()))
         scale = float(np.sqrt(max(scale_sq, 0.0)))
         m2 = min(_PCA_COMPONENTS_CENTRES, d)
@@ -258,8 +262,9 @@ class FastKCenterGreedy:
         finally:
             torch.set_num_threads(threads)
 
-    def _greedy_loop(self, features: torch.Tensor, start: int, z: np.ndarray, scale: float,
-                     mean: np.ndarray, basis2: np.ndarray) -> list[int]:
+    def _greedy_loop(
+        self, features: torch.Tensor, start: int, z: np.ndarray, scale: float, mean: np.ndarray, basis2: np.ndarray
+    ) -> list[int]:
         self._setup_reporting()
         n = features.shape[0]
         k_total = self.coreset_size
@@ -270,8 +275,8 @@ class FastKCenterGreedy:
         f_np = features.numpy()
         take = np.take
         mark = np.zeros(n, dtype=bool)
-        owner = np.zeros(n, dtype=np.int64)        # each point's cluster (nearest centre so far)
-        zn2 = np.einsum("ij,ij->i", z, z)          # |Z x|^2, for the dense scan
+        owner = np.zeros(n, dtype=np.int64)  # each point's cluster (nearest centre so far)
+        zn2 = np.einsum("ij,ij->i", z, z)  # |Z x|^2, for the dense scan
         empty_i = np.empty(0, dtype=np.int64)
         empty_f = np.empty(0, dtype=md.dtype)
 
@@ -288,11 +293,11 @@ class FastKCenterGreedy:
         # index among ties) and the points that a new centre can move are a prefix.
         n_cl = k_total
         mem: list[np.ndarray] = []
-        key: list[np.ndarray] = []                 # -min_distance of the members, ascending
-        rad = np.full(n_cl, -np.inf)              # the cluster's largest min_distance (-inf: empty)
-        thr2 = np.full(n_cl, -1.0)                # (2 rad (1+rel) + abs)^2, -1 for an empty cluster
+        key: list[np.ndarray] = []  # -min_distance of the members, ascending
+        rad = np.full(n_cl, -np.inf)  # the cluster's largest min_distance (-inf: empty)
+        thr2 = np.full(n_cl, -1.0)  # (2 rad (1+rel) + abs)^2, -1 for an empty cluster
         csize = np.zeros(n_cl, dtype=np.int64)
-        cz = np.zeros((n_cl, z.shape[1]), dtype=np.float64)   # centres' lower-bound coordinates
+        cz = np.zeros((n_cl, z.shape[1]), dtype=np.float64)  # centres' lower-bound coordinates
         cz2 = np.zeros(n_cl, dtype=np.float64)
         cz_hi = np.zeros((n_cl, basis2.shape[1] + 1), dtype=np.float32)  # finer ones (more components)
 
@@ -326,13 +331,20 @@ class FastKCenterGreedy:
 
         dense_streak = [0]
         small = 128  # clusters up to this size are scanned whole instead of binary-searched
-        stats = {"batches": 0, "candidate_clusters": 0, "scanned_points": 0, "bound_checks": 0, "exact_distances": 0,
-                 "dense_updates": 0, "full_passes": 0}
+        stats = {
+            "batches": 0,
+            "candidate_clusters": 0,
+            "scanned_points": 0,
+            "bound_checks": 0,
+            "exact_distances": 0,
+            "dense_updates": 0,
+            "full_passes": 0,
+        }
 
         def candidates_sparse(k: int, first: int, u: int, zc32: np.ndarray):
             """(points, centre slots, their min distances) that may get closer, found cluster by cluster;
             or None when the clusters to scan are so large that the dense scan is cheaper."""
-            zc = cz[first:first + u]
+            zc = cz[first : first + u]
             # 1. (cluster a, centre c) pairs where a can hold a point closer to c than to a: d(c, a) < 2 rad(a)
             pa_l, pc_l = [], []
             for lo in range(0, k, _DENSE_CHUNK):
@@ -340,7 +352,7 @@ class FastKCenterGreedy:
                 lb = cz[lo:hi] @ zc.T
                 lb *= -2.0
                 lb += cz2[lo:hi, None]
-                lb += cz2[None, first:first + u]
+                lb += cz2[None, first : first + u]
                 r, c = np.nonzero(lb < thr2[lo:hi, None])
                 pa_l.append(r + lo)
                 pc_l.append(c)
@@ -348,7 +360,7 @@ class FastKCenterGreedy:
             pc = np.concatenate(pc_l)
             g2 = take(cz_hi, pa, axis=0)
             g2 -= take(cz_hi, pc + first, axis=0)
-            lbc2 = np.einsum("ij,ij->i", g2, g2)      # finer lower bound of d(c, a)^2
+            lbc2 = np.einsum("ij,ij->i", g2, g2)  # finer lower bound of d(c, a)^2
             keep = np.flatnonzero(lbc2 < take(thr2, pa))
             pa = take(pa, keep)
             pc = take(pc, keep)
@@ -520,10 +532,7 @@ class FastKCenterGreedy:
             # the next candidates in argmax order: the heads of the clusters with the largest radii
             lc = min(want, remaining, max(8, self._tick))  # no batch spans more than ~1 % (progress)
             rk = rad[:k]
-            if k > lc:
-                cl = np.flatnonzero(rk >= np.partition(rk, k - lc)[k - lc])
-            else:
-                cl = np.flatnonzero(rk > 0)
+            cl = np.flatnonzero(rk >= np.partition(rk, k - lc)[k - lc]) if k > lc else np.flatnonzero(rk > 0)
             heads = [mem[a][:lc] for a in cl.tolist()]
             hkeys = [key[a][:lc] for a in cl.tolist()]
             hp = np.concatenate(heads) if len(heads) > 1 else heads[0]
@@ -575,7 +584,7 @@ def concat_and_clear(store: list[torch.Tensor]) -> torch.Tensor:
     store.reverse()
     while store:
         t = store.pop()
-        out[offset:offset + t.shape[0]] = t
+        out[offset : offset + t.shape[0]] = t
         offset += t.shape[0]
         freed += t.numel() * t.element_size()
         del t
@@ -609,20 +618,29 @@ def select_coreset(
         idxs = sampler.select_coreset_idxs()
         dims = sampler.features.shape[1]
     elif method == "blocked":
-        sampler = BlockedKCenterGreedy(embedding, sampling_ratio, max_size=max_size, progress=progress,
-                                       should_stop=should_stop)
+        sampler = BlockedKCenterGreedy(
+            embedding, sampling_ratio, max_size=max_size, progress=progress, should_stop=should_stop
+        )
         idxs = sampler.select_coreset_idxs()
         dims = sampler.stats["dims"]
     else:
         raise ValueError(f"Unknown coreset method {method!r}: use 'blocked' or 'anomalib'.")
     requested = int(n * sampling_ratio)
-    info = {"method": method, "patches": n, "features": int(embedding.shape[1]), "selection_dims": int(dims),
-            "bank_size": len(idxs), "requested_size": requested, "capped": bool(max_size and requested > max_size),
-            "seconds": time.perf_counter() - t0}
+    info = {
+        "method": method,
+        "patches": n,
+        "features": int(embedding.shape[1]),
+        "selection_dims": int(dims),
+        "bank_size": len(idxs),
+        "requested_size": requested,
+        "capped": bool(max_size and requested > max_size),
+        "seconds": time.perf_counter() - t0,
+    }
     return embedding[idxs], info
 
 
 # ---- blocked k-center greedy: the same greedy rule, computed with matrix products -----------------------------
+
 
 class BlockedKCenterGreedy:
     """k-center greedy (PatchCore's coreset rule: repeatedly take the patch farthest from all picks so far) for
@@ -656,16 +674,25 @@ class BlockedKCenterGreedy:
 
     CHUNK_ELEMENTS = 16 << 20  # ~64 MB of float32 per chunk of distances or projected rows
 
-    def __init__(self, embedding: torch.Tensor, sampling_ratio: float, max_size: int | None = None,
-                 projection: str = "anomalib", pool_size: int = 8192, progress: ProgressFn | None = None,
-                 should_stop: StopFn | None = None) -> None:
+    def __init__(
+        self,
+        embedding: torch.Tensor,
+        sampling_ratio: float,
+        max_size: int | None = None,
+        projection: str = "anomalib",
+        pool_size: int = 8192,
+        progress: ProgressFn | None = None,
+        should_stop: StopFn | None = None,
+    ) -> None:
         n = embedding.shape[0]
         size = int(n * sampling_ratio)
         if max_size:
             size = min(size, int(max_size))
         if size <= 0:
-            raise ValueError(f"coreset_size must be a positive integer, got {size} (sampling_ratio {sampling_ratio}, "
-                             f"{n} embeddings).")
+            raise ValueError(
+                f"coreset_size must be a positive integer, got {size} (sampling_ratio {sampling_ratio}, "
+                f"{n} embeddings)."
+            )
         if projection not in ("anomalib", "auto", "none"):
             raise ValueError(f"projection must be 'anomalib', 'auto' or 'none', got {projection!r}")
         self.embedding = embedding
@@ -696,7 +723,8 @@ class BlockedKCenterGreedy:
         # Non-2-D embeddings are flattened and not projected, as anomalib does.
         project = self.embedding.ndim == 2 and (
             self.projection == "anomalib"
-            or (self.projection == "auto" and rp._johnson_lindenstrauss_min_dim(n, 0.9) < d))
+            or (self.projection == "auto" and rp._johnson_lindenstrauss_min_dim(n, 0.9) < d)
+        )
         # Centring changes no distance and keeps |x|^2 + |c|^2 - 2 x.c well conditioned.
         self._mean = self._raw[:: max(1, n // 65536)].double().mean(0).float()
         if project:
@@ -744,7 +772,7 @@ class BlockedKCenterGreedy:
         buf = torch.empty((step, self._raw.shape[1]))
         for lo in range(0, n, step):
             f = self._rows(lo, min(n, lo + step), buf)
-            sq[lo:lo + f.shape[0]] = torch.einsum("ij,ij->i", self._metric_of(f), f)
+            sq[lo : lo + f.shape[0]] = torch.einsum("ij,ij->i", self._metric_of(f), f)
         del buf
         # A point this close to a pick is a duplicate of it (the matrix-product distances' rounding is ~1e-7 of
         # |x|^2): once every point is that close, the rest of the "farthest points" would be noise.

@@ -36,12 +36,13 @@ import stat
 import time
 import zipfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 from core import images
-from core.config import Settings, settings as current_settings
+from core.config import Settings
+from core.config import settings as current_settings
 from core.datasets import DatasetSpec, custom_root
 from core.errors import DatasetError, ImageError
 
@@ -88,6 +89,7 @@ class ImportReport:
 
 # ---- names and pairing --------------------------------------------------------------------------------------
 
+
 def safe_name(name: str) -> str:
     cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in (name or "").strip())
     if not cleaned.strip("_"):
@@ -119,11 +121,16 @@ def defect_groups(abnormal_dir: Path) -> list[AbnormalImage]:
     """Sub-folders are defect types (searched recursively); images directly in the folder get its name."""
     found: list[AbnormalImage] = []
     for p in images.list_images(abnormal_dir):
-        found.append(AbnormalImage(p, _defect_name(abnormal_dir.name if abnormal_dir.name != "good" else "defect"),
-                                   PurePosixPath(".")))
+        found.append(
+            AbnormalImage(
+                p, _defect_name(abnormal_dir.name if abnormal_dir.name != "good" else "defect"), PurePosixPath(".")
+            )
+        )
     for sub in sorted(p for p in abnormal_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))):
         for p in images.list_images(sub, recursive=True):
-            found.append(AbnormalImage(p, _defect_name(sub.name), PurePosixPath(p.parent.relative_to(abnormal_dir).as_posix())))
+            found.append(
+                AbnormalImage(p, _defect_name(sub.name), PurePosixPath(p.parent.relative_to(abnormal_dir).as_posix()))
+            )
     return found
 
 
@@ -144,8 +151,9 @@ class MaskIndex:
     def find(self, image: AbnormalImage) -> Path | None:
         candidates = self.by_stem.get(image.path.stem, [])
         if len(candidates) > 1:
-            same_tree = [c for c in candidates
-                         if PurePosixPath(c.parent.relative_to(self.root).as_posix()) == image.rel_parent]
+            same_tree = [
+                c for c in candidates if PurePosixPath(c.parent.relative_to(self.root).as_posix()) == image.rel_parent
+            ]
             same_type = [c for c in candidates if image.defect in c.relative_to(self.root).parts[:-1]]
             candidates = same_tree if len(same_tree) == 1 else same_type
         if len(candidates) != 1:
@@ -159,11 +167,19 @@ class MaskIndex:
 
 # ---- placing files ----------------------------------------------------------------------------------------
 
+
 class _Placer:
     """Writes one dataset into a staging folder: links or converts images, converts masks, keeps statistics."""
 
-    def __init__(self, staging: Path, report: ImportReport, move: bool, progress: ProgressFn | None, total: int,
-                 origin: Callable[[Path], str] | None = None):
+    def __init__(
+        self,
+        staging: Path,
+        report: ImportReport,
+        move: bool,
+        progress: ProgressFn | None,
+        total: int,
+        origin: Callable[[Path], str] | None = None,
+    ):
         self.staging, self.report, self.move = staging, report, move
         self.origin = origin or (lambda p: str(p.resolve()))
         self.progress, self.total, self.done = progress, total, 0
@@ -235,13 +251,15 @@ def _link(source: Path, target: Path, move: bool) -> str:
 
 # ---- the importer -------------------------------------------------------------------------------------------
 
+
 def _runs_using(name: str, cfg: Settings) -> list[str]:
     from core.runs import RunRegistry
 
     if not cfg.registry_path.exists():
         return []
-    return [r.id for r in RunRegistry(cfg).list()
-            if r.dataset.get("kind") == "folder" and r.dataset.get("category") == name]
+    return [
+        r.id for r in RunRegistry(cfg).list() if r.dataset.get("kind") == "folder" and r.dataset.get("category") == name
+    ]
 
 
 def check_replaceable(name: str, replace: bool, cfg: Settings) -> None:
@@ -251,12 +269,14 @@ def check_replaceable(name: str, replace: bool, cfg: Settings) -> None:
     if not replace:
         raise DatasetError(
             f"A dataset named '{name}' is already imported. Choose another name, or replace it "
-            "(CLI: --replace; page: tick 'Replace').")
+            "(CLI: --replace; page: tick 'Replace')."
+        )
     used = _runs_using(name, cfg)
     if used:
         raise DatasetError(
             f"Dataset '{name}' cannot be replaced: {len(used)} run(s) were trained on it ({', '.join(used[:5])}) and "
-            "their results point at its files. Import under a new name, or delete those runs first.")
+            "their results point at its files. Import under a new name, or delete those runs first."
+        )
 
 
 def _split_normals(normals: list[Path], test_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
@@ -264,17 +284,23 @@ def _split_normals(normals: list[Path], test_fraction: float, seed: int) -> tupl
     shuffled = normals[:]
     random.Random(seed).shuffle(shuffled)
     n_test = int(round(len(shuffled) * test_fraction))
-    if len(shuffled) >= 2:
-        n_test = min(max(n_test, 1), len(shuffled) - 1)
-    else:
-        n_test = 0
+    n_test = min(max(n_test, 1), len(shuffled) - 1) if len(shuffled) >= 2 else 0
     return sorted(shuffled[n_test:]), sorted(shuffled[:n_test])
 
 
-def import_images(name: str, train_normals: list[Path], test_normals: list[Path], abnormal: list[AbnormalImage],
-                  masks: MaskIndex | None = None, source: dict | None = None, replace: bool = False,
-                  move: bool = False, cfg: Settings | None = None, progress: ProgressFn | None = None,
-                  origin: Callable[[Path], str] | None = None) -> ImportReport:
+def import_images(
+    name: str,
+    train_normals: list[Path],
+    test_normals: list[Path],
+    abnormal: list[AbnormalImage],
+    masks: MaskIndex | None = None,
+    source: dict | None = None,
+    replace: bool = False,
+    move: bool = False,
+    cfg: Settings | None = None,
+    progress: ProgressFn | None = None,
+    origin: Callable[[Path], str] | None = None,
+) -> ImportReport:
     """Write one dataset from lists of files (the folder and zip imports both end here). ``origin`` names a
     file as the user knows it (default: its resolved path)."""
     cfg = cfg or current_settings()
@@ -304,16 +330,27 @@ def import_images(name: str, train_normals: list[Path], test_normals: list[Path]
             if mask is None or not placer.mask(mask, target, item.defect):
                 missing_mask.append(item.path.name)
         if counts["train normal"] == 0:
-            raise DatasetError("None of the normal images could be read, so nothing was imported"
-                               + (f" (e.g. {Path(report.skipped[0][0]).name}: {report.skipped[0][1]})"
-                                  if report.skipped else "") + ".")
+            raise DatasetError(
+                "None of the normal images could be read, so nothing was imported"
+                + (f" (e.g. {Path(report.skipped[0][0]).name}: {report.skipped[0][1]})" if report.skipped else "")
+                + "."
+            )
         _notes(report, placer, counts, masks, missing_mask)
         report.counts = counts
         report.seconds = time.perf_counter() - t0
-        (staging / "source.json").write_text(json.dumps({
-            **(source or {}), "imported_at": time.time(), "counts": counts, "skipped": report.skipped,
-            "notes": report.notes, "placement": dict(placer.linked),
-        }, indent=2))
+        (staging / "source.json").write_text(
+            json.dumps(
+                {
+                    **(source or {}),
+                    "imported_at": time.time(),
+                    "counts": counts,
+                    "skipped": report.skipped,
+                    "notes": report.notes,
+                    "placement": dict(placer.linked),
+                },
+                indent=2,
+            )
+        )
         (staging / "files.json").write_text(json.dumps(placer.files))
         # Swap in the complete import; an earlier one of the same name goes only now (check_replaceable).
         if final.exists():
@@ -328,8 +365,9 @@ def import_images(name: str, train_normals: list[Path], test_normals: list[Path]
     return report
 
 
-def _notes(report: ImportReport, placer: _Placer, counts: dict, masks: MaskIndex | None,
-           missing_mask: list[str]) -> None:
+def _notes(
+    report: ImportReport, placer: _Placer, counts: dict, masks: MaskIndex | None, missing_mask: list[str]
+) -> None:
     notes = report.notes
     n_abnormal = sum(v for k, v in counts.items() if k.startswith("test ") and k != "test normal")
     if masks is not None and n_abnormal:
@@ -338,26 +376,34 @@ def _notes(report: ImportReport, placer: _Placer, counts: dict, masks: MaskIndex
                 f"None of the {n_abnormal} abnormal images pairs with a mask in {masks.root} ({len(masks)} mask "
                 f"files). Masks pair by file name: scratch_01.png ↔ scratch_01.png, scratch_01_mask.png or "
                 f"scratch_01_gt.png, in any sub-folder (a folder named like the defect type wins). Rename the "
-                "masks, or import without masks.")
+                "masks, or import without masks."
+            )
         if missing_mask:
-            notes.append(f"{len(missing_mask)} of {n_abnormal} abnormal image(s) have no mask "
-                         f"(e.g. {', '.join(missing_mask[:3])}): they count for image metrics; pixel metrics use "
-                         f"the {n_abnormal - len(missing_mask)} that have one.")
+            notes.append(
+                f"{len(missing_mask)} of {n_abnormal} abnormal image(s) have no mask "
+                f"(e.g. {', '.join(missing_mask[:3])}): they count for image metrics; pixel metrics use "
+                f"the {n_abnormal - len(missing_mask)} that have one."
+            )
         unused = masks.unused()
         if unused:
-            notes.append(f"{len(unused)} mask file(s) pair with no image and were ignored "
-                         f"(e.g. {', '.join(p.name for p in unused[:3])}).")
+            notes.append(
+                f"{len(unused)} mask file(s) pair with no image and were ignored "
+                f"(e.g. {', '.join(p.name for p in unused[:3])})."
+            )
     elif n_abnormal:
         notes.append("No masks: image metrics only; pixel AUROC, pixel F1 and AUPRO will show as not available.")
     if not n_abnormal:
         notes.append(
             f"No abnormal images: a run will train and score the {counts['test normal']} held-out normal image(s), "
             "but AUROC, F1 and per-defect recall need abnormal ones. Import again with a folder of defects to "
-            "evaluate.")
+            "evaluate."
+        )
     if len(placer.sizes) > 1:
         common = ", ".join(f"{w}×{h} ({n})" for (w, h), n in placer.sizes.most_common(3))
-        notes.append(f"Images come in {len(placer.sizes)} sizes ({common}{', …' if len(placer.sizes) > 3 else ''}): "
-                     "each is resized to the model's square input, so aspect ratios are not kept.")
+        notes.append(
+            f"Images come in {len(placer.sizes)} sizes ({common}{', …' if len(placer.sizes) > 3 else ''}): "
+            "each is resized to the model's square input, so aspect ratios are not kept."
+        )
     if len(placer.channels) > 1:
         kinds = ", ".join(f"{k} {n}" for k, n in placer.channels.most_common())
         notes.append(f"Mixed colour formats ({kinds}): all are used as 8-bit RGB.")
@@ -365,15 +411,27 @@ def _notes(report: ImportReport, placer: _Placer, counts: dict, masks: MaskIndex
     if converted:
         notes.append(f"{converted} image(s) (JPEG, BMP, TIFF, 16-bit, alpha…) were converted once to 8-bit PNG.")
     if placer.linked.get("symlinked"):
-        notes.append(f"{placer.linked['symlinked']} PNG(s) are symlinked (another file system): keep the originals "
-                     "where they are, or import again after moving them.")
+        notes.append(
+            f"{placer.linked['symlinked']} PNG(s) are symlinked (another file system): keep the originals "
+            "where they are, or import again after moving them."
+        )
 
 
-def import_folder(name: str, normal_dir: Path | str, abnormal_dir: Path | str | None = None,
-                  mask_dir: Path | str | None = None, normal_test_dir: Path | str | None = None,
-                  test_fraction: float = 0.2, seed: int = 0, replace: bool = False, cfg: Settings | None = None,
-                  progress: ProgressFn | None = None, move: bool = False, source: dict | None = None,
-                  origin: Callable[[Path], str] | None = None) -> ImportReport:
+def import_folder(
+    name: str,
+    normal_dir: Path | str,
+    abnormal_dir: Path | str | None = None,
+    mask_dir: Path | str | None = None,
+    normal_test_dir: Path | str | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    replace: bool = False,
+    cfg: Settings | None = None,
+    progress: ProgressFn | None = None,
+    move: bool = False,
+    source: dict | None = None,
+    origin: Callable[[Path], str] | None = None,
+) -> ImportReport:
     """Import own folders (see module docstring). Without ``normal_test_dir`` a deterministic
     ``test_fraction`` of the normal images is held out for testing. ``move`` is for files that are ours."""
     normal_dir = _existing_dir(normal_dir, "Normal-images")
@@ -399,9 +457,11 @@ def import_folder(name: str, normal_dir: Path | str, abnormal_dir: Path | str | 
         train, test = normals, images.list_images(test_dir, recursive=True)
     else:
         train, test = _split_normals(normals, test_fraction, seed)
-    source = source or {"normal_dir": str(normal_dir.resolve()),
-                        "abnormal_dir": str(Path(abnormal_dir).resolve()) if abnormal_dir else "",
-                        "mask_dir": str(Path(mask_dir).resolve()) if mask_dir else ""}
+    source = source or {
+        "normal_dir": str(normal_dir.resolve()),
+        "abnormal_dir": str(Path(abnormal_dir).resolve()) if abnormal_dir else "",
+        "mask_dir": str(Path(mask_dir).resolve()) if mask_dir else "",
+    }
     return import_images(name, train, test, abnormal, masks, source, replace, move, cfg, progress, origin)
 
 
@@ -413,6 +473,7 @@ def _existing_dir(path: Path | str, what: str) -> Path:
 
 
 # ---- zips ---------------------------------------------------------------------------------------------------
+
 
 def _check_member(info: zipfile.ZipInfo) -> str | None:
     """Why a member can't be unpacked safely (None if it can)."""
@@ -436,10 +497,13 @@ def _unpack(zip_path: Path, into: Path) -> int:
         for info in members:
             problem = _check_member(info)
             if problem:
-                raise DatasetError(f"The zip was refused because the member '{info.filename}' is unsafe: {problem}. "
-                                   "Nothing was unpacked.")
-        members = [i for i in members if "__MACOSX" not in i.filename
-                   and not PurePosixPath(i.filename).name.startswith(".")]
+                raise DatasetError(
+                    f"The zip was refused because the member '{info.filename}' is unsafe: {problem}. "
+                    "Nothing was unpacked."
+                )
+        members = [
+            i for i in members if "__MACOSX" not in i.filename and not PurePosixPath(i.filename).name.startswith(".")
+        ]
         if not members:
             raise DatasetError(f"{Path(zip_path).name} is empty: it holds no files.")
         if len(members) > MAX_ZIP_FILES:
@@ -447,17 +511,23 @@ def _unpack(zip_path: Path, into: Path) -> int:
         total = sum(i.file_size for i in members)
         packed = sum(i.compress_size for i in members)
         if total > MAX_ZIP_BYTES:
-            raise DatasetError(f"The zip unpacks to {total / 2**30:.1f} GB; the limit is {MAX_ZIP_BYTES / 2**30:.0f} GB. "
-                               "Split it, or import the folders directly (nothing is copied then).")
+            raise DatasetError(
+                f"The zip unpacks to {total / 2**30:.1f} GB; the limit is {MAX_ZIP_BYTES / 2**30:.0f} GB. "
+                "Split it, or import the folders directly (nothing is copied then)."
+            )
         if total > 64 << 20 and total > MAX_ZIP_RATIO * max(packed, 1):
-            raise DatasetError(f"The zip unpacks to {total / 2**20:,.0f} MB from {packed / 2**20:,.1f} MB "
-                               f"({total / max(packed, 1):,.0f}×): image data never compresses that much, so it was "
-                               "refused as a likely zip bomb.")
+            raise DatasetError(
+                f"The zip unpacks to {total / 2**20:,.0f} MB from {packed / 2**20:,.1f} MB "
+                f"({total / max(packed, 1):,.0f}×): image data never compresses that much, so it was "
+                "refused as a likely zip bomb."
+            )
         into.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(into).free
         if total + DISK_MARGIN_BYTES > free:
-            raise DatasetError(f"Not enough disk space: the zip unpacks to {total / 2**30:.2f} GB and "
-                               f"{free / 2**30:.2f} GB are free at {into}.")
+            raise DatasetError(
+                f"Not enough disk space: the zip unpacks to {total / 2**30:.2f} GB and "
+                f"{free / 2**30:.2f} GB are free at {into}."
+            )
         root = into.resolve()
         for info in members:
             target = (into / info.filename).resolve()
@@ -488,8 +558,13 @@ def _first(base: Path, names: tuple[str, ...]) -> Path | None:
     return None
 
 
-def import_zip(name: str, zip_path: Path | str, replace: bool = False, cfg: Settings | None = None,
-               progress: ProgressFn | None = None) -> ImportReport:
+def import_zip(
+    name: str,
+    zip_path: Path | str,
+    replace: bool = False,
+    cfg: Settings | None = None,
+    progress: ProgressFn | None = None,
+) -> ImportReport:
     """Import a zip (see module docstring). The unpacked files are ours, so they are moved into the dataset and
     the unpacked folder is removed afterwards."""
     cfg = cfg or current_settings()
@@ -508,8 +583,11 @@ def import_zip(name: str, zip_path: Path | str, replace: bool = False, cfg: Sett
         if (base / "train" / "good").is_dir():  # MVTec AD layout
             test = base / "test"
             defects = [d for d in sorted(test.iterdir()) if d.is_dir() and d.name != "good"] if test.is_dir() else []
-            abnormal = [AbnormalImage(p, _defect_name(d.name), PurePosixPath(p.parent.relative_to(test).as_posix()))
-                        for d in defects for p in images.list_images(d, recursive=True)]
+            abnormal = [
+                AbnormalImage(p, _defect_name(d.name), PurePosixPath(p.parent.relative_to(test).as_posix()))
+                for d in defects
+                for p in images.list_images(d, recursive=True)
+            ]
             train = images.list_images(base / "train" / "good", recursive=True)
             if (test / "good").is_dir():
                 test_normals = images.list_images(test / "good", recursive=True)
@@ -519,15 +597,27 @@ def import_zip(name: str, zip_path: Path | str, replace: bool = False, cfg: Sett
             masks = MaskIndex(gt) if gt.is_dir() and abnormal else None
             if not train:
                 raise DatasetError("The zip's train/good folder holds no images.")
-            return import_images(name, train, test_normals, abnormal, masks, source, replace, True, cfg, progress,
-                                 origin)
+            return import_images(
+                name, train, test_normals, abnormal, masks, source, replace, True, cfg, progress, origin
+            )
         normal = _first(base, NORMAL_NAMES)
         if normal is None:
             found = ", ".join(sorted(p.name + ("/" if p.is_dir() else "") for p in base.iterdir())[:8]) or "nothing"
             raise DatasetError(
                 "The zip must hold MVTec AD's layout (train/good, test/<defect type>, ground_truth/<defect type>) or "
-                f"a folder named 'normal' (with optional 'abnormal' and 'masks' folders). Found: {found}.")
-        return import_folder(name, normal, _first(base, ABNORMAL_NAMES), _first(base, MASK_NAMES), replace=replace,
-                             cfg=cfg, progress=progress, move=True, source=source, origin=origin)
+                f"a folder named 'normal' (with optional 'abnormal' and 'masks' folders). Found: {found}."
+            )
+        return import_folder(
+            name,
+            normal,
+            _first(base, ABNORMAL_NAMES),
+            _first(base, MASK_NAMES),
+            replace=replace,
+            cfg=cfg,
+            progress=progress,
+            move=True,
+            source=source,
+            origin=origin,
+        )
     finally:
         shutil.rmtree(raw, ignore_errors=True)

@@ -24,13 +24,27 @@ from pathlib import Path
 
 import numpy as np
 
-from core.config import Settings, settings as current_settings
-from core.errors import DatasetError
 from core import images
+from core.config import Settings
+from core.config import settings as current_settings
+from core.errors import DatasetError
 
 MVTEC_CATEGORIES = (
-    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw",
-    "tile", "toothbrush", "transistor", "wood", "zipper",
+    "bottle",
+    "cable",
+    "capsule",
+    "carpet",
+    "grid",
+    "hazelnut",
+    "leather",
+    "metal_nut",
+    "pill",
+    "screw",
+    "tile",
+    "toothbrush",
+    "transistor",
+    "wood",
+    "zipper",
 )
 DEMO_CATEGORY = "demo"
 
@@ -58,7 +72,7 @@ class DatasetSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DatasetSpec":
+    def from_dict(cls, data: dict) -> DatasetSpec:
         return cls(**{k: data.get(k) for k in ("kind", "category", "root", "max_train_images")})
 
 
@@ -75,8 +89,10 @@ class Sample:
 
 # ---- specs ---------------------------------------------------------------------------------------------
 
-def mvtec(category: str, root: Path | str | None = None, cfg: Settings | None = None,
-          max_train_images: int | None = None) -> DatasetSpec:
+
+def mvtec(
+    category: str, root: Path | str | None = None, cfg: Settings | None = None, max_train_images: int | None = None
+) -> DatasetSpec:
     cfg = cfg or current_settings()
     if category not in MVTEC_CATEGORIES:
         raise DatasetError(f"Unknown MVTec AD category '{category}'. Categories: {', '.join(MVTEC_CATEGORIES)}.")
@@ -103,15 +119,20 @@ def custom(name: str, cfg: Settings | None = None) -> DatasetSpec:
     root = custom_root(cfg)
     if not name or not (root / name / "train" / "good").is_dir():
         known = ", ".join(list_custom(cfg)) or "none yet"
-        raise DatasetError(f"No imported dataset named '{name}' (imported: {known}). Import one first: "
-                           "`python -m core data import NAME --normal DIR` or the Training page.")
+        raise DatasetError(
+            f"No imported dataset named '{name}' (imported: {known}). Import one first: "
+            "`aw data import NAME --normal DIR` or the Training page."
+        )
     return DatasetSpec("folder", name, str(root))
 
 
 def list_custom(cfg: Settings | None = None) -> list[str]:
     root = custom_root(cfg)
-    return sorted(p.name for p in root.iterdir()
-                  if not p.name.startswith(".") and (p / "train" / "good").is_dir()) if root.is_dir() else []
+    return (
+        sorted(p.name for p in root.iterdir() if not p.name.startswith(".") and (p / "train" / "good").is_dir())
+        if root.is_dir()
+        else []
+    )
 
 
 def import_info(spec: DatasetSpec) -> dict:
@@ -157,10 +178,12 @@ def check_available(spec: DatasetSpec, cfg: Settings | None = None) -> None:
         raise DatasetError(
             f"{len(broken)} image(s) of dataset '{spec.label}' are links to files that no longer exist "
             f"(e.g. {broken[0].name} -> {os.readlink(broken[0])}). Put the originals back, or import the dataset "
-            "again under a new name.")
+            "again under a new name."
+        )
 
 
 # ---- anomalib datamodule -------------------------------------------------------------------------------
+
 
 def _anomalib_dataset(rows: list[dict], split: str, category: str):
     """An anomalib image dataset over explicit (path, label, mask) rows."""
@@ -186,16 +209,23 @@ def build_datamodule(spec: DatasetSpec, train_batch_size: int = 16, eval_batch_s
 
     class WorkbenchDataModule(MVTecAD):
         def _setup(self, _stage=None) -> None:
-            train = [{"image_path": str(p), "label": "good", "label_index": 0, "mask_path": None}
-                     for p in train_images(spec)]
-            test = [{"image_path": s.path, "label": s.defect_type, "label_index": s.label, "mask_path": s.mask_path}
-                    for s in test_samples(spec)]
+            train = [
+                {"image_path": str(p), "label": "good", "label_index": 0, "mask_path": None} for p in train_images(spec)
+            ]
+            test = [
+                {"image_path": s.path, "label": s.defect_type, "label_index": s.label, "mask_path": s.mask_path}
+                for s in test_samples(spec)
+            ]
             self.train_data = _anomalib_dataset(train, "train", spec.category)
             self.test_data = _anomalib_dataset(test, "test", spec.category)
 
     return WorkbenchDataModule(
-        root=spec.root, category=spec.category, train_batch_size=train_batch_size,
-        eval_batch_size=eval_batch_size, num_workers=0, seed=seed,
+        root=spec.root,
+        category=spec.category,
+        train_batch_size=train_batch_size,
+        eval_batch_size=eval_batch_size,
+        num_workers=0,
+        seed=seed,
     )
 
 
@@ -213,8 +243,15 @@ def test_samples(spec: DatasetSpec) -> list[Sample]:
         for image in images.list_images(folder):
             label = 0 if folder.name == "good" else 1
             mask = gt_dir / folder.name / f"{image.stem}_mask.png"
-            out.append(Sample(str(image.resolve()), label, folder.name, str(mask.resolve()) if mask.exists() else None,
-                              sources.get(f"test/{folder.name}/{image.name}")))
+            out.append(
+                Sample(
+                    str(image.resolve()),
+                    label,
+                    folder.name,
+                    str(mask.resolve()) if mask.exists() else None,
+                    sources.get(f"test/{folder.name}/{image.name}"),
+                )
+            )
     if not out:
         raise DatasetError(f"Dataset '{spec.label}' has no test images under {test_dir}.")
     return out

@@ -18,11 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core import images, models
 from core.artifacts import RunArtifacts
-from core.config import Settings, settings as current_settings
+from core.config import Settings
+from core.config import settings as current_settings
 from core.datasets import DatasetSpec, train_images
 from core.errors import VectorStoreError, WorkbenchError
-from core import images, models
 
 log = logging.getLogger("workbench.embeddings")
 # Patches above this quantile of an image's anomaly map make up its defect-centred embedding.
@@ -36,8 +37,13 @@ def pyramid(features) -> torch.Tensor:
         return features
     maps = list(features.values()) if isinstance(features, dict) else list(features)
     size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
-    return torch.cat([m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-                      for m in maps], dim=1)
+    return torch.cat(
+        [
+            m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+            for m in maps
+        ],
+        dim=1,
+    )
 
 
 @torch.inference_mode()
@@ -60,7 +66,8 @@ def embed(loaded, rgbs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.nd
     hook = None
     if entry.patch_features is None and entry.feature_submodule:  # keep the scoring pass's features: no second pass
         hook = getattr(loaded.module.model, entry.feature_submodule).register_forward_hook(
-            lambda _m, _i, out: captured.append(out))
+            lambda _m, _i, out: captured.append(out)
+        )
     try:
         scores, maps = loaded.forward(batch)
     finally:
@@ -83,7 +90,10 @@ def embed(loaded, rgbs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.nd
     plain = torch.einsum("bdn,bn->bd", flat_feats, weights)
     uniform = residual.norm(dim=1, keepdim=True) < 1e-8  # a perfectly uniform image has no residual
     defect_vec = torch.where(uniform, plain, residual)
-    unit = lambda v: F.normalize(v.float(), dim=1).numpy()
+
+    def unit(v: torch.Tensor) -> np.ndarray:
+        return F.normalize(v.float(), dim=1).numpy()
+
     return unit(global_vec), unit(defect_vec), scores, maps
 
 
@@ -97,8 +107,9 @@ def collection_for(loaded, dim: int) -> str:
     return collection_name(loaded.model_name, space, dim)
 
 
-def index_run(run_id: str, loaded, cfg: Settings | None = None, hooks=None, batch_size: int = 8,
-              include_train: bool = True) -> dict:
+def index_run(
+    run_id: str, loaded, cfg: Settings | None = None, hooks=None, batch_size: int = 8, include_train: bool = True
+) -> dict:
     """Embed a run's test (and train) images, store them in Qdrant, and measure retrieval precision."""
     from core.runs import RunRegistry
     from core.vectorstore import VectorStore
@@ -114,16 +125,23 @@ def index_run(run_id: str, loaded, cfg: Settings | None = None, hooks=None, batc
     t0 = time.perf_counter()
     g_all, d_all, payloads = [], [], []
     for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
+        chunk = items[start : start + batch_size]
         g, d, scores, _ = embed(loaded, [images.read_image(p) for p, *_ in chunk])
         g_all.append(g)
         d_all.append(d)
         for i, (path, split, label, defect, score) in enumerate(chunk):
-            payloads.append({
-                "dataset": spec.kind, "category": spec.category, "split": split, "label": label,
-                "defect_type": defect, "image_path": path,
-                "score": score if score is not None else float(scores[i]), "index": start + i,
-            })
+            payloads.append(
+                {
+                    "dataset": spec.kind,
+                    "category": spec.category,
+                    "split": split,
+                    "label": label,
+                    "defect_type": defect,
+                    "image_path": path,
+                    "score": score if score is not None else float(scores[i]),
+                    "index": start + i,
+                }
+            )
         if hooks:
             hooks.progress("indexing", min(start + batch_size, len(items)), len(items))
             hooks.check()
@@ -135,8 +153,13 @@ def index_run(run_id: str, loaded, cfg: Settings | None = None, hooks=None, batc
         t1 = time.perf_counter()
         n = store.index_run(run_id, collection, vectors, payloads)
         upsert_s = time.perf_counter() - t1
-        result = {"collection": collection, "points": n, "embed_s": embed_s, "upsert_s": upsert_s,
-                  "points_per_s": n / max(upsert_s, 1e-9)}
+        result = {
+            "collection": collection,
+            "points": n,
+            "embed_s": embed_s,
+            "upsert_s": upsert_s,
+            "points_per_s": n / max(upsert_s, 1e-9),
+        }
         for using in ("global", "defect"):
             try:
                 result[using] = store.precision_at_k(collection, run_id, using=using)
@@ -152,17 +175,34 @@ def query_vectors(loaded, rgb: np.ndarray) -> dict[str, np.ndarray]:
     return {"global": g[0], "defect": d[0], "score": float(scores[0]), "anomaly_map": maps[0]}
 
 
-def similar(run_id: str, loaded, rgb: np.ndarray, using: str = "defect", k: int = 5, label=None,
-            defect_type: str | None = None, split: str | None = None, exclude_path: str | None = None,
-            cfg: Settings | None = None) -> tuple[dict, list]:
+def similar(
+    run_id: str,
+    loaded,
+    rgb: np.ndarray,
+    using: str = "defect",
+    k: int = 5,
+    label=None,
+    defect_type: str | None = None,
+    split: str | None = None,
+    exclude_path: str | None = None,
+    cfg: Settings | None = None,
+) -> tuple[dict, list]:
     """The k nearest images of the run to ``rgb`` (a test image or an upload), best first."""
     from core.vectorstore import VectorStore
 
     query = query_vectors(loaded, rgb)
     collection = collection_for(loaded, query["global"].shape[0])
     store = VectorStore.open(cfg or current_settings())
-    hits = store.search(collection, query[using], using=using, k=k + (1 if exclude_path else 0), run_id=run_id,
-                        label=label, defect_type=defect_type, split=split)
+    hits = store.search(
+        collection,
+        query[using],
+        using=using,
+        k=k + (1 if exclude_path else 0),
+        run_id=run_id,
+        label=label,
+        defect_type=defect_type,
+        split=split,
+    )
     if exclude_path:
         hits = [h for h in hits if h.payload.get("image_path") != exclude_path][:k]
     return query, hits

@@ -44,18 +44,26 @@ def explain(exc: BaseException, phase: str = "") -> str:
     lowered = text.lower()
     where = f" during {phase}" if phase else ""
     if isinstance(exc, MemoryError) or "can't allocate memory" in lowered or "out of memory" in lowered:
-        return (f"Out of memory{where}. Use fewer or smaller images (the 'Use only N training images' option, a "
-                "smaller image_size), a smaller coreset, or a machine with more memory.")
+        return (
+            f"Out of memory{where}. Use fewer or smaller images (the 'Use only N training images' option, a "
+            "smaller image_size), a smaller coreset, or a machine with more memory."
+        )
     image = _image_being_read(exc)
     if image is not None:
-        return (f"An image could not be read{where}: {image} ({text[:200]}). It was probably changed or damaged after "
-                "the import; import the dataset again.")
+        return (
+            f"An image could not be read{where}: {image} ({text[:200]}). It was probably changed or damaged after "
+            "the import; import the dataset again."
+        )
     if isinstance(exc, FileNotFoundError) or "missing file path" in lowered:
-        return (f"A file the run needs is missing{where}: {text[:300]}. If the dataset's images were moved or "
-                "deleted, import it again.")
+        return (
+            f"A file the run needs is missing{where}: {text[:300]}. If the dataset's images were moved or "
+            "deleted, import it again."
+        )
     if "must have equal len keys" in lowered or "mismatch between anomalous images and ground truth" in lowered:
-        return (f"anomalib could not pair the dataset's images with its masks{where} ({text[:200]}). Every "
-                "abnormal image needs a mask named like it (x.png ↔ x_mask.png), or none at all.")
+        return (
+            f"anomalib could not pair the dataset's images with its masks{where} ({text[:200]}). Every "
+            "abnormal image needs a mask named like it (x.png ↔ x_mask.png), or none at all."
+        )
     return f"{type(exc).__name__}{where}: {text[:400]}"
 
 

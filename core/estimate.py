@@ -59,8 +59,10 @@ class Estimate:
 
     def summary(self) -> str:
         parts = ", ".join(f"{k} {fmt_duration(v)}" for k, v in self.parts.items() if v >= 1)
-        return (f"Expected: about {fmt_duration(self.seconds)} in all ({parts}); peak memory about "
-                f"{self.peak_mb / 1024:.1f} GB.")
+        return (
+            f"Expected: about {fmt_duration(self.seconds)} in all ({parts}); peak memory about "
+            f"{self.peak_mb / 1024:.1f} GB."
+        )
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -134,8 +136,10 @@ def estimate_run(model: str, params: dict, spec: DatasetSpec) -> Estimate | None
     if est.seconds > LONG_RUN_S:
         est.warnings.append(f"This run is long: about {est.seconds / 60:.0f} minutes on this machine.")
     if est.peak_mb > MEMORY_WARN_SHARE * available:
-        est.warnings.append(f"It may need about {est.peak_mb / 1024:.1f} GB of memory and {available / 1024:.1f} GB "
-                            "are available: it may be killed or swap.")
+        est.warnings.append(
+            f"It may need about {est.peak_mb / 1024:.1f} GB of memory and {available / 1024:.1f} GB "
+            "are available: it may be killed or swap."
+        )
     return est
 
 
@@ -147,10 +151,17 @@ def estimate_from_cost(p: dict, prof: DatasetProfile, slow: float, cost, epochs:
     decode = DECODE_S_PER_MEGAPIXEL * prof.megapixels
     train = prof.n_train * ((cost.train_s * scale) * epochs + decode) * slow
     score = (cost.score_s * scale + decode) * slow
-    parts = {"training" if epochs > 1 else "feature extraction": train, "testing": prof.n_test * score,
-             "timing and indexing": (48 + prof.n_images) * score}
+    parts = {
+        "training" if epochs > 1 else "feature extraction": train,
+        "testing": prof.n_test * score,
+        "timing and indexing": (48 + prof.n_images) * score,
+    }
     fit = FIT_OVERHEAD_S * slow + train
     peak = TORCH_BASE_MB + cost.fixed_mb * scale + cost.fit_mb * scale * prof.n_train
-    return Estimate(seconds=RUN_OVERHEAD_S * slow + fit + parts["testing"] + parts["timing and indexing"],
-                    fit_seconds=fit, peak_mb=peak, parts=parts,
-                    facts={"train images": prof.n_train, "test images": prof.n_test, "epochs": epochs})
+    return Estimate(
+        seconds=RUN_OVERHEAD_S * slow + fit + parts["testing"] + parts["timing and indexing"],
+        fit_seconds=fit,
+        peak_mb=peak,
+        parts=parts,
+        facts={"train images": prof.n_train, "test images": prof.n_test, "epochs": epochs},
+    )

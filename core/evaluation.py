@@ -297,9 +297,7 @@ def _pixel_arrays(maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
     return m, g > 0  # > 0: masks saved as 0/255 PNGs count too
 
 
-def pixel_metrics(
-    maps: Any, masks: Any, max_pixels: int = 2_000_000, aupro_max_pixels: int = AUPRO_MAX_PIXELS
-) -> dict:
+def pixel_metrics(maps: Any, masks: Any, max_pixels: int = 2_000_000, aupro_max_pixels: int = AUPRO_MAX_PIXELS) -> dict:
     """Pixel-level metrics from raw anomaly maps and ground-truth masks of the same (N, H, W) shape.
 
     Keys: pixel_auroc, pixel_f1, pixel_threshold (anomalib F1-adaptive, raw map units), aupro
@@ -362,8 +360,14 @@ def _aupro(m: np.ndarray, g: np.ndarray, max_pixels: int, notes: list[str]) -> t
 # --------------------------------------------------------------------------- combined
 
 
-def evaluate(scores: Any, labels: Any, defect_types: Any, maps: Any = None, masks: Any = None,
-             pixel_index: Sequence[int] | None = None) -> dict:
+def evaluate(
+    scores: Any,
+    labels: Any,
+    defect_types: Any,
+    maps: Any = None,
+    masks: Any = None,
+    pixel_index: Sequence[int] | None = None,
+) -> dict:
     """Image metrics merged with pixel metrics; pixel keys are None without maps and masks. ``pixel_index``
     restricts pixel metrics to those images (e.g. normal images plus the abnormal ones that have a mask)."""
     result = image_metrics(scores, labels, defect_types)

@@ -45,9 +45,9 @@ from pathlib import Path
 import numpy as np
 
 from core.artifacts import RunArtifacts, read_json, write_json
-from core.weights import sha256_file
 from core.errors import WorkbenchError
 from core.inference import LoadedModel, RunModel, preprocess_images
+from core.weights import sha256_file
 
 log = logging.getLogger("workbench.export")
 
@@ -73,6 +73,7 @@ def openvino_available() -> bool:
 
 # ------------------------------------------------------------------------------------- pre-processing spec
 
+
 def describe_transform(transform) -> list[dict]:
     """The pre-processor transform as plain data (only the steps we can rebuild exactly)."""
     from torchvision.transforms.v2 import CenterCrop, Compose, Normalize, Resize
@@ -81,8 +82,15 @@ def describe_transform(transform) -> list[dict]:
     out = []
     for step in steps:
         if isinstance(step, Resize):
-            out.append({"op": "resize", "size": [step.size] if isinstance(step.size, int) else list(step.size), "interpolation": getattr(step.interpolation, "value", step.interpolation),
-                        "antialias": bool(step.antialias), "max_size": step.max_size})
+            out.append(
+                {
+                    "op": "resize",
+                    "size": [step.size] if isinstance(step.size, int) else list(step.size),
+                    "interpolation": getattr(step.interpolation, "value", step.interpolation),
+                    "antialias": bool(step.antialias),
+                    "max_size": step.max_size,
+                }
+            )
         elif isinstance(step, Normalize):
             out.append({"op": "normalize", "mean": [float(v) for v in step.mean], "std": [float(v) for v in step.std]})
         elif isinstance(step, CenterCrop):
@@ -98,8 +106,14 @@ def build_transform(spec: list[dict]):
     steps = []
     for s in spec:
         if s["op"] == "resize":
-            steps.append(Resize(s["size"], interpolation=InterpolationMode(s["interpolation"]),
-                                antialias=s["antialias"], max_size=s.get("max_size")))
+            steps.append(
+                Resize(
+                    s["size"],
+                    interpolation=InterpolationMode(s["interpolation"]),
+                    antialias=s["antialias"],
+                    max_size=s.get("max_size"),
+                )
+            )
         elif s["op"] == "normalize":
             steps.append(Normalize(mean=s["mean"], std=s["std"]))
         elif s["op"] == "center_crop":
@@ -110,6 +124,7 @@ def build_transform(spec: list[dict]):
 
 
 # ------------------------------------------------------------------------------------- export
+
 
 @contextlib.contextmanager
 def _graph_without_processors(module):
@@ -156,10 +171,8 @@ def _validation_inputs(loaded: LoadedModel, n: int) -> list[np.ndarray]:
     records = read_json(RunArtifacts(loaded.run_dir).records_path, [])
     rgbs = []
     for rec in records[:: max(1, len(records) // n)][:n]:  # spread over good and defect images
-        try:
+        with contextlib.suppress(Exception):
             rgbs.append(loaded.read_image(rec["path"]))
-        except Exception:
-            pass
     rng = np.random.default_rng(0)
     while len(rgbs) < n:
         rgbs.append(rng.integers(0, 256, (loaded.image_size, loaded.image_size, 3), dtype=np.uint8))
@@ -213,23 +226,41 @@ def export_openvino(run_dir: Path, precisions: tuple[str, ...] = PRECISIONS, n_c
     if isinstance(bank, torch.Tensor) and bank.numel() and hasattr(module.model, "generate_embedding"):
         with torch.inference_mode():  # patches per image: PatchCore's embedding grid for one input
             feats = module.model.feature_extractor(batch[:1])
-            patches = int(module.model.generate_embedding(
-                {k: module.model.feature_pooler(v) for k, v in feats.items()}).shape[-2:].numel())
-    info = {"format": "openvino", "openvino": ov.__version__, "anomalib": anomalib.__version__,
-            "torch": torch.__version__, "model": loaded.model_name, "image_size": size,
-            "checkpoint_sha256": sha256_file(RunArtifacts(run_dir).checkpoint),
-            "input": {"name": "input", "shape": ["batch", 3, size, size], "dtype": "float32",
-                      "preprocessing_in_graph": False, "preprocessing": transform_spec},
-            "outputs": ["pred_score", "anomaly_map"], "postprocessing_in_graph": False,
-            "inference_precision_hint": "f32", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "knn_matrix_bytes_per_image": patches * int(bank.shape[0]) * 4 if patches else None,
-            "precisions": {}}
+            patches = int(
+                module.model.generate_embedding({k: module.model.feature_pooler(v) for k, v in feats.items()})
+                .shape[-2:]
+                .numel()
+            )
+    info = {
+        "format": "openvino",
+        "openvino": ov.__version__,
+        "anomalib": anomalib.__version__,
+        "torch": torch.__version__,
+        "model": loaded.model_name,
+        "image_size": size,
+        "checkpoint_sha256": sha256_file(RunArtifacts(run_dir).checkpoint),
+        "input": {
+            "name": "input",
+            "shape": ["batch", 3, size, size],
+            "dtype": "float32",
+            "preprocessing_in_graph": False,
+            "preprocessing": transform_spec,
+        },
+        "outputs": ["pred_score", "anomaly_map"],
+        "postprocessing_in_graph": False,
+        "inference_precision_hint": "f32",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "knn_matrix_bytes_per_image": patches * int(bank.shape[0]) * 4 if patches else None,
+        "precisions": {},
+    }
     try:
         for precision in precisions:
             t0 = time.perf_counter()
             with _graph_without_processors(module), _unchunked_knn(module.model), torch.no_grad():
                 xml = module.to_openvino(
-                    tmp / f"export_{precision}", model_file_name="model", input_size=(size, size),
+                    tmp / f"export_{precision}",
+                    model_file_name="model",
+                    input_size=(size, size),
                     compression_type=CompressionType.FP16 if precision == "fp16" else None,
                     # torch 2.14's exporter writes opset 18; anomalib's default 14 only adds a failed (logged)
                     # down-conversion. OpenVINO reads opset 18.
@@ -241,31 +272,51 @@ def export_openvino(run_dir: Path, precisions: tuple[str, ...] = PRECISIONS, n_c
             export_s = time.perf_counter() - t0
 
             # Validate: the same pre-processed inputs, at batch 1 and at a batch > 2 (the trap's symptom).
-            ov_model = OpenVinoModel(run_dir, precision, export_dir=tmp, export_info={**info, "precisions": {
-                precision: {"xml": f"model_{precision}.xml", "bin": f"model_{precision}.bin"}}})
+            ov_model = OpenVinoModel(
+                run_dir,
+                precision,
+                export_dir=tmp,
+                export_info={
+                    **info,
+                    "precisions": {precision: {"xml": f"model_{precision}.xml", "bin": f"model_{precision}.bin"}},
+                },
+            )
             got = {}
             for bs in VALIDATION_BATCHES:
                 scores, maps = [], []
                 for start in range(0, len(rgbs), bs):
-                    s, m = ov_model.forward(ov_model.preprocess(rgbs[start:start + bs]))
+                    s, m = ov_model.forward(ov_model.preprocess(rgbs[start : start + bs]))
                     scores.append(s)
                     maps.append(m)
                 got[bs] = (np.concatenate(scores), np.concatenate(maps))
             score_diff = max(compare_scores(got[bs][0], ref_scores) for bs in got)
-            map_diff = max(float(np.max(np.abs(got[bs][1] - ref_maps)) / float(np.max(np.abs(ref_maps))))
-                           for bs in got)
-            entry = {"xml": f"model_{precision}.xml", "bin": f"model_{precision}.bin",
-                     "size_mb": ((tmp / f"model_{precision}.xml").stat().st_size
-                                 + (tmp / f"model_{precision}.bin").stat().st_size) / 2**20,
-                     "export_s": export_s, "validated_batch_sizes": list(VALIDATION_BATCHES),
-                     "max_rel_score_diff": score_diff, "max_map_diff_rel_to_max": map_diff,
-                     "tolerance": TOLERANCE[precision], "valid": score_diff <= TOLERANCE[precision]}
+            map_diff = max(float(np.max(np.abs(got[bs][1] - ref_maps)) / float(np.max(np.abs(ref_maps)))) for bs in got)
+            entry = {
+                "xml": f"model_{precision}.xml",
+                "bin": f"model_{precision}.bin",
+                "size_mb": (
+                    (tmp / f"model_{precision}.xml").stat().st_size + (tmp / f"model_{precision}.bin").stat().st_size
+                )
+                / 2**20,
+                "export_s": export_s,
+                "validated_batch_sizes": list(VALIDATION_BATCHES),
+                "max_rel_score_diff": score_diff,
+                "max_map_diff_rel_to_max": map_diff,
+                "tolerance": TOLERANCE[precision],
+                "valid": score_diff <= TOLERANCE[precision],
+            }
             info["precisions"][precision] = entry
-            log.info("OpenVINO %s export: %.1f MB, max relative score difference %.2e", precision,
-                     entry["size_mb"], score_diff)
+            log.info(
+                "OpenVINO %s export: %.1f MB, max relative score difference %.2e",
+                precision,
+                entry["size_mb"],
+                score_diff,
+            )
             if not entry["valid"]:
-                raise ExportError(f"OpenVINO {precision} export disagrees with the PyTorch model: relative "
-                                  f"score difference {score_diff:.2e} > {TOLERANCE[precision]:.0e}.")
+                raise ExportError(
+                    f"OpenVINO {precision} export disagrees with the PyTorch model: relative "
+                    f"score difference {score_diff:.2e} > {TOLERANCE[precision]:.0e}."
+                )
         write_json(tmp / "export.json", info)
         shutil.rmtree(final, ignore_errors=True)
         tmp.replace(final)
@@ -306,13 +357,20 @@ def export_status(run_dir: Path, precision: str = "fp32") -> tuple[bool, str]:
 
 # ------------------------------------------------------------------------------------- runtime
 
+
 class OpenVinoModel(RunModel):
     """A run's exported model run by OpenVINO's runtime on the CPU; interface of ``LoadedModel``
     (``preprocess`` → ``forward`` → raw scores and maps; ``predict``; ``verdict``; thresholds)."""
 
-    def __init__(self, run_dir: Path, precision: str = "fp32", threads: int | None = None,
-                 export_dir: Path | None = None, export_info: dict | None = None,
-                 max_batch: int | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        precision: str = "fp32",
+        threads: int | None = None,
+        export_dir: Path | None = None,
+        export_info: dict | None = None,
+        max_batch: int | None = None,
+    ) -> None:
         import openvino as ov
         import openvino.properties as props
         import openvino.properties.hint as hints
@@ -336,8 +394,11 @@ class OpenVinoModel(RunModel):
         self.core = ov.Core()
         # No CPU pinning: with another process on one of the cores, a pinned OpenVINO thread waits for it
         # (35 vs 42 ms per grid image here); unpinned threads move to the free core.
-        config = {hints.inference_precision: ov.Type.f32, hints.performance_mode: hints.PerformanceMode.LATENCY,
-                  hints.enable_cpu_pinning: False}
+        config = {
+            hints.inference_precision: ov.Type.f32,
+            hints.performance_mode: hints.PerformanceMode.LATENCY,
+            hints.enable_cpu_pinning: False,
+        }
         if threads:
             config[props.inference_num_threads] = int(threads)
         self.compiled = self.core.compile_model(self.core.read_model(self._files[0]), "CPU", config)
@@ -355,7 +416,7 @@ class OpenVinoModel(RunModel):
         batch = np.ascontiguousarray(batch.numpy() if hasattr(batch, "numpy") else batch, dtype=np.float32)
         scores, maps = [], []
         for start in range(0, batch.shape[0], self.max_batch):
-            part = batch[start:start + self.max_batch]
+            part = batch[start : start + self.max_batch]
             result = self._request.infer({0: part})
             scores.append(np.array(result[self._score_out], dtype=np.float32).reshape(-1))
             amap = np.array(result[self._map_out], dtype=np.float32)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import cv2
 import numpy as np
@@ -132,9 +132,7 @@ def _decode(data: bytes, label: str) -> np.ndarray:
                 f"{label} looks like a {fmt} image but cannot be decoded: it is truncated or corrupt "
                 f"(for example an interrupted copy or download). Copy or export it again."
             )
-        raise ImageError(
-            f"{label} is not a readable image (unknown format or damaged header). Use {_SUPPORTED} files."
-        )
+        raise ImageError(f"{label} is not a readable image (unknown format or damaged header). Use {_SUPPORTED} files.")
     _check_size(arr.shape[1] if arr.ndim > 1 else 0, arr.shape[0], label)
     return _apply_orientation(arr, orientation)
 
@@ -207,9 +205,22 @@ def read_image(source: Source, name: str | None = None) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-_MODE_NAMES = {"L": "greyscale", "RGB": "RGB", "RGBA": "RGBA", "LA": "greyscale+alpha", "P": "palette",
-               "PA": "palette", "1": "1-bit", "I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-bit",
-               "F": "float", "CMYK": "CMYK", "YCbCr": "YCbCr"}
+_MODE_NAMES = {
+    "L": "greyscale",
+    "RGB": "RGB",
+    "RGBA": "RGBA",
+    "LA": "greyscale+alpha",
+    "P": "palette",
+    "PA": "palette",
+    "1": "1-bit",
+    "I;16": "16-bit",
+    "I;16B": "16-bit",
+    "I;16L": "16-bit",
+    "I": "32-bit",
+    "F": "float",
+    "CMYK": "CMYK",
+    "YCbCr": "YCbCr",
+}
 
 
 def read_image_kind(source: Source, name: str | None = None) -> tuple[np.ndarray, str, bool]:
@@ -272,9 +283,7 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
         raise DatasetError(f"Image folder not found: {folder}. Check the path.")
     candidates = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(
-        p
-        for p in candidates
-        if p.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(p, folder) and p.is_file()
+        p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(p, folder) and p.is_file()
     )
 
 

@@ -31,7 +31,6 @@ same numbers as the stock step it replaces (tests/test_speed_equivalence.py, ben
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from dataclasses import dataclass
@@ -41,17 +40,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core import images
 from core.artifacts import RunArtifacts, read_json, write_json
 from core.errors import ImageError, RunError, WeightsError
-from core import images
 
 
 def save_weights(module, run_dir: Path) -> None:
     """The module's tensors as safetensors (loading a run never executes code from a file)."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()
-             if isinstance(v, torch.Tensor) and k.startswith(("model.", "pre_processor.", "post_processor."))}
+    state = {
+        k: v.detach().contiguous().cpu()
+        for k, v in module.state_dict().items()
+        if isinstance(v, torch.Tensor) and k.startswith(("model.", "pre_processor.", "post_processor."))
+    }
     tmp = run_dir / "model.tmp.safetensors"
     save_file(state, str(tmp))
     tmp.replace(run_dir / "model.safetensors")
@@ -62,17 +64,23 @@ def save_checkpoint(module, run_dir: Path, model_name: str, params: dict, extra:
     write_json(run_dir / "model.json", {"model": model_name, "params": params, **(extra or {})})
 
 
-def calibrate_post_processor(module, scores: np.ndarray, maps: np.ndarray, image_threshold: float | None,
-                             pixel_threshold: float | None) -> bool:
+def calibrate_post_processor(
+    module, scores: np.ndarray, maps: np.ndarray, image_threshold: float | None, pixel_threshold: float | None
+) -> bool:
     """Fill anomalib's post-processor statistics (score/map min-max, thresholds) from the test pass when the fit
     did not compute them (PatchCore skips anomalib's validation pass, whose set is this same test set), so the
     checkpoint normalises like one anomalib trained. True if anything was filled."""
     post = getattr(module, "post_processor", None)
     if post is None or not hasattr(post, "image_min") or not torch.isnan(post.image_min).item():
         return False
-    values = {"image_min": float(np.min(scores)), "image_max": float(np.max(scores)),
-              "pixel_min": float(np.min(maps)), "pixel_max": float(np.max(maps)),
-              "_image_threshold": image_threshold, "_pixel_threshold": pixel_threshold}
+    values = {
+        "image_min": float(np.min(scores)),
+        "image_max": float(np.max(scores)),
+        "pixel_min": float(np.min(maps)),
+        "pixel_max": float(np.max(maps)),
+        "_image_threshold": image_threshold,
+        "_pixel_threshold": pixel_threshold,
+    }
     for name, value in values.items():
         if value is not None:
             getattr(post, name).fill_(value)
@@ -131,10 +139,10 @@ def _png_plain_header(data: bytes) -> tuple[int, int] | None:
         return None
     pos, end = 8, len(data)
     while pos + 8 <= end:
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
         if kind in (b"eXIf", b"tRNS"):  # EXIF, transparency: the careful path
             return None
-        if kind in (b"tEXt", b"zTXt", b"iTXt") and _png_text_may_orient(kind, data[pos + 8:pos + 8 + length]):
+        if kind in (b"tEXt", b"zTXt", b"iTXt") and _png_text_may_orient(kind, data[pos + 8 : pos + 8 + length]):
             return None
         if kind == b"IEND":
             return width, height
@@ -161,6 +169,7 @@ def read_image_fast(source, name: str | None = None) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- pre-processing
 
+
 def _steps(transform) -> list:
     from torchvision.transforms.v2 import Compose
 
@@ -184,8 +193,12 @@ def preprocess_images(rgbs: list[np.ndarray], transform) -> torch.Tensor:
     out = []
     for rgb in rgbs:
         rgb = np.asarray(rgb)
-        grey = (rgb.ndim == 3 and rgb.shape[2] == 3 and np.array_equal(rgb[..., 0], rgb[..., 1])
-                and np.array_equal(rgb[..., 0], rgb[..., 2]))
+        grey = (
+            rgb.ndim == 3
+            and rgb.shape[2] == 3
+            and np.array_equal(rgb[..., 0], rgb[..., 1])
+            and np.array_equal(rgb[..., 0], rgb[..., 2])
+        )
         if grey:
             tensor = torch.from_numpy(np.ascontiguousarray(rgb[..., 0]))[None, None].float().div_(255.0)
             i = 0
@@ -204,15 +217,17 @@ def preprocess_images(rgbs: list[np.ndarray], transform) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------- PatchCore
 
-def nearest_in_bank_blocks(rows: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor,
-                           block: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+
+def nearest_in_bank_blocks(
+    rows: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, block: int = 2048
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``nearest_patch`` for one tile of rows: a running minimum over blocks of the memory bank. Has no loop
     over the rows, so it also traces into an exported graph for any batch size (core.export)."""
     x_sq = rows.pow(2).sum(dim=-1, keepdim=True)
     best_d = best_i = None
     for start in range(0, bank.shape[0], block):
-        dist = torch.matmul(rows, bank[start:start + block].transpose(-2, -1))
-        dist.mul_(-2).add_(x_sq).add_(bank_sq[start:start + block]).clamp_min_(0).sqrt_()
+        dist = torch.matmul(rows, bank[start : start + block].transpose(-2, -1))
+        dist.mul_(-2).add_(x_sq).add_(bank_sq[start : start + block]).clamp_min_(0).sqrt_()
         d, i = dist.min(1)
         if best_d is None:
             best_d, best_i = d, i
@@ -223,8 +238,13 @@ def nearest_in_bank_blocks(rows: torch.Tensor, bank: torch.Tensor, bank_sq: torc
     return best_d, best_i
 
 
-def nearest_patch(embedding: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor | None = None,
-                  block: int = 2048, row_block: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest_patch(
+    embedding: torch.Tensor,
+    bank: torch.Tensor,
+    bank_sq: torch.Tensor | None = None,
+    block: int = 2048,
+    row_block: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Distance to, and index of, the nearest memory-bank row for every embedding row.
 
     anomalib's ``PatchcoreModel.nearest_neighbors(n_neighbors=1)`` arithmetic — ``sqrt(clamp(-2·x·yᵀ + |x|² +
@@ -235,7 +255,7 @@ def nearest_patch(embedding: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Te
         bank_sq = bank.pow(2).sum(dim=-1)
     dists, indices = [], []
     for r in range(0, embedding.shape[0], row_block):
-        d, i = nearest_in_bank_blocks(embedding[r:r + row_block], bank, bank_sq, block)
+        d, i = nearest_in_bank_blocks(embedding[r : r + row_block], bank, bank_sq, block)
         dists.append(d)
         indices.append(i)
     return (dists[0], indices[0]) if len(dists) == 1 else (torch.cat(dists), torch.cat(indices))
@@ -264,8 +284,13 @@ def _fast_patchcore_ok(model) -> bool:
     from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
     blur = getattr(getattr(model, "anomaly_map_generator", None), "blur", None)
-    return (isinstance(model, PatchcoreModel) and model.tiler is None and blur is not None
-            and getattr(blur, "padding", "same") == "same" and model.memory_bank.numel() > 0)
+    return (
+        isinstance(model, PatchcoreModel)
+        and model.tiler is None
+        and blur is not None
+        and getattr(blur, "padding", "same") == "same"
+        and model.memory_bank.numel() > 0
+    )
 
 
 def truncated_features(extractor):
@@ -279,11 +304,15 @@ def truncated_features(extractor):
     except ImportError:  # pragma: no cover - timm layout changed
         return extractor
     net = getattr(extractor, "feature_extractor", None)
-    if (not isinstance(net, EfficientNetFeatures) or net.feature_hooks is not None
-            or getattr(extractor, "_uses_intermediates", False) or net.grad_checkpointing):
+    if (
+        not isinstance(net, EfficientNetFeatures)
+        or net.feature_hooks is not None
+        or getattr(extractor, "_uses_intermediates", False)
+        or net.grad_checkpointing
+    ):
         return extractor
     stages = net._stage_out_idx
-    needed = net.blocks[:max(stages)]
+    needed = net.blocks[: max(stages)]
 
     def features(x: torch.Tensor) -> dict:
         x = net.bn1(net.conv_stem(x))
@@ -331,6 +360,7 @@ class FastPatchcore:
 
 # ---------------------------------------------------------------------------------------------- models
 
+
 class RunModel:
     """What every scorer of a run shares (PyTorch here, OpenVINO in core.export): the run's metadata,
     decoding, thresholds and the batched ``predict``. Subclasses provide ``preprocess`` and ``forward``."""
@@ -377,7 +407,7 @@ class RunModel:
         """Score files, bytes or arrays. A bad file gets a Prediction with ``error``; the rest still run."""
         names = names or [str(s) if isinstance(s, (str, Path)) else f"image {i + 1}" for i, s in enumerate(sources)]
         preds: list[Prediction] = []
-        for name, source in zip(names, sources):
+        for name, source in zip(names, sources, strict=False):
             try:
                 rgb = source if isinstance(source, np.ndarray) else self.read_image(source, name=name)
                 preds.append(Prediction(name=name, image=rgb))
@@ -385,9 +415,9 @@ class RunModel:
                 preds.append(Prediction(name=name, error=str(exc)))
         ok = [p for p in preds if p.error is None]
         for start in range(0, len(ok), batch_size):
-            chunk = ok[start:start + batch_size]
+            chunk = ok[start : start + batch_size]
             scores, maps = self.forward(self.preprocess([p.image for p in chunk]))
-            for p, s, m in zip(chunk, scores, maps):
+            for p, s, m in zip(chunk, scores, maps, strict=False):
                 p.score, p.anomaly_map, p.is_anomalous = float(s), m, self.verdict(float(s))
         return preds
 
@@ -407,15 +437,18 @@ class LoadedModel(RunModel):
     faster code (see the module docstring)."""
 
     def __init__(self, run_dir: Path, fast: bool = True) -> None:
-        from core.models import create_model, get_entry
         from safetensors.torch import load_file
+
+        from core.models import create_model, get_entry
 
         art = self._read_run(run_dir)
         self.module = create_model(self.model_name, self.params, pre_trained=False)
         _load_state(self.module, load_file(str(art.checkpoint)))
         self.module.eval()
         self.fast = fast
-        self._fast_forward = FastPatchcore(self.module.model) if fast and _fast_patchcore_ok(self.module.model) else None
+        self._fast_forward = (
+            FastPatchcore(self.module.model) if fast and _fast_patchcore_ok(self.module.model) else None
+        )
         if fast and self._fast_forward is None and get_entry(self.model_name).channels_last:
             # Channels-last weights and input select oneDNN's NHWC convolutions (ModelEntry.channels_last).
             self.module.model.to(memory_format=torch.channels_last)

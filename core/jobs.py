@@ -1,8 +1,8 @@
 """Background runs: queue them, run them one at a time in separate processes, cancel them.
 
 ``submit`` validates and queues; ``ensure_worker`` starts the queue worker if none is alive. The worker
-(``python -m core worker``) takes queued runs oldest first and executes each in a fresh child process
-(``python -m core execute ID``): a crash or out-of-memory kill takes down only that run, the memory of one
+(``aw worker``) takes queued runs oldest first and executes each in a fresh child process
+(``aw execute ID``): a crash or out-of-memory kill takes down only that run, the memory of one
 run is returned before the next starts, and the app never blocks. Runs are sequential on purpose: on a
 2-core CPU two trainings at once are each more than twice as slow. With ``AW_RAY_ADDRESS`` set, the worker
 sends the queued runs to that Ray cluster instead, all at once (``core.cluster``).
@@ -19,17 +19,24 @@ import sys
 import time
 from pathlib import Path
 
-from core.config import PROJECT_ROOT, TRAINING_ENV, Settings, settings as current_settings
+from core import models
+from core.config import PROJECT_ROOT, TRAINING_ENV, Settings
+from core.config import settings as current_settings
 from core.datasets import DatasetSpec, check_available
 from core.errors import RunError
-from core import models
 from core.runs import QUEUED, RUNNING, Run, RunRegistry, process_alive
 
 log = logging.getLogger("workbench.jobs")
 
 
-def submit(model: str, dataset: DatasetSpec, params: dict | None = None, seed: int = 0,
-           cfg: Settings | None = None, start: bool = True) -> Run:
+def submit(
+    model: str,
+    dataset: DatasetSpec,
+    params: dict | None = None,
+    seed: int = 0,
+    cfg: Settings | None = None,
+    start: bool = True,
+) -> Run:
     """Validate a run spec (model parameters, weights, data) and queue it. Errors surface now, not later."""
     cfg = cfg or current_settings()
     entry = models.get_entry(model)
@@ -76,8 +83,13 @@ def ensure_worker(cfg: Settings | None = None) -> bool:
     cfg.artifacts.mkdir(parents=True, exist_ok=True)
     with open(cfg.artifacts / "worker.log", "ab") as out:
         subprocess.Popen(
-            [sys.executable, "-m", "core", "worker"], cwd=PROJECT_ROOT, env=child_env(),
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            [sys.executable, "-m", "core", "worker"],
+            cwd=PROJECT_ROOT,
+            env=child_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     return True
 
@@ -104,8 +116,12 @@ def worker_loop(cfg: Settings | None = None) -> None:
             if not queued:
                 return
             run = queued[-1]  # list() is newest first
-            child = subprocess.Popen([sys.executable, "-m", "core", "execute", run.id], cwd=PROJECT_ROOT,
-                                     env=child_env(), stdin=subprocess.DEVNULL)
+            child = subprocess.Popen(
+                [sys.executable, "-m", "core", "execute", run.id],
+                cwd=PROJECT_ROOT,
+                env=child_env(),
+                stdin=subprocess.DEVNULL,
+            )
             child.wait()
             registry.recover_interrupted()  # a child that died leaves its run 'running': mark it failed
             if registry.get(run.id).status == QUEUED:  # the child could not even claim it

@@ -41,9 +41,15 @@ def environment() -> dict:
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
-        "python": platform.python_version(), "torch": torch.__version__, "anomalib": anomalib.__version__,
-        "timm": timm.__version__, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "gpu": gpu, "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "anomalib": anomalib.__version__,
+        "timm": timm.__version__,
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": gpu,
+        "platform": platform.platform(),
     }
 
 
@@ -66,8 +72,15 @@ def _percentiles(ms: list[float]) -> tuple[float, float]:
 
 
 # What every entry of ``latency["paths"]`` holds (the comparison page's chart reads these).
-PATH_FIELDS = ("e2e_ms_p50", "e2e_ms_p95", "images_per_s_b1", "images_per_s_best", "best_batch_size",
-               "peak_rss_mb", "model_mb")
+PATH_FIELDS = (
+    "e2e_ms_p50",
+    "e2e_ms_p95",
+    "images_per_s_b1",
+    "images_per_s_best",
+    "best_batch_size",
+    "peak_rss_mb",
+    "model_mb",
+)
 
 
 def path_entry(result: dict, **extra) -> dict:
@@ -104,7 +117,7 @@ def measure(loaded, paths: list[str], batch_sizes=(4, 8), max_images: int = 16, 
         n_batches = max(1, len(paths) // bs)
         t0 = time.perf_counter()
         for i in range(n_batches):
-            chunk = paths[i * bs:(i + 1) * bs]
+            chunk = paths[i * bs : (i + 1) * bs]
             loaded.forward(loaded.preprocess([read(p) for p in chunk]))
         throughput[bs] = n_batches * bs / (time.perf_counter() - t0)
     best = max(throughput, key=throughput.get)
@@ -115,13 +128,18 @@ def measure(loaded, paths: list[str], batch_sizes=(4, 8), max_images: int = 16, 
     result = {
         "path": name,
         "n_images": len(paths),
-        "model_ms_p50": m50, "model_ms_p95": m95,
-        "e2e_ms_p50": e50, "e2e_ms_p95": e95,
+        "model_ms_p50": m50,
+        "model_ms_p95": m95,
+        "e2e_ms_p50": e50,
+        "e2e_ms_p95": e95,
         "images_per_s_b1": throughput[1],
         "images_per_s_by_batch": {str(k): v for k, v in throughput.items()},
-        "best_batch_size": best, "images_per_s_best": throughput[best],
-        "peak_rss_mb": peak_rss_mb(), "model_mb": model_mb,
-        "threads": getattr(loaded, "threads", None) or torch.get_num_threads(), "cpu": cpu_model(),
+        "best_batch_size": best,
+        "images_per_s_best": throughput[best],
+        "peak_rss_mb": peak_rss_mb(),
+        "model_mb": model_mb,
+        "threads": getattr(loaded, "threads", None) or torch.get_num_threads(),
+        "cpu": cpu_model(),
     }
     result["paths"] = {name: path_entry(result)}
     return result

@@ -2,7 +2,7 @@
 
 Runs are queued with ``start=False`` and the worker is started once afterwards, so a batch of N runs starts
 one worker instead of racing N starts. ``AW_AUTOSTART_WORKER=0`` stops the pages from starting a worker at
-all (for a worker managed elsewhere, ``python -m core worker``, and for tests that only check queuing).
+all (for a worker managed elsewhere, ``aw worker``, and for tests that only check queuing).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core import data_import, datasets, jobs, weights
-from core.config import Settings, settings as current_settings
+from core.config import Settings
+from core.config import settings as current_settings
 from core.errors import WeightsError
 from core.runs import QUEUED, Run, RunRegistry
 
@@ -44,8 +45,9 @@ def keep_queue_moving(cfg: Settings | None = None) -> bool:
     return False
 
 
-def queue(model: str, spec: datasets.DatasetSpec, params: dict | None = None, seed: int = 0,
-          cfg: Settings | None = None) -> Run:
+def queue(
+    model: str, spec: datasets.DatasetSpec, params: dict | None = None, seed: int = 0, cfg: Settings | None = None
+) -> Run:
     """Validate and queue one run without starting the worker (call ``start_worker`` after a batch)."""
     return jobs.submit(model, spec, params, seed, cfg or current_settings(), start=False)
 
@@ -61,6 +63,7 @@ def rerun(run_id: str, cfg: Settings | None = None) -> Run:
 
 # ---- the first run ---------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class FirstRunPlan:
     params: dict | None  # PatchCore parameters; None when no pretrained backbone can be had here
@@ -74,21 +77,25 @@ def first_run_plan(cfg: Settings | None = None) -> FirstRunPlan:
     if usable:
         best = weights.default_backbone(cfg)
         best = best if best in usable else usable[0]
-        how = {"local": "found on disk", "cached": "in the download cache",
-               "download": "downloaded on first use"}[weights.backbone_status(best, cfg)]
+        how = {"local": "found on disk", "cached": "in the download cache", "download": "downloaded on first use"}[
+            weights.backbone_status(best, cfg)
+        ]
         return FirstRunPlan(
             {"backbone": best},
             f"PatchCore with the ImageNet-pretrained backbone **{best}** ({how}) on the synthetic demo dataset.",
         )
     searched = ", ".join(str(p) for p in cfg.weights_search_path)
-    return FirstRunPlan(None, (
-        "No pretrained backbone weights are available on this machine"
-        + (" and it is offline" if cfg.offline else "")
-        + f" (looked in: {searched}). PatchCore describes image patches with an ImageNet-pretrained CNN; "
-        "without one its scores mean nothing. To train a real model, import weights "
-        "(`python -m core weights import <timm folder>`, e.g. tf_efficientnet_lite0 with config.json + "
-        "model.safetensors) or connect to the internet."
-    ))
+    return FirstRunPlan(
+        None,
+        (
+            "No pretrained backbone weights are available on this machine"
+            + (" and it is offline" if cfg.offline else "")
+            + f" (looked in: {searched}). PatchCore describes image patches with an ImageNet-pretrained CNN; "
+            "without one its scores mean nothing. To train a real model, import weights "
+            "(`aw weights import <timm folder>`, e.g. tf_efficientnet_lite0 with config.json + "
+            "model.safetensors) or connect to the internet."
+        ),
+    )
 
 
 def queue_first_run(plan: FirstRunPlan, cfg: Settings | None = None) -> Run:
@@ -102,8 +109,10 @@ def queue_first_run(plan: FirstRunPlan, cfg: Settings | None = None) -> Run:
 
 # ---- uploads and estimates -------------------------------------------------------------------------------
 
-def import_zip_bytes(name: str, data: bytes, cfg: Settings | None = None, replace: bool = False,
-                     filename: str | None = None) -> data_import.ImportReport:
+
+def import_zip_bytes(
+    name: str, data: bytes, cfg: Settings | None = None, replace: bool = False, filename: str | None = None
+) -> data_import.ImportReport:
     """Import an uploaded zip (bytes from the browser) as an own dataset; the temporary copy is removed."""
     cfg = cfg or current_settings()
     folder = cfg.datasets_dir / "uploads"
@@ -127,10 +136,16 @@ def efficientad_time_note(max_steps: int, model_size: str = "small") -> str:
     train = efficientad_training_minutes(max_steps, model_size)
     total = train + EFFICIENTAD_OVERHEAD_MIN
     per_step = EFFICIENTAD_S_PER_STEP[model_size]
-    verdict = ("fits within ~15 minutes" if total <= 15 else
-               f"is over the ~15 minutes a demo allows: lower the steps to about "
-               f"{int((15 - EFFICIENTAD_OVERHEAD_MIN) * 60 / per_step) // 50 * 50}")
-    return (f"On 2 CPU cores one EfficientAD-{model_size[0].upper()} training step takes about {per_step:.1f} s: "
-            f"{max_steps} steps train in ~{train:.0f} min, plus up to ~{EFFICIENTAD_OVERHEAD_MIN:.1f} min for statistics, "
-            f"testing, timing and indexing (an MVTec-sized category), so this run {verdict}. More steps give a better model (on grid, quality was still rising "
-            f"at 600 steps); a GPU is about 35× faster per step.")
+    verdict = (
+        "fits within ~15 minutes"
+        if total <= 15
+        else f"is over the ~15 minutes a demo allows: lower the steps to about "
+        f"{int((15 - EFFICIENTAD_OVERHEAD_MIN) * 60 / per_step) // 50 * 50}"
+    )
+    return (
+        f"On 2 CPU cores one EfficientAD-{model_size[0].upper()} training step takes about {per_step:.1f} s: "
+        f"{max_steps} steps train in ~{train:.0f} min, plus up to ~{EFFICIENTAD_OVERHEAD_MIN:.1f} min for statistics, "
+        f"testing, timing and indexing (an MVTec-sized category), so this run {verdict}. More steps give a better "
+        "model (on grid, quality was still rising "
+        f"at 600 steps); a GPU is about 35× faster per step."
+    )

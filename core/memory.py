@@ -3,7 +3,7 @@
 Seen here: without this, each coreset iteration of anomalib's sampler left ~16 MB in malloc's heap and a fit
 was OOM-killed at 24 GB. Serving large allocations with mmap returns them to the OS on free. Child processes
 start with the same setting through ``MALLOC_MMAP_THRESHOLD_`` (core.config.TRAINING_ENV); this covers a
-process that is already running, such as a foreground ``python -m core train``.
+process that is already running, such as a foreground ``aw train``.
 
 The setting makes every tensor over 128 KB a fresh, page-faulted mmap, which halves the speed of feature
 extraction and inference; so a run uses ``core.inference.tune_malloc_for_inference`` for those and PatchCore

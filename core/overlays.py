@@ -93,24 +93,28 @@ def _range(m: np.ndarray, vmin: float | None, vmax: float | None) -> tuple[float
 # ---------------------------------------------------------------------------------------------- pictures
 
 
-def colorize(anomaly_map: np.ndarray, vmin: float | None = None, vmax: float | None = None,
-             colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+def colorize(
+    anomaly_map: np.ndarray, vmin: float | None = None, vmax: float | None = None, colormap: int = cv2.COLORMAP_JET
+) -> np.ndarray:
     """Map values → RGB colours: ``vmin`` and below is the scale's low end, ``vmax`` and above its high end.
 
     With ``vmax <= vmin`` (a flat scale) everything at or below ``vmin`` is low and anything above is high.
     """
     m = _as_map(anomaly_map)
     lo, hi = _range(m, vmin, vmax)
-    if hi > lo:
-        unit = np.clip((m - lo) / (hi - lo), 0.0, 1.0)
-    else:
-        unit = (m > lo).astype(np.float32)
+    unit = np.clip((m - lo) / (hi - lo), 0.0, 1.0) if hi > lo else (m > lo).astype(np.float32)
     grey = np.round(unit * 255.0).astype(np.uint8)
     return np.ascontiguousarray(cv2.applyColorMap(grey, colormap)[..., ::-1])  # OpenCV gives BGR
 
 
-def overlay(image_rgb: np.ndarray, anomaly_map: np.ndarray, opacity: float = 0.5, vmin: float | None = None,
-            vmax: float | None = None, colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+def overlay(
+    image_rgb: np.ndarray,
+    anomaly_map: np.ndarray,
+    opacity: float = 0.5,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    colormap: int = cv2.COLORMAP_JET,
+) -> np.ndarray:
     """The heat colours blended over the photo (``opacity`` 0 = photo only, 1 = colours only), photo size."""
     image = as_rgb(image_rgb)
     opacity = float(np.clip(opacity, 0.0, 1.0))
@@ -130,8 +134,9 @@ def default_thickness(height: int, width: int) -> int:
     return max(1, round(min(height, width) / 200))  # ~2 px on a 512² card, 1 px on thumbnails
 
 
-def draw_contours(image_rgb: np.ndarray, mask_bool: np.ndarray, colour: tuple[int, int, int] = GT_COLOUR,
-                  thickness: int | None = None) -> np.ndarray:
+def draw_contours(
+    image_rgb: np.ndarray, mask_bool: np.ndarray, colour: tuple[int, int, int] = GT_COLOUR, thickness: int | None = None
+) -> np.ndarray:
     """A copy of the image with the outline of ``mask_bool`` (resized nearest to the image) drawn on it.
 
     Holes get their own outline (RETR_LIST), so a ring-shaped defect shows as a ring.
@@ -146,10 +151,17 @@ def draw_contours(image_rgb: np.ndarray, mask_bool: np.ndarray, colour: tuple[in
     return image
 
 
-def compose(image: np.ndarray | None, anomaly_map: np.ndarray, gt_mask: np.ndarray | None = None,
-            pixel_threshold: float | None = None, opacity: float = 0.5, vmin: float | None = None,
-            vmax: float | None = None, max_side: int | None = DISPLAY_MAX_SIDE,
-            thickness: int | None = None) -> np.ndarray:
+def compose(
+    image: np.ndarray | None,
+    anomaly_map: np.ndarray,
+    gt_mask: np.ndarray | None = None,
+    pixel_threshold: float | None = None,
+    opacity: float = 0.5,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    max_side: int | None = DISPLAY_MAX_SIDE,
+    thickness: int | None = None,
+) -> np.ndarray:
     """The card picture: photo + heat overlay + ground-truth outline (green) + predicted outline (magenta).
 
     Built at display size (the photo downscaled to ``max_side``). The predicted outline is taken from the
@@ -168,8 +180,9 @@ def compose(image: np.ndarray | None, anomaly_map: np.ndarray, gt_mask: np.ndarr
     if gt_mask is not None:
         canvas = draw_contours(canvas, gt_mask, GT_COLOUR, thickness)
     if pixel_threshold is not None:
-        canvas = draw_contours(canvas, predicted_mask(resize_map(anomaly_map, shape), pixel_threshold),
-                               PRED_COLOUR, thickness)
+        canvas = draw_contours(
+            canvas, predicted_mask(resize_map(anomaly_map, shape), pixel_threshold), PRED_COLOUR, thickness
+        )
     return canvas
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from core import datasets, models, weights
-from core.config import Settings, settings as current_settings
+from core.config import Settings
+from core.config import settings as current_settings
 from core.errors import WorkbenchError
 from core.runs import Run
 
@@ -44,8 +45,21 @@ def machine_overview(cfg: Settings | None = None) -> MachineOverview:
 # ---- the runs table --------------------------------------------------------------------------------------
 
 SOURCE_LABELS = {"mvtec": "MVTec AD", "folder": "Own images", "demo": "Demo"}
-RUN_COLUMNS = ["id", "status", "model", "dataset", "category", "image AUROC", "pixel AUROC", "image F1", "AUPRO",
-               "fit s", "img/s", "created", "note"]
+RUN_COLUMNS = [
+    "id",
+    "status",
+    "model",
+    "dataset",
+    "category",
+    "image AUROC",
+    "pixel AUROC",
+    "image F1",
+    "AUPRO",
+    "fit s",
+    "img/s",
+    "created",
+    "note",
+]
 
 
 def model_label(name: str) -> str:
@@ -69,10 +83,18 @@ def run_row(run: Run) -> dict:
     if run.dataset.get("max_train_images"):
         source += f" (first {run.dataset['max_train_images']} train images)"
     return {
-        "id": run.id, "status": run.status, "model": model_label(run.model), "dataset": source,
-        "category": run.category, "image AUROC": m.get("image_auroc"), "pixel AUROC": m.get("pixel_auroc"),
-        "image F1": m.get("image_f1"), "AUPRO": m.get("aupro"), "fit s": t.get("fit_s"),
-        "img/s": lat.get("images_per_s_b1"), "created": datetime.fromtimestamp(run.created_at),
+        "id": run.id,
+        "status": run.status,
+        "model": model_label(run.model),
+        "dataset": source,
+        "category": run.category,
+        "image AUROC": m.get("image_auroc"),
+        "pixel AUROC": m.get("pixel_auroc"),
+        "image F1": m.get("image_f1"),
+        "AUPRO": m.get("aupro"),
+        "fit s": t.get("fit_s"),
+        "img/s": lat.get("images_per_s_b1"),
+        "created": datetime.fromtimestamp(run.created_at),
         "note": run_note(run),
     }
 

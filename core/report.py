@@ -31,8 +31,13 @@ except ImportError:  # pragma: no cover - depends on what is installed alongside
 HEATMAP_MAX_SIDE = 320  # keeps a report with many runs to a few MB
 
 
-def _local_overlay(image_rgb: np.ndarray, anomaly_map: np.ndarray, opacity: float = 0.5,
-                   vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
+def _local_overlay(
+    image_rgb: np.ndarray,
+    anomaly_map: np.ndarray,
+    opacity: float = 0.5,
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> np.ndarray:
     """JET colours of the map (resized to the photo, fixed vmin/vmax scale) blended over the photo."""
     h, w = image_rgb.shape[:2]
     m = cv2.resize(np.asarray(anomaly_map, dtype=np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
@@ -43,8 +48,13 @@ def _local_overlay(image_rgb: np.ndarray, anomaly_map: np.ndarray, opacity: floa
     return cv2.addWeighted(np.ascontiguousarray(image_rgb), 1 - opacity, np.ascontiguousarray(heat), opacity, 0)
 
 
-def overlay(image_rgb: np.ndarray, anomaly_map: np.ndarray, opacity: float = 0.5,
-            vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
+def overlay(
+    image_rgb: np.ndarray,
+    anomaly_map: np.ndarray,
+    opacity: float = 0.5,
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> np.ndarray:
     if _shared_overlay is not None:
         try:
             return _shared_overlay(image_rgb, anomaly_map, opacity, vmin, vmax)
@@ -64,16 +74,22 @@ def _shrink(image: np.ndarray, max_side: int = HEATMAP_MAX_SIDE) -> np.ndarray:
     return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
 
 
-def heatmap_png(image_rgb: np.ndarray | None, anomaly_map: np.ndarray, mask: np.ndarray | None = None,
-                vmin: float | None = None, vmax: float | None = None) -> bytes:
+def heatmap_png(
+    image_rgb: np.ndarray | None,
+    anomaly_map: np.ndarray,
+    mask: np.ndarray | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> bytes:
     """PNG of [test image | anomaly-map overlay with the ground-truth outline in green]."""
     if image_rgb is None:  # the test image was moved: show the map alone on a grey canvas
         image_rgb = np.full((*np.asarray(anomaly_map).shape[-2:], 3), 128, dtype=np.uint8)
     photo = _shrink(np.ascontiguousarray(image_rgb))
     over = np.ascontiguousarray(overlay(photo, anomaly_map, 0.5, vmin, vmax))
     if mask is not None and np.asarray(mask).any():
-        m = cv2.resize(np.asarray(mask, dtype=np.uint8), (photo.shape[1], photo.shape[0]),
-                       interpolation=cv2.INTER_NEAREST)
+        m = cv2.resize(
+            np.asarray(mask, dtype=np.uint8), (photo.shape[1], photo.shape[0]), interpolation=cv2.INTER_NEAREST
+        )
         contours, _ = cv2.findContours(m, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(over, contours, -1, (0, 255, 0), 1)
     gap = np.full((photo.shape[0], 6, 3), 255, dtype=np.uint8)
@@ -115,9 +131,16 @@ def _run_heatmaps(art: RunArtifacts, n: int) -> list[dict]:
         except (WorkbenchError, OSError):
             image = None
         png = heatmap_png(image, maps[pos].astype(np.float32), masks[pos] if masks is not None else None, vmin, vmax)
-        out.append({"png": base64.b64encode(png).decode("ascii"), "why": why, "defect_type": row["defect_type"],
-                    "score": float(row["score"]), "file": "/".join(str(row["path"]).split("/")[-2:]),
-                    "image_missing": image is None})
+        out.append(
+            {
+                "png": base64.b64encode(png).decode("ascii"),
+                "why": why,
+                "defect_type": row["defect_type"],
+                "score": float(row["score"]),
+                "file": "/".join(str(row["path"]).split("/")[-2:]),
+                "image_missing": image is None,
+            }
+        )
     return out
 
 
@@ -136,10 +159,20 @@ text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:
 """
 
 _TABLE_COLUMNS = {
-    "run_id": "run", "series": "model setup", "category": "category", "image_auroc": "image AUROC",
-    "pixel_auroc": "pixel AUROC", "image_f1": "image F1", "pixel_f1": "pixel F1", "aupro": "AUPRO",
-    "fpr_at_full_recall": "overkill at 0 escapes", "fit_s": "fit s", "e2e_ms_p50": "e2e ms p50",
-    "e2e_ms_p95": "e2e ms p95", "images_per_s_b1": "img/s b1", "images_per_s_best": "img/s best",
+    "run_id": "run",
+    "series": "model setup",
+    "category": "category",
+    "image_auroc": "image AUROC",
+    "pixel_auroc": "pixel AUROC",
+    "image_f1": "image F1",
+    "pixel_f1": "pixel F1",
+    "aupro": "AUPRO",
+    "fpr_at_full_recall": "overkill at 0 escapes",
+    "fit_s": "fit s",
+    "e2e_ms_p50": "e2e ms p50",
+    "e2e_ms_p95": "e2e ms p95",
+    "images_per_s_b1": "img/s b1",
+    "images_per_s_best": "img/s best",
 }
 
 
@@ -172,8 +205,17 @@ def _run_section(run: Run, art: RunArtifacts, heatmaps_per_run: int) -> str:
     parts.append('<div class="card"><b>Dataset and seed</b>' + _kv({**run.dataset, "seed": run.seed}) + "</div>")
     timings = {k: (f"{v:.2f}" if isinstance(v, float) else v) for k, v in (run.timings or {}).items()}
     parts.append('<div class="card"><b>Timings</b>' + _kv(timings) + "</div>")
-    parts.append('<div class="card"><b>Environment</b>' + _kv({k: env.get(k) for k in
-                 ("cpu", "cpu_count", "torch_threads", "gpu", "torch", "anomalib", "python") if k in env}) + "</div>")
+    parts.append(
+        '<div class="card"><b>Environment</b>'
+        + _kv(
+            {
+                k: env.get(k)
+                for k in ("cpu", "cpu_count", "torch_threads", "gpu", "torch", "anomalib", "python")
+                if k in env
+            }
+        )
+        + "</div>"
+    )
     parts.append("</div>")
     if heatmaps_per_run > 0 and art.has_records:
         try:
@@ -182,21 +224,28 @@ def _run_section(run: Run, art: RunArtifacts, heatmaps_per_run: int) -> str:
             cards = []
             parts.append(f'<p class="note">Heatmaps unavailable: {e(str(exc))}</p>')
         if cards:
-            parts.append("<p><b>Heatmaps</b> <span class='note'>(left: test image; right: anomaly map on the run's "
-                         "fixed colour scale, ground-truth defect outlined in green)</span></p><div class='cards'>")
+            parts.append(
+                "<p><b>Heatmaps</b> <span class='note'>(left: test image; right: anomaly map on the run's "
+                "fixed colour scale, ground-truth defect outlined in green)</span></p><div class='cards'>"
+            )
             for c in cards:
                 missing = " · test image not found, map only" if c["image_missing"] else ""
                 parts.append(
                     f'<div class="card"><img alt="heatmap {e(c["file"])}" src="data:image/png;base64,{c["png"]}">'
-                    f'{e(c["why"])}: <code>{e(c["file"])}</code> ({e(str(c["defect_type"]))}), '
-                    f'score {c["score"]:.4g}{e(missing)}</div>')
+                    f"{e(c['why'])}: <code>{e(c['file'])}</code> ({e(str(c['defect_type']))}), "
+                    f"score {c['score']:.4g}{e(missing)}</div>"
+                )
             parts.append("</div>")
     return "\n".join(parts)
 
 
-def build_html_report(runs: Sequence[Run], registry: RunRegistry | None = None, heatmaps_per_run: int = 3,
-                      title: str = "Anomaly Workbench — model comparison",
-                      include_references: bool = True) -> str:
+def build_html_report(
+    runs: Sequence[Run],
+    registry: RunRegistry | None = None,
+    heatmaps_per_run: int = 3,
+    title: str = "Anomaly Workbench — model comparison",
+    include_references: bool = True,
+) -> str:
     """The whole report as one HTML string (UTF-8, no external resources)."""
     from plotly.offline import get_plotlyjs
 
@@ -221,50 +270,84 @@ def build_html_report(runs: Sequence[Run], registry: RunRegistry | None = None, 
         curves[name] = art.curves()
         if art.records_path.is_file():
             threshold = (run.metrics or {}).get("image_threshold")
-            histograms.append(charts.score_histogram(
-                comparison.score_split(art.records), threshold, title=f"Scores: {name}",
-                threshold_label="adaptive threshold"))
+            histograms.append(
+                charts.score_histogram(
+                    comparison.score_split(art.records),
+                    threshold,
+                    title=f"Scores: {name}",
+                    threshold_label="adaptive threshold",
+                )
+            )
 
     figures = [
         charts.metric_bars(long),
         charts.roc_pr_curves(curves),
         *histograms,
-        charts.per_defect_bars(comparison.per_defect_table(runs),
-                               title="Detection rate per defect type (each run at its adaptive threshold)"),
+        charts.per_defect_bars(
+            comparison.per_defect_table(runs),
+            title="Detection rate per defect type (each run at its adaptive threshold)",
+        ),
         charts.latency_bars(comparison.latency_table(runs)),
         charts.fit_time_bars(table),
     ]
     warnings = [(run.id, w) for run in runs for w in comparison.run_warnings(run)]
     generated = time.strftime("%Y-%m-%d %H:%M:%S")
 
-    body = [f"<h1>{e(title)}</h1>",
-            f'<p class="note">Generated {e(generated)} · {len(runs)} run(s): '
-            + ", ".join(f'<a href="#run-{e(r.id)}">{e(r.id)}</a>' for r in runs) + "</p>"]
+    body = [
+        f"<h1>{e(title)}</h1>",
+        f'<p class="note">Generated {e(generated)} · {len(runs)} run(s): '
+        + ", ".join(f'<a href="#run-{e(r.id)}">{e(r.id)}</a>' for r in runs)
+        + "</p>",
+    ]
     for run_id, w in warnings:
         body.append(f'<div class="warn"><b>Caution, {e(run_id)}:</b> {e(w)}</div>')
     note = comparison.backbone_note(runs, refs)
     if note:
         body.append(f'<div class="warn"><b>Backbones:</b> {e(note)}</div>')
-    body += ["<h2>Metrics</h2>",
-             '<p class="note">Image F1 is at anomalib\'s adaptive threshold, chosen on the test set itself '
-             "(optimistic). Overkill at 0 escapes = share of normal images flagged when the threshold is lowered "
-             "until no defect is missed.</p>",
-             _table(table, _TABLE_COLUMNS),
-             "<h3>Average across categories</h3>",
-             _table(averages, {"series": "model setup", "n_categories": "categories (n)", "categories": "categories",
-                               **{k: v for k, v in comparison.METRICS.items()}})]
+    body += [
+        "<h2>Metrics</h2>",
+        '<p class="note">Image F1 is at anomalib\'s adaptive threshold, chosen on the test set itself '
+        "(optimistic). Overkill at 0 escapes = share of normal images flagged when the threshold is lowered "
+        "until no defect is missed.</p>",
+        _table(table, _TABLE_COLUMNS),
+        "<h3>Average across categories</h3>",
+        _table(
+            averages,
+            {
+                "series": "model setup",
+                "n_categories": "categories (n)",
+                "categories": "categories",
+                **{k: v for k, v in comparison.METRICS.items()},
+            },
+        ),
+    ]
     if include_references:
-        body += [f'<h3 class="published">Reference numbers — {e(comparison.PUBLISHED)}</h3>',
-                 '<p class="note">From the literature for orientation only; different data splits, image sizes and '
-                 "code versions make them indicative, not a target.</p>",
-                 _table(all_refs, {"model": "model", "config": "setup", "backbone": "backbone", "category": "category",
-                                   "source": "status", **comparison.METRICS, "reference": "source"})]
+        body += [
+            f'<h3 class="published">Reference numbers — {e(comparison.PUBLISHED)}</h3>',
+            '<p class="note">From the literature for orientation only; different data splits, image sizes and '
+            "code versions make them indicative, not a target.</p>",
+            _table(
+                all_refs,
+                {
+                    "model": "model",
+                    "config": "setup",
+                    "backbone": "backbone",
+                    "category": "category",
+                    "source": "status",
+                    **comparison.METRICS,
+                    "reference": "source",
+                },
+            ),
+        ]
     body.append("<h2>Charts</h2>")
     body += [_figure(f) for f in figures]
     body.append("<h2>Runs</h2>")
     body += [_run_section(run, arts[run.id], heatmaps_per_run) for run in runs]
 
-    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<title>{e(title)}</title><style>{CSS}</style>"
-            f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{e(title)}</title><style>{CSS}</style>"
+        f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )

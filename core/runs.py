@@ -15,14 +15,16 @@ import shutil
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psutil
 
-from core.config import Settings, settings as current_settings
+from core.config import Settings
+from core.config import settings as current_settings
 from core.errors import RunError
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
@@ -168,8 +170,15 @@ class RunRegistry:
 
     # -- create / read ------------------------------------------------------------------------------
     def create(self, model: str, dataset: dict, params: dict, seed: int = 0) -> Run:
-        run = Run(id=new_run_id(), created_at=time.time(), status=QUEUED, model=model,
-                  dataset=dataset, params=params, seed=int(seed))
+        run = Run(
+            id=new_run_id(),
+            created_at=time.time(),
+            status=QUEUED,
+            model=model,
+            dataset=dataset,
+            params=params,
+            seed=int(seed),
+        )
         with self._connect() as db:
             db.execute(
                 "INSERT INTO runs (id, created_at, status, model, dataset, params, seed) VALUES (?,?,?,?,?,?,?)",
@@ -182,7 +191,7 @@ class RunRegistry:
         with self._connect() as db:
             row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
-            raise RunError(f"No run with id '{run_id}'. `python -m core runs` lists the runs.")
+            raise RunError(f"No run with id '{run_id}'. `aw runs` lists the runs.")
         return _row_to_run(row)
 
     def list(self, status: str | tuple[str, ...] | None = None, limit: int | None = None) -> list[Run]:
@@ -244,8 +253,14 @@ class RunRegistry:
         return self.get(run_id) if cur.rowcount == 1 else None
 
     def finish(self, run_id: str, status: str, error: str = "", **fields: Any) -> None:
-        self.update(run_id, status=status, error=error, finished_at=time.time(),
-                    progress=1.0 if status == DONE else self.get(run_id).progress, **fields)
+        self.update(
+            run_id,
+            status=status,
+            error=error,
+            finished_at=time.time(),
+            progress=1.0 if status == DONE else self.get(run_id).progress,
+            **fields,
+        )
 
     def request_cancel(self, run_id: str) -> Run:
         """Queued runs are cancelled at once; a running one stops at its next progress report."""
@@ -275,9 +290,13 @@ class RunRegistry:
         recovered = []
         for run in self.list(status=RUNNING):
             if not process_alive(run.pid, run.pid_started):
-                self.finish(run.id, FAILED, error=(
-                    f"Interrupted during '{run.phase or 'start-up'}': the worker process (pid {run.pid}) ended "
-                    "without finishing the run (killed, crashed or out of memory). Re-run it to try again."
-                ))
+                self.finish(
+                    run.id,
+                    FAILED,
+                    error=(
+                        f"Interrupted during '{run.phase or 'start-up'}': the worker process (pid {run.pid}) ended "
+                        "without finishing the run (killed, crashed or out of memory). Re-run it to try again."
+                    ),
+                )
                 recovered.append(run.id)
         return recovered

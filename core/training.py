@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from core import evaluation, images, latency, models
 from core.artifacts import RunArtifacts, write_json
-from core.config import Settings, settings as current_settings
+from core.config import Settings
+from core.config import settings as current_settings
 from core.datasets import DatasetSpec, build_datamodule, check_available, test_samples
 from core.errors import RunCancelled, WorkbenchError, explain
-from core import evaluation, images, latency, models
 from core.runs import CANCELLED, DONE, FAILED, RunRegistry
 
 log = logging.getLogger("workbench.run")
@@ -92,8 +93,9 @@ def _progress_callback(hooks: RunHooks, loss_path: Path, phase: str):
             loss = outputs.get("loss") if isinstance(outputs, dict) and phase == "training" else None
             if loss is not None and (self.batches % 5 == 0 or self.batches == 1):
                 with open(loss_path, "a") as fh:
-                    fh.write(json.dumps({"step": self.batches, "epoch": trainer.current_epoch,
-                                         "loss": float(loss)}) + "\n")
+                    fh.write(
+                        json.dumps({"step": self.batches, "epoch": trainer.current_epoch, "loss": float(loss)}) + "\n"
+                    )
             hooks.check()
 
         def on_validation_epoch_start(self, trainer, pl_module):
@@ -116,12 +118,17 @@ def fit(run, spec: DatasetSpec, hooks: RunHooks, run_dir: Path, cfg: Settings):
     entry = models.get_entry(run.model)
     params = models.resolve_params(run.model, run.params)
     module = models.create_model(run.model, params, cfg, hooks)
-    datamodule = build_datamodule(spec, train_batch_size=int(params.get("batch_size", entry.train_batch_size)),
-                                  seed=run.seed)
+    datamodule = build_datamodule(
+        spec, train_batch_size=int(params.get("batch_size", entry.train_batch_size)), seed=run.seed
+    )
     engine = Engine(
-        accelerator="auto", devices=1, logger=False, default_root_dir=run_dir / "lightning",
+        accelerator="auto",
+        devices=1,
+        logger=False,
+        default_root_dir=run_dir / "lightning",
         callbacks=[_progress_callback(hooks, RunArtifacts(run_dir).loss_path, entry.fit_phase)],
-        enable_progress_bar=False, enable_model_summary=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         **entry.trainer_kwargs(params),
     )
     hooks.phase(entry.fit_phase)
@@ -142,14 +149,14 @@ def test(loaded, spec: DatasetSpec, hooks: RunHooks, art: RunArtifacts, batch_si
     t0 = time.perf_counter()
     for start in range(0, len(samples), batch_size):
         hooks.check()
-        chunk = samples[start:start + batch_size]
+        chunk = samples[start : start + batch_size]
         rgbs = [images.read_image(s.path) for s in chunk]
         s, m = loaded.forward(loaded.preprocess(rgbs))
         if maps is None:
             maps = np.zeros((len(samples), *m.shape[1:]), dtype=np.float32)
             masks = np.zeros((len(samples), *m.shape[1:]), dtype=bool)
-        scores[start:start + len(chunk)] = s
-        maps[start:start + len(chunk)] = m
+        scores[start : start + len(chunk)] = s
+        maps[start : start + len(chunk)] = m
         for i, sample in enumerate(chunk):
             if sample.mask_path:
                 masks[start + i] = images.read_mask(sample.mask_path, shape=m.shape[1:])
@@ -162,14 +169,21 @@ def test(loaded, spec: DatasetSpec, hooks: RunHooks, art: RunArtifacts, batch_si
     # Pixel metrics over the normal images and the abnormal ones that have a mask (an abnormal image without
     # one would count its defect as defect-free pixels).
     pixel_index = np.flatnonzero((labels == 0) | has_mask) if has_mask.any() else None
-    metrics = evaluation.evaluate(scores, labels, defect_types, maps if pixel_index is not None else None,
-                                  masks if pixel_index is not None else None, pixel_index=pixel_index)
+    metrics = evaluation.evaluate(
+        scores,
+        labels,
+        defect_types,
+        maps if pixel_index is not None else None,
+        masks if pixel_index is not None else None,
+        pixel_index=pixel_index,
+    )
     n_unmasked = int(((labels == 1) & ~has_mask).sum())
     if pixel_index is None:
         metrics["notes"].append("No ground-truth masks: pixel AUROC, pixel F1 and AUPRO are not available.")
     elif n_unmasked:
-        metrics["notes"].append(f"Pixel metrics use the {int(has_mask.sum())} abnormal images that have a mask; "
-                                f"{n_unmasked} have none.")
+        metrics["notes"].append(
+            f"Pixel metrics use the {int(has_mask.sum())} abnormal images that have a mask; {n_unmasked} have none."
+        )
     metrics["threshold_source"] = "F1-optimal on the test set (anomalib's adaptive threshold)"
     if not labels.any():
         # Nothing abnormal to choose a threshold with: flag what scores above every held-out normal image,
@@ -178,9 +192,16 @@ def test(loaded, spec: DatasetSpec, hooks: RunHooks, art: RunArtifacts, batch_si
         metrics["threshold_source"] = "just above the highest held-out normal score (no abnormal test images)"
     threshold = metrics.get("image_threshold")
     records = [
-        {"index": i, "path": s.path, "label": s.label, "defect_type": s.defect_type, "mask_path": s.mask_path,
-         "source": s.source, "score": float(scores[i]),
-         "pred_label": int(threshold is not None and scores[i] >= threshold)}
+        {
+            "index": i,
+            "path": s.path,
+            "label": s.label,
+            "defect_type": s.defect_type,
+            "mask_path": s.mask_path,
+            "source": s.source,
+            "score": float(scores[i]),
+            "pred_label": int(threshold is not None and scores[i] >= threshold),
+        }
         for i, s in enumerate(samples)
     ]
     art.save_records(records, maps, masks)
@@ -209,8 +230,9 @@ def _file_logging(path: Path) -> logging.Handler:
     return handler
 
 
-def execute(run_id: str, cfg: Settings | None = None, echo=None, index: bool = True,
-            registry: RunRegistry | None = None) -> str:
+def execute(
+    run_id: str, cfg: Settings | None = None, echo=None, index: bool = True, registry: RunRegistry | None = None
+) -> str:
     """Run ``run_id`` (already claimed as 'running'). Returns its final status; never raises for run errors.
     ``registry``: where progress and results go (default: the one in ``cfg``; a Ray task passes one that also
     reports to the worker, see core.cluster)."""
@@ -229,8 +251,15 @@ def execute(run_id: str, cfg: Settings | None = None, echo=None, index: bool = T
     try:
         threads = set_threads()
         registry.update(run_id, environment=latency.environment())
-        log.info("run %s: %s on %s, params %s, seed %s, %d threads", run_id, run.model,
-                 run.dataset.get("category"), run.params, run.seed, threads)
+        log.info(
+            "run %s: %s on %s, params %s, seed %s, %d threads",
+            run_id,
+            run.model,
+            run.dataset.get("category"),
+            run.params,
+            run.seed,
+            threads,
+        )
         spec = DatasetSpec.from_dict(run.dataset)
         check_available(spec, cfg)
         params = models.resolve_params(run.model, run.params)
@@ -287,8 +316,12 @@ def execute(run_id: str, cfg: Settings | None = None, echo=None, index: bool = T
         return FAILED
     except Exception as exc:  # a library failure or a bug: a short message on the run, the traceback in its log
         log.error("run %s failed during %s:\n%s", run_id, hooks.current_phase or "start-up", traceback.format_exc())
-        registry.finish(run_id, FAILED, timings=timings,
-                        error=f"{explain(exc, hooks.current_phase)} (traceback in the run log: {art.log_path})")
+        registry.finish(
+            run_id,
+            FAILED,
+            timings=timings,
+            error=f"{explain(exc, hooks.current_phase)} (traceback in the run log: {art.log_path})",
+        )
         return FAILED
     finally:
         limit_heap_growth()  # back to the training setting, for a process that runs several runs in turn

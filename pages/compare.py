@@ -19,8 +19,10 @@ st.title("Compare models")
 
 runs = ui.finished_runs()
 if not runs:
-    st.info("No finished runs to compare yet. Train one on **Training runs** (the demo dataset takes a minute "
-            "or two); finished runs appear here automatically.")
+    st.info(
+        "No finished runs to compare yet. Train one on **Training runs** (the demo dataset takes a minute "
+        "or two); finished runs appear here automatically."
+    )
     st.page_link("pages/training.py", label="Go to Training runs", icon=":material/model_training:")
     st.stop()
 
@@ -32,7 +34,10 @@ if focus in by_id:  # opened from a run (Home, History): compare it with the def
     st.session_state.cmp_runs = list(dict.fromkeys([focus, *comparison.default_selection(runs)]))
 st.session_state.cmp_runs = [i for i in st.session_state.cmp_runs if i in by_id]  # deleted since
 chosen = st.multiselect(
-    "Runs to compare", list(by_id), format_func=lambda i: ui.run_label(by_id[i]), key="cmp_runs",
+    "Runs to compare",
+    list(by_id),
+    format_func=lambda i: ui.run_label(by_id[i]),
+    key="cmp_runs",
     help="Defaults to the latest finished run of each model on each category.",
 )
 if not chosen:
@@ -51,28 +56,46 @@ several_categories = table["category"].nunique() > 1
 
 METRIC_FORMAT = {key: st.column_config.NumberColumn(label, format="%.3f") for key, label in comparison.METRICS.items()}
 TABLE_CONFIG = {
-    "run_id": st.column_config.TextColumn("run"), "series": st.column_config.TextColumn("model setup"),
+    "run_id": st.column_config.TextColumn("run"),
+    "series": st.column_config.TextColumn("model setup"),
     **METRIC_FORMAT,
     "fpr_at_full_recall": st.column_config.NumberColumn(
-        "overkill at 0 escapes", format="percent",
-        help="Share of normal images flagged when the threshold is as high as it can be without missing a defect"),
+        "overkill at 0 escapes",
+        format="percent",
+        help="Share of normal images flagged when the threshold is as high as it can be without missing a defect",
+    ),
     "fit_s": st.column_config.NumberColumn("fit s", format="%.1f"),
     "e2e_ms_p50": st.column_config.NumberColumn("e2e ms p50", format="%.1f"),
     "e2e_ms_p95": st.column_config.NumberColumn("e2e ms p95", format="%.1f"),
     "images_per_s_b1": st.column_config.NumberColumn("img/s b1", format="%.2f"),
     "images_per_s_best": st.column_config.NumberColumn("img/s best", format="%.2f"),
 }
-SHOWN_COLUMNS = ["run_id", "series", "category", *comparison.METRICS, "fpr_at_full_recall", "fit_s",
-                 "e2e_ms_p50", "e2e_ms_p95", "images_per_s_b1", "images_per_s_best"]
+SHOWN_COLUMNS = [
+    "run_id",
+    "series",
+    "category",
+    *comparison.METRICS,
+    "fpr_at_full_recall",
+    "fit_s",
+    "e2e_ms_p50",
+    "e2e_ms_p95",
+    "images_per_s_b1",
+    "images_per_s_best",
+]
 
 quality, speed, curves_tab, whatif, export = st.tabs(
-    ["Quality", "Speed", "Curves & scores", "Threshold what-if", "Export"])
+    ["Quality", "Speed", "Curves & scores", "Threshold what-if", "Export"]
+)
 
 # ---- quality -----------------------------------------------------------------------------------------------
 with quality:
-    show_refs = st.toggle("Show published reference numbers", value=True, key="cmp_refs",
-                          help="Numbers from the papers and anomalib's READMEs for the models compared, for orientation. "
-                               "They are published, not measured here.")
+    show_refs = st.toggle(
+        "Show published reference numbers",
+        value=True,
+        key="cmp_refs",
+        help="Numbers from the papers and anomalib's READMEs for the models compared, for orientation. "
+        "They are published, not measured here.",
+    )
     refs = comparison.reference_table(set(table["category"]), comparison.model_labels(selected)) if show_refs else None
     note = comparison.backbone_note(selected, refs)
     if note:
@@ -81,8 +104,10 @@ with quality:
     long = comparison.metrics_long(table, averages if several_categories else None, refs)
     st.plotly_chart(charts.metric_bars(long), width="stretch", key="cmp_metric_bars")
     st.dataframe(table[SHOWN_COLUMNS], hide_index=True, width="stretch", column_config=TABLE_CONFIG)
-    st.caption("Image F1 is at anomalib's adaptive threshold, picked on the test set itself (optimistic). "
-               "Try fixed thresholds under **Threshold what-if**.")
+    st.caption(
+        "Image F1 is at anomalib's adaptive threshold, picked on the test set itself (optimistic). "
+        "Try fixed thresholds under **Threshold what-if**."
+    )
     if several_categories:
         st.markdown("**Average across categories** (each category once per model setup)")
         st.dataframe(averages, hide_index=True, width="stretch", column_config=METRIC_FORMAT)
@@ -99,19 +124,25 @@ with quality:
                     shown_refs[key] = shown_refs[key].map(lambda v: "–" if v != v else f"{v:.3f}")
             st.dataframe(shown_refs.rename(columns=comparison.METRICS), hide_index=True, width="stretch")
             if refs is None or refs.empty:
-                st.caption("None of them is for the categories compared here, so the chart shows none. "
-                           f"Published numbers exist for: {', '.join(sorted(set(all_refs['category'])))}.")
+                st.caption(
+                    "None of them is for the categories compared here, so the chart shows none. "
+                    f"Published numbers exist for: {', '.join(sorted(set(all_refs['category'])))}."
+                )
     per_defect = comparison.per_defect_table(selected)
-    st.plotly_chart(charts.per_defect_bars(
-        per_defect, title="Detection rate per defect type (each run at its adaptive threshold)"),
-        width="stretch", key="cmp_per_defect")
+    st.plotly_chart(
+        charts.per_defect_bars(per_defect, title="Detection rate per defect type (each run at its adaptive threshold)"),
+        width="stretch",
+        key="cmp_per_defect",
+    )
 
 # ---- speed -------------------------------------------------------------------------------------------------
 with speed:
     lat = comparison.latency_table(selected)
     st.plotly_chart(charts.latency_bars(lat), width="stretch", key="cmp_latency")
-    st.caption("End-to-end = decode + pre-process + model + post-process for one image, timed after warm-up. "
-               "Paths: stock anomalib, this workbench's path ('ours') and OpenVINO, where a run was timed on them.")
+    st.caption(
+        "End-to-end = decode + pre-process + model + post-process for one image, timed after warm-up. "
+        "Paths: stock anomalib, this workbench's path ('ours') and OpenVINO, where a run was timed on them."
+    )
     cpus = {f"{r.environment.get('cpu', '?')} · {r.environment.get('torch_threads', '?')} threads" for r in selected}
     st.caption("Timed on: " + "; ".join(sorted(cpus)) + ". Compare speeds only between runs timed on the same machine.")
     st.plotly_chart(charts.fit_time_bars(table), width="stretch", key="cmp_fit_time")
@@ -120,19 +151,25 @@ with speed:
 with curves_tab:
     stored_curves = {}
     for run in selected:
-        stored_curves[f"{comparison.config_label(run)} · {run.id}"] = \
-            RunArtifacts(ui.registry().run_dir(run.id)).curves()
+        stored_curves[f"{comparison.config_label(run)} · {run.id}"] = RunArtifacts(
+            ui.registry().run_dir(run.id)
+        ).curves()
     st.plotly_chart(charts.roc_pr_curves(stored_curves), width="stretch", key="cmp_roc_pr")
     st.markdown("**Score distributions** (normal vs anomalous test images, each run at its adaptive threshold)")
     columns = st.columns(2)
     for i, run in enumerate(selected):
         with columns[i % 2], ui.friendly_errors():
             records, _, _ = ui.run_records(run)
-            st.plotly_chart(charts.score_histogram(
-                comparison.score_split(records), run.metrics.get("image_threshold"),
-                title=f"{comparison.config_label(run)}<br><sup>{run.id} · {run.category}</sup>",
-                threshold_label="adaptive"),
-                width="stretch", key=f"cmp_hist_{run.id}")
+            st.plotly_chart(
+                charts.score_histogram(
+                    comparison.score_split(records),
+                    run.metrics.get("image_threshold"),
+                    title=f"{comparison.config_label(run)}<br><sup>{run.id} · {run.category}</sup>",
+                    threshold_label="adaptive",
+                ),
+                width="stretch",
+                key=f"cmp_hist_{run.id}",
+            )
 
 
 # ---- threshold what-if -------------------------------------------------------------------------------------
@@ -166,21 +203,41 @@ def threshold_whatif(run_ids: list[str]) -> None:
 
     left, right = st.columns([3, 1])
     with right:
-        st.button("Zero escapes", key=f"cmp_zero_{run.id}", type="primary", disabled=zero is None,
-                  on_click=_set_threshold, args=(key, zero), width="stretch",
-                  help="Set the threshold to the lowest anomalous score: no defect is missed.")
+        st.button(
+            "Zero escapes",
+            key=f"cmp_zero_{run.id}",
+            type="primary",
+            disabled=zero is None,
+            on_click=_set_threshold,
+            args=(key, zero),
+            width="stretch",
+            help="Set the threshold to the lowest anomalous score: no defect is missed.",
+        )
         if zero is not None:
             at_zero = comparison.threshold_panel(records, zero).view
-            st.caption(f"At zero escapes (threshold {zero:.4g}) the overkill rate is "
-                       f"**{(at_zero['fpr'] or 0):.1%}** ({at_zero['fp']} of {at_zero['fp'] + at_zero['tn']} "
-                       "normal images flagged).")
+            st.caption(
+                f"At zero escapes (threshold {zero:.4g}) the overkill rate is "
+                f"**{(at_zero['fpr'] or 0):.1%}** ({at_zero['fp']} of {at_zero['fp'] + at_zero['tn']} "
+                "normal images flagged)."
+            )
         if adaptive is not None:
-            st.button("Adaptive (best F1)", key=f"cmp_adaptive_{run.id}", on_click=_set_threshold,
-                      args=(key, min(hi, max(lo, adaptive))), width="stretch",
-                      help="anomalib's F1-optimal threshold on the test set (what the metrics table uses).")
+            st.button(
+                "Adaptive (best F1)",
+                key=f"cmp_adaptive_{run.id}",
+                on_click=_set_threshold,
+                args=(key, min(hi, max(lo, adaptive))),
+                width="stretch",
+                help="anomalib's F1-optimal threshold on the test set (what the metrics table uses).",
+            )
     with left:
-        threshold = st.slider("Threshold (anomaly score; score ≥ threshold = anomalous)", min_value=lo,
-                              max_value=hi, step=(hi - lo) / 200, key=key, format=f"%.{_decimals(lo, hi)}f")
+        threshold = st.slider(
+            "Threshold (anomaly score; score ≥ threshold = anomalous)",
+            min_value=lo,
+            max_value=hi,
+            step=(hi - lo) / 200,
+            key=key,
+            format=f"%.{_decimals(lo, hi)}f",
+        )
     panel = comparison.threshold_panel(records, threshold)
     view = panel.view
 
@@ -189,17 +246,25 @@ def threshold_whatif(run_ids: list[str]) -> None:
     c2.metric("False positives", view["fp"], help="Normal images flagged (overkill)")
     c3.metric("Overkill rate", "–" if view["fpr"] is None else f"{view['fpr']:.1%}")
     c4.metric("Recall", "–" if view["recall"] is None else f"{view['recall']:.1%}")
-    st.plotly_chart(charts.score_histogram(comparison.score_split(records), threshold,
-                                           title=f"Scores of {run.id} at the chosen threshold"),
-                    width="stretch", key="cmp_thr_hist")
+    st.plotly_chart(
+        charts.score_histogram(
+            comparison.score_split(records), threshold, title=f"Scores of {run.id} at the chosen threshold"
+        ),
+        width="stretch",
+        key="cmp_thr_hist",
+    )
     a, b = st.columns(2)
     with a:
         st.markdown("**Confusion matrix**")
         st.dataframe(panel.confusion, width="stretch")
     with b:
         st.markdown("**Per defect type**")
-        st.dataframe(panel.per_defect, hide_index=True, width="stretch",
-                     column_config={"recall": st.column_config.NumberColumn("recall", format="percent")})
+        st.dataframe(
+            panel.per_defect,
+            hide_index=True,
+            width="stretch",
+            column_config={"recall": st.column_config.NumberColumn("recall", format="percent")},
+        )
     a, b = st.columns(2)
     with a:
         st.markdown(f"**False positives** ({len(panel.false_positives)})")
@@ -210,25 +275,41 @@ def threshold_whatif(run_ids: list[str]) -> None:
 
 
 with whatif:
-    st.caption("Move the threshold to see what a fixed line-side setting would do. Recomputed from the stored "
-               "test scores; the model is not rerun.")
+    st.caption(
+        "Move the threshold to see what a fixed line-side setting would do. Recomputed from the stored "
+        "test scores; the model is not rerun."
+    )
     threshold_whatif(chosen)
 
 # ---- export ------------------------------------------------------------------------------------------------
 with export:
-    st.download_button("Download comparison table (CSV)", data=comparison.table_csv(table),
-                       file_name="comparison.csv", mime="text/csv", icon=":material/table_view:", key="cmp_csv")
-    n_maps = st.number_input("Heatmaps per run in the report", min_value=0, max_value=8, value=3, step=1,
-                             key="cmp_report_maps")
+    st.download_button(
+        "Download comparison table (CSV)",
+        data=comparison.table_csv(table),
+        file_name="comparison.csv",
+        mime="text/csv",
+        icon=":material/table_view:",
+        key="cmp_csv",
+    )
+    n_maps = st.number_input(
+        "Heatmaps per run in the report", min_value=0, max_value=8, value=3, step=1, key="cmp_report_maps"
+    )
 
     def _report() -> str:
         # Built only when the button is clicked (deferred): reading maps and images costs a second or two.
-        return build_html_report(selected, ui.registry(), heatmaps_per_run=int(n_maps),
-                                 include_references=show_refs)
+        return build_html_report(selected, ui.registry(), heatmaps_per_run=int(n_maps), include_references=show_refs)
 
-    st.download_button("Download HTML report", data=_report, file_name="comparison_report.html",
-                       mime="text/html", icon=":material/description:", key="cmp_html",
-                       help="One self-contained file (charts, tables, parameters, warnings, heatmaps) that opens "
-                            "offline in any browser.")
-    st.caption("The report holds the charts above, the metric and reference tables, each run's parameters, "
-               "environment and warnings, and a few heatmaps per run.")
+    st.download_button(
+        "Download HTML report",
+        data=_report,
+        file_name="comparison_report.html",
+        mime="text/html",
+        icon=":material/description:",
+        key="cmp_html",
+        help="One self-contained file (charts, tables, parameters, warnings, heatmaps) that opens "
+        "offline in any browser.",
+    )
+    st.caption(
+        "The report holds the charts above, the metric and reference tables, each run's parameters, "
+        "environment and warnings, and a few heatmaps per run."
+    )

@@ -43,8 +43,15 @@ def record_picture(rec, maps, masks, cfg: viewer.DisplaySettings, opacity: float
     pos = int(rec["index"])
     image, problem = photo(rec["path"], max_side)
     shape = image.shape[:2] if image is not None else overlays.display_size(*maps[pos].shape, max_side)
-    picture = overlays.compose(image, maps[pos], viewer.gt_mask(rec, masks[pos], shape), cfg.pixel_threshold,
-                               opacity, *cfg.map_range, max_side=max_side)
+    picture = overlays.compose(
+        image,
+        maps[pos],
+        viewer.gt_mask(rec, masks[pos], shape),
+        cfg.pixel_threshold,
+        opacity,
+        *cfg.map_range,
+        max_side=max_side,
+    )
     return picture, image, problem
 
 
@@ -61,10 +68,15 @@ def legend(cfg: viewer.DisplaySettings) -> None:
     lo, hi = cfg.map_range
     cols = st.columns([1, 3])
     cols[0].image(overlays.colorbar(240, 14), width=240)
-    pred = (f"magenta outline: predicted defect (map ≥ pixel threshold {ui.fmt(cfg.pixel_threshold)})"
-            if cfg.pixel_threshold is not None else "no pixel threshold for this run, so no predicted outline")
-    cols[1].caption(f"Colour scale fixed for the whole run: blue ≤ {ui.fmt(lo)} … red ≥ {ui.fmt(hi)} (raw map "
-                    f"values), so images are comparable. Green outline: ground-truth defect; {pred}.")
+    pred = (
+        f"magenta outline: predicted defect (map ≥ pixel threshold {ui.fmt(cfg.pixel_threshold)})"
+        if cfg.pixel_threshold is not None
+        else "no pixel threshold for this run, so no predicted outline"
+    )
+    cols[1].caption(
+        f"Colour scale fixed for the whole run: blue ≤ {ui.fmt(lo)} … red ≥ {ui.fmt(hi)} (raw map "
+        f"values), so images are comparable. Green outline: ground-truth defect; {pred}."
+    )
 
 
 def _focus(run_id: str, pos: int) -> None:
@@ -85,16 +97,26 @@ def detail(run, rec, maps, masks, cfg: viewer.DisplaySettings, opacity: float) -
         st.warning(problem)
         st.image(picture, caption=f"{name}: heat map only", width="stretch")
     c = st.columns(3)
-    c[0].metric("Anomaly score", ui.fmt(float(rec["score"])),
-                delta=None if cfg.image_threshold is None else f"{float(rec['score']) - cfg.image_threshold:+.3f} vs threshold",
-                delta_color="inverse")
+    c[0].metric(
+        "Anomaly score",
+        ui.fmt(float(rec["score"])),
+        delta=None if cfg.image_threshold is None else f"{float(rec['score']) - cfg.image_threshold:+.3f} vs threshold",
+        delta_color="inverse",
+    )
     c[1].metric("Verdict", viewer.verdict_text(rec["flagged"]))
     c[2].metric("Outcome", rec["outcome"] or "–", help=OUTCOME_HELP.get(rec["outcome"], "needs an image threshold"))
-    st.markdown(f"True label: **{viewer.truth_text(rec['label'], rec['defect_type'])}** · "
-                f"image threshold {ui.fmt(cfg.image_threshold)} · run {run.id}")
+    st.markdown(
+        f"True label: **{viewer.truth_text(rec['label'], rec['defect_type'])}** · "
+        f"image threshold {ui.fmt(cfg.image_threshold)} · run {run.id}"
+    )
     st.caption(viewer.original_name(rec))
-    st.download_button("Download overlay (PNG)", overlays.to_png_bytes(picture),
-                       file_name=f"{Path(name).stem}_overlay.png", mime="image/png", key="hm_detail_png")
+    st.download_button(
+        "Download overlay (PNG)",
+        overlays.to_png_bytes(picture),
+        file_name=f"{Path(name).stem}_overlay.png",
+        mime="image/png",
+        key="hm_detail_png",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- tabs
@@ -104,11 +126,18 @@ def images_tab(run, records, maps, masks, cfg: viewer.DisplaySettings, opacity: 
     thr = cfg.image_threshold
     c = st.columns([2, 2, 3, 2])
     label = c[0].radio("True label", viewer.LABELS, format_func=str.capitalize, horizontal=True, key="hm_label")
-    types = c[1].multiselect("Defect type", sorted(records["defect_type"].unique()), key=f"hm_types_{run.id}",
-                             placeholder="All types")
-    outs = c[2].multiselect("Outcome at the image threshold", OUTCOMES, key="hm_outcomes", placeholder="All",
-                            format_func=lambda o: f"{o}: {OUTCOME_HELP[o]}", disabled=thr is None,
-                            help="Needs the run's image threshold." if thr is None else None)
+    types = c[1].multiselect(
+        "Defect type", sorted(records["defect_type"].unique()), key=f"hm_types_{run.id}", placeholder="All types"
+    )
+    outs = c[2].multiselect(
+        "Outcome at the image threshold",
+        OUTCOMES,
+        key="hm_outcomes",
+        placeholder="All",
+        format_func=lambda o: f"{o}: {OUTCOME_HELP[o]}",
+        disabled=thr is None,
+        help="Needs the run's image threshold." if thr is None else None,
+    )
     order = c[3].selectbox("Sort", viewer.SORTS, format_func=SORT_LABELS.get, key="hm_sort")
 
     counts = viewer.with_outcomes(records, thr)["outcome"].value_counts()
@@ -133,29 +162,41 @@ def images_tab(run, records, maps, masks, cfg: viewer.DisplaySettings, opacity: 
     missing = 0
     for start in range(0, len(rows), GRID_COLUMNS):
         cols = st.columns(GRID_COLUMNS)
-        for col, (_, rec) in zip(cols, rows.iloc[start:start + GRID_COLUMNS].iterrows()):
+        for col, (_, rec) in zip(cols, rows.iloc[start : start + GRID_COLUMNS].iterrows(), strict=False):
             picture, image, _ = record_picture(rec, maps, masks, cfg, opacity, CARD_SIDE)
             missing += image is None
             with col.container(border=True):
                 st.image(picture, width="stretch")
                 outcome = f" · **{rec['outcome']}**" if rec["outcome"] else ""
-                st.markdown(f"{score_line(float(rec['score']), thr)}  \n"
-                            f"Verdict: **{viewer.verdict_text(rec['flagged'])}**{outcome}")
+                st.markdown(
+                    f"{score_line(float(rec['score']), thr)}  \n"
+                    f"Verdict: **{viewer.verdict_text(rec['flagged'])}**{outcome}"
+                )
                 st.caption(f"Truth: {viewer.truth_text(rec['label'], rec['defect_type'])} · {Path(rec['path']).name}")
                 pos = int(rec["index"])
-                if st.button("Inspect", key=f"hm_inspect_{pos}", icon=":material/zoom_in:", width="stretch",
-                             on_click=_focus, args=(run.id, pos)):
+                if st.button(
+                    "Inspect",
+                    key=f"hm_inspect_{pos}",
+                    icon=":material/zoom_in:",
+                    width="stretch",
+                    on_click=_focus,
+                    args=(run.id, pos),
+                ):
                     detail(run, rec, maps, masks, cfg, opacity)
     if missing:
-        st.warning(f"{missing} test image(s) on this page could not be read (moved or deleted?); they show the "
-                   "heat map without the photo.")
+        st.warning(
+            f"{missing} test image(s) on this page could not be read (moved or deleted?); they show the "
+            "heat map without the photo."
+        )
 
 
 def compare_tab(run, runs, records, maps, masks, cfg: viewer.DisplaySettings, opacity: float) -> None:
     others = viewer.comparable_runs(run, runs)
     if not others:
-        st.info(f"No other finished run was tested on **{run.category}** ({run.dataset.get('kind', '?')}). Train a "
-                "second model on the same dataset to compare both on the same image.")
+        st.info(
+            f"No other finished run was tested on **{run.category}** ({run.dataset.get('kind', '?')}). Train a "
+            "second model on the same dataset to compare both on the same image."
+        )
         st.page_link("pages/training.py", label="Go to Training runs", icon=":material/model_training:")
         return
     other = ui.pick_run("Second run (same test images)", key="hm_other", runs=others)
@@ -171,18 +212,30 @@ def compare_tab(run, runs, records, maps, masks, cfg: viewer.DisplaySettings, op
     key = f"hm_cmp_image_{run.id}"
     if st.session_state.get(key, 0) not in positions:
         st.session_state[key] = 0
-    pos = st.selectbox("Test image", positions, key=key, format_func=lambda i: (
-        f"{records.iloc[i]['defect_type']}/{Path(records.iloc[i]['path']).name} · score {ui.fmt(float(records.iloc[i]['score']))}"),
-        help="The Inspect button on a card also picks the image here.")
+    pos = st.selectbox(
+        "Test image",
+        positions,
+        key=key,
+        format_func=lambda i: (
+            f"{records.iloc[i]['defect_type']}/{Path(records.iloc[i]['path']).name} · "
+            f"score {ui.fmt(float(records.iloc[i]['score']))}"
+        ),
+        help="The Inspect button on a card also picks the image here.",
+    )
     rec = records.iloc[pos]
     o_pos = viewer.find_by_path(o_records, rec["path"])
     if o_pos is None:
         st.warning("The second run has no record for this image (its test set changed since). Pick another image.")
         return
-    st.caption("Each run is drawn in its own colour scale and with its own thresholds: raw scores of different "
-               "models are not comparable, so compare verdicts and how far each score is from its threshold.")
-    for col, (r, rc, mp, mk, cf) in zip(st.columns(2), (
-            (run, rec, maps, masks, cfg), (other, o_records.iloc[o_pos], o_maps, o_masks, o_cfg))):
+    st.caption(
+        "Each run is drawn in its own colour scale and with its own thresholds: raw scores of different "
+        "models are not comparable, so compare verdicts and how far each score is from its threshold."
+    )
+    for col, (r, rc, mp, mk, cf) in zip(
+        st.columns(2),
+        ((run, rec, maps, masks, cfg), (other, o_records.iloc[o_pos], o_maps, o_masks, o_cfg)),
+        strict=False,
+    ):
         with col.container(border=True):
             st.markdown(f"**{ui.run_label(r)}**")
             picture, image, problem = record_picture(rc, mp, mk, cf, opacity, overlays.DISPLAY_MAX_SIDE)
@@ -197,10 +250,11 @@ def compare_tab(run, runs, records, maps, masks, cfg: viewer.DisplaySettings, op
 
 
 def upload_tab(run, cfg: viewer.DisplaySettings, opacity: float) -> None:
-    st.caption("Score images that are not in the test set with this run's model. Files stay in this browser "
-               "session; nothing is saved.")
-    files = st.file_uploader("Images to score", type=viewer.UPLOAD_TYPES, accept_multiple_files=True,
-                             key="hm_upload")
+    st.caption(
+        "Score images that are not in the test set with this run's model. Files stay in this browser "
+        "session; nothing is saved."
+    )
+    files = st.file_uploader("Images to score", type=viewer.UPLOAD_TYPES, accept_multiple_files=True, key="hm_upload")
     if not files:
         return
     model = None
@@ -222,17 +276,25 @@ def upload_tab(run, cfg: viewer.DisplaySettings, opacity: float) -> None:
     table = viewer.uploads_table(preds, thr)
     ok = [p for p in preds if p.error is None]
     flagged = sum(bool(p.is_anomalous) for p in ok)
-    st.markdown(f"**{len(ok)}** of {len(preds)} image(s) scored · **{flagged}** flagged anomalous"
-                + ("" if thr is not None else " (this run has no image threshold, so no verdicts)"))
+    st.markdown(
+        f"**{len(ok)}** of {len(preds)} image(s) scored · **{flagged}** flagged anomalous"
+        + ("" if thr is not None else " (this run has no image threshold, so no verdicts)")
+    )
     for p in preds:
         if p.error:
             st.error(p.error, icon=":material/block:")
-    st.download_button("Download results (CSV)", viewer.table_csv(table), file_name=f"scores_{run.id}.csv",
-                       mime="text/csv", key="hm_upload_csv")
+    st.download_button(
+        "Download results (CSV)",
+        viewer.table_csv(table),
+        file_name=f"scores_{run.id}.csv",
+        mime="text/csv",
+        key="hm_upload_csv",
+    )
     for start in range(0, len(ok), GRID_COLUMNS):
-        for col, p in zip(st.columns(GRID_COLUMNS), ok[start:start + GRID_COLUMNS]):
-            picture = overlays.compose(p.image, p.anomaly_map, None, cfg.pixel_threshold, opacity, *cfg.map_range,
-                                       max_side=CARD_SIDE)
+        for col, p in zip(st.columns(GRID_COLUMNS), ok[start : start + GRID_COLUMNS], strict=False):
+            picture = overlays.compose(
+                p.image, p.anomaly_map, None, cfg.pixel_threshold, opacity, *cfg.map_range, max_side=CARD_SIDE
+            )
             with col.container(border=True):
                 st.image(picture, width="stretch")
                 st.markdown(f"{score_line(p.score, thr)}  \nVerdict: **{viewer.verdict_text(p.is_anomalous)}**")
@@ -243,8 +305,10 @@ def upload_tab(run, cfg: viewer.DisplaySettings, opacity: float) -> None:
 
 
 st.title("Heatmap viewer")
-st.caption("Where does the model see a defect? Anomaly maps over the test images, two runs on the same image, "
-           "and your own images scored by a run's model.")
+st.caption(
+    "Where does the model see a defect? Anomaly maps over the test images, two runs on the same image, "
+    "and your own images scored by a run's model."
+)
 
 runs = ui.finished_runs()
 run = ui.pick_run("Run", key="hm_run", runs=runs)
@@ -260,8 +324,15 @@ with ui.friendly_errors():
 if records is None:
     st.stop()
 
-opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.5, 0.05, key="hm_opacity",
-                    help="0 shows the photo only, 1 the colour map only. Applies to every picture on this page.")
+opacity = st.slider(
+    "Heat-map opacity",
+    0.0,
+    1.0,
+    0.5,
+    0.05,
+    key="hm_opacity",
+    help="0 shows the photo only, 1 the colour map only. Applies to every picture on this page.",
+)
 legend(cfg)
 
 tab_test, tab_compare, tab_upload = st.tabs(["Test images", "Compare two runs", "Score your own images"])

@@ -8,7 +8,8 @@ from pages import ui
 
 st.title("Anomaly Workbench")
 st.markdown(
-    f"Train and compare visual anomaly-detection models ({', '.join(f'**{e.label}**' for e in models.REGISTRY.values())}) "
+    "Train and compare visual anomaly-detection models "
+    f"({', '.join(f'**{e.label}**' for e in models.REGISTRY.values())}) "
     "for industrial inspection, on MVTec AD categories, your own image folders or zips, or a synthetic demo "
     "dataset. Models learn from normal images only; inspect where they see defects in the heatmap viewer, and "
     "find similar past cases."
@@ -45,19 +46,28 @@ def first_run_live(run_id: str) -> None:
         run = ui.registry().get(run_id)
         if run.finished:
             st.rerun(scope="app")
-        st.progress(min(1.0, max(0.0, run.progress or 0.0)),
-                    text=f"Run {run.id}: {run.phase or run.status} · {ui.fmt_duration(run.elapsed_s)} so far")
+        st.progress(
+            min(1.0, max(0.0, run.progress or 0.0)),
+            text=f"Run {run.id}: {run.phase or run.status} · {ui.fmt_duration(run.elapsed_s)} so far",
+        )
         launch.keep_queue_moving()
 
 
 def latest_result(run) -> None:
     """A finished run's headline numbers and one click to each page that shows it."""
     m, lat = run.metrics, run.latency
-    st.success(f"**{ui.run_label(run)}** finished in {ui.fmt_duration(run.elapsed_s)}.",
-               icon=":material/check_circle:")
+    st.success(f"**{ui.run_label(run)}** finished in {ui.fmt_duration(run.elapsed_s)}.", icon=":material/check_circle:")
     cols = st.columns(4)
-    for col, (label, value) in zip(cols, [("image AUROC", m.get("image_auroc")), ("pixel AUROC", m.get("pixel_auroc")),
-                                          ("image F1", m.get("image_f1")), ("images / s", lat.get("images_per_s_b1"))]):
+    for col, (label, value) in zip(
+        cols,
+        [
+            ("image AUROC", m.get("image_auroc")),
+            ("pixel AUROC", m.get("pixel_auroc")),
+            ("image F1", m.get("image_f1")),
+            ("images / s", lat.get("images_per_s_b1")),
+        ],
+        strict=False,
+    ):
         col.metric(label, "not available" if value is None else ui.fmt(value, 2 if label == "images / s" else 3))
     ui.open_run_buttons(run, key="home_open")
 
@@ -101,14 +111,17 @@ with c2:
     st.caption(f"Root: {info.mvtec_root}")
 with c3:
     st.markdown("**Own datasets**")
-    st.write(", ".join(info.custom_datasets) if info.custom_datasets
-             else "None imported yet (import folders or a zip on Training runs).")
+    st.write(
+        ", ".join(info.custom_datasets)
+        if info.custom_datasets
+        else "None imported yet (import folders or a zip on Training runs)."
+    )
     st.caption("The synthetic demo dataset is always available.")
 
 st.markdown("**Weights**")
 st.dataframe(pd.DataFrame(info.weights), hide_index=True, width="stretch")
 if not info.backbones:
-    st.caption("No PatchCore backbone is usable: import one with `python -m core weights import <folder>`.")
+    st.caption("No PatchCore backbone is usable: import one with `aw weights import <folder>`.")
 st.caption(f"Runs, imported data and weights live in {info.artifacts}")
 
 # ---- latest runs -------------------------------------------------------------------------------------------

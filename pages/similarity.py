@@ -24,8 +24,10 @@ from pages import ui
 CARD_SIDE = 320  # a card is ~250 px wide on screen
 GRID_COLUMNS = 5
 EMBEDDINGS = {"defect": "defect-centred", "global": "global"}
-EMBEDDING_HELP = ("Defect-centred: features of the most anomalous patches only — finds defects that look alike. "
-                  "Global: the whole image — finds images that look alike overall.")
+EMBEDDING_HELP = (
+    "Defect-centred: features of the most anomalous patches only — finds defects that look alike. "
+    "Global: the whole image — finds images that look alike overall."
+)
 LABELS = {"any": None, "normal": "normal", "anomalous": "anomalous"}
 SPLITS = {"any": None, "test": "test", "train": "train"}
 ANY_TYPE = "any"
@@ -57,12 +59,34 @@ def _fresh_map(run_dir: str, ckpt_mtime: float, path: str, _model) -> np.ndarray
 
 
 @st.cache_data(max_entries=64, ttl=600, show_spinner="Searching…")
-def _search(run_id: str, ckpt_mtime: float, store: str, index_stamp: str, query_key: str, _model, _rgb,
-            using: str, k: int, label, defect_type, split, exclude_path):
+def _search(
+    run_id: str,
+    ckpt_mtime: float,
+    store: str,
+    index_stamp: str,
+    query_key: str,
+    _model,
+    _rgb,
+    using: str,
+    k: int,
+    label,
+    defect_type,
+    split,
+    exclude_path,
+):
     # Keyed by the image (path or upload hash), the filters, the store and the run's index stamp, so that moving
     # a display widget does not re-embed the query; a re-index through this page changes the stamp.
-    return embeddings.similar(run_id, _model, _rgb, using=using, k=k, label=label, defect_type=defect_type,
-                              split=split, exclude_path=exclude_path)
+    return embeddings.similar(
+        run_id,
+        _model,
+        _rgb,
+        using=using,
+        k=k,
+        label=label,
+        defect_type=defect_type,
+        split=split,
+        exclude_path=exclude_path,
+    )
 
 
 def checkpoint_mtime(run) -> float:
@@ -113,8 +137,11 @@ def not_indexed(run) -> None:
     reason = run.extra.get("index_error")
     st.warning(
         f"Run {run.id} has no similarity index yet"
-        + (f": indexing failed after training ({reason})." if reason else
-           " (it finished before indexing was part of training, or indexing was skipped).")
+        + (
+            f": indexing failed after training ({reason})."
+            if reason
+            else " (it finished before indexing was part of training, or indexing was skipped)."
+        )
         + " Indexing embeds its test and train images with its own model; it takes about as long as testing did.",
         icon=":material/database:",
     )
@@ -137,11 +164,17 @@ def precision_table(run) -> None:
         rows.append(row)
     if not rows:
         return
-    st.dataframe(rows, hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(c, format="%.2f") for c in rows[0] if c != "embedding"})
-    st.caption(f"Each of the run's {measured.get('n', '?')} test images queries the others: precision@k is the share "
-               "of its k nearest neighbours with its label (all queries) or its defect type "
-               f"({measured.get('n_anomalous', '?')} defective queries); 1.00 means every neighbour matches.")
+    st.dataframe(
+        rows,
+        hide_index=True,
+        width="stretch",
+        column_config={c: st.column_config.NumberColumn(c, format="%.2f") for c in rows[0] if c != "embedding"},
+    )
+    st.caption(
+        f"Each of the run's {measured.get('n', '?')} test images queries the others: precision@k is the share "
+        "of its k nearest neighbours with its label (all queries) or its defect type "
+        f"({measured.get('n_anomalous', '?')} defective queries); 1.00 means every neighbour matches."
+    )
 
 
 def short_path(path) -> str:
@@ -163,33 +196,54 @@ def choose_test_image(run, records, maps, masks, dcfg, opacity):
     """(rgb, key, path, picture, caption) for a test image of the run, or None."""
     types = sorted(records["defect_type"].unique())
     c = st.columns([1, 3])
-    wanted = c[0].selectbox("Defect type of the query", [ANY_TYPE, *types], key=f"sim_qtype_{run.id}",
-                            format_func=lambda t: "all types" if t == ANY_TYPE else t)
+    wanted = c[0].selectbox(
+        "Defect type of the query",
+        [ANY_TYPE, *types],
+        key=f"sim_qtype_{run.id}",
+        format_func=lambda t: "all types" if t == ANY_TYPE else t,
+    )
     positions = [i for i in range(len(records)) if wanted == ANY_TYPE or records.iloc[i]["defect_type"] == wanted]
     key = f"sim_image_{run.id}_{wanted}"
     if st.session_state.get(key) not in positions:  # start on a defective image: what people usually look up
         defective = [i for i in positions if int(records.iloc[i]["label"]) == 1]
         st.session_state[key] = (defective or positions)[0]
-    pos = c[1].selectbox("Test image", positions, key=key, format_func=lambda i: (
-        f"{short_path(records.iloc[i]['path'])} · "
-        f"score {ui.fmt(float(records.iloc[i]['score']))}"))
+    pos = c[1].selectbox(
+        "Test image",
+        positions,
+        key=key,
+        format_func=lambda i: (
+            f"{short_path(records.iloc[i]['path'])} · score {ui.fmt(float(records.iloc[i]['score']))}"
+        ),
+    )
     rec = records.iloc[pos]
     image, problem = photo(rec["path"], overlays.DISPLAY_MAX_SIDE)
     if image is None:
         st.error(f"{problem.split(' The heat map')[0]} Pick another image, or upload it.")
         return None
     rgb = images.read_image(rec["path"])
-    picture = overlays.compose(image, maps[pos], viewer.gt_mask(rec, masks[pos], image.shape[:2]),
-                               dcfg.pixel_threshold, opacity, *dcfg.map_range)
-    caption = (f"Query: {short_path(rec['path'])} · truth {truth_line(rec['label'], rec['defect_type'])} · "
-               f"score {ui.fmt(float(rec['score']))}")
+    picture = overlays.compose(
+        image,
+        maps[pos],
+        viewer.gt_mask(rec, masks[pos], image.shape[:2]),
+        dcfg.pixel_threshold,
+        opacity,
+        *dcfg.map_range,
+    )
+    caption = (
+        f"Query: {short_path(rec['path'])} · truth {truth_line(rec['label'], rec['defect_type'])} · "
+        f"score {ui.fmt(float(rec['score']))}"
+    )
     return rgb, f"test:{rec['path']}", rec["path"], picture, caption
 
 
 def choose_upload(run):
     """(rgb, key, None, None, caption) for an uploaded image, or None; the picture comes after scoring."""
-    upload = st.file_uploader("Image to look up", type=viewer.UPLOAD_TYPES, key="sim_upload",
-                              help="Any size or colour: it is resized by the run's pre-processor, like test images.")
+    upload = st.file_uploader(
+        "Image to look up",
+        type=viewer.UPLOAD_TYPES,
+        key="sim_upload",
+        help="Any size or colour: it is resized by the run's pre-processor, like test images.",
+    )
     if upload is None:
         st.info("Upload an image of a part to find the run's most similar cases.")
         return None
@@ -222,17 +276,22 @@ def neighbour_picture(hit, records, maps, masks, dcfg, model, run_dir, ckpt_mtim
 
 def neighbour_grid(hits, records, maps, masks, dcfg, model, run_dir, ckpt_mtime, opacity, heat) -> None:
     for start in range(0, len(hits), GRID_COLUMNS):
-        for col, (rank, hit) in zip(st.columns(GRID_COLUMNS), enumerate(hits[start:start + GRID_COLUMNS], start + 1)):
+        for col, (rank, hit) in zip(
+            st.columns(GRID_COLUMNS), enumerate(hits[start : start + GRID_COLUMNS], start + 1), strict=False
+        ):
             p = hit.payload
-            picture, problem = neighbour_picture(hit, records, maps, masks, dcfg, model, run_dir, ckpt_mtime,
-                                                 opacity, heat)
+            picture, problem = neighbour_picture(
+                hit, records, maps, masks, dcfg, model, run_dir, ckpt_mtime, opacity, heat
+            )
             with col.container(border=True):
                 if picture is not None:
                     st.image(picture, width="stretch")
                 else:
                     st.warning(problem or "image not readable", icon=":material/broken_image:")
-                st.markdown(f"**#{rank}** · similarity **{hit.score:.3f}**  \n"
-                            f"{truth_line(p.get('label'), p.get('defect_type'))} · score {ui.fmt(p.get('score'))}")
+                st.markdown(
+                    f"**#{rank}** · similarity **{hit.score:.3f}**  \n"
+                    f"{truth_line(p.get('label'), p.get('defect_type'))} · score {ui.fmt(p.get('score'))}"
+                )
                 st.caption(f"{p.get('split')} · {short_path(p.get('image_path'))}")
 
 
@@ -240,8 +299,10 @@ def neighbour_grid(hits, records, maps, masks, dcfg, model, run_dir, ckpt_mtime,
 
 
 st.title("Similar cases")
-st.caption("Have we seen this before? The run's most similar normal and defective images to a test image or "
-           "to a photo you upload, found by its own model's features in the similarity index (Qdrant).")
+st.caption(
+    "Have we seen this before? The run's most similar normal and defective images to a test image or "
+    "to a photo you upload, found by its own model's features in the similarity index (Qdrant)."
+)
 
 run = ui.pick_run("Run", key="sim_run")
 if run is None:
@@ -262,26 +323,43 @@ if records is None:
 
 left, right = st.columns([2, 3])
 with left:
-    source = st.radio("Query", ["test image", "upload"], horizontal=True, key="sim_source",
-                      format_func={"test image": "A test image of this run", "upload": "Upload an image"}.get)
+    source = st.radio(
+        "Query",
+        ["test image", "upload"],
+        horizontal=True,
+        key="sim_source",
+        format_func={"test image": "A test image of this run", "upload": "Upload an image"}.get,
+    )
 with right:
     c = st.columns(3)
-    using = c[0].radio("Embedding", list(EMBEDDINGS), format_func=EMBEDDINGS.get, key="sim_using",
-                       help=EMBEDDING_HELP)
+    using = c[0].radio("Embedding", list(EMBEDDINGS), format_func=EMBEDDINGS.get, key="sim_using", help=EMBEDDING_HELP)
     label = c[1].radio("Neighbours' label", list(LABELS), key="sim_label")
-    split = c[2].radio("Split", list(SPLITS), key="sim_split",
-                       help="Train images are all normal; the test split holds the labelled defects.")
+    split = c[2].radio(
+        "Split",
+        list(SPLITS),
+        key="sim_split",
+        help="Train images are all normal; the test split holds the labelled defects.",
+    )
     c = st.columns(3)
-    defect_type = c[0].selectbox("Neighbours' defect type", [ANY_TYPE, *sorted(set(records["defect_type"]) | {"good"})],
-                                 key=f"sim_type_{run.id}")
+    defect_type = c[0].selectbox(
+        "Neighbours' defect type", [ANY_TYPE, *sorted(set(records["defect_type"]) | {"good"})], key=f"sim_type_{run.id}"
+    )
     k = c[1].slider("Neighbours (k)", 1, 20, 5, key="sim_k")
-    opacity = c[2].slider("Heat-map opacity", 0.0, 1.0, 0.5, 0.05, key="sim_opacity",
-                          help="0 shows the photo only. Train images' maps are computed when first shown.")
+    opacity = c[2].slider(
+        "Heat-map opacity",
+        0.0,
+        1.0,
+        0.5,
+        0.05,
+        key="sim_opacity",
+        help="0 shows the photo only. Train images' maps are computed when first shown.",
+    )
 
 query = None
 with left, ui.friendly_errors():
-    query = choose_test_image(run, records, maps, masks, dcfg, opacity) if source == "test image" else \
-        choose_upload(run)
+    query = (
+        choose_test_image(run, records, maps, masks, dcfg, opacity) if source == "test image" else choose_upload(run)
+    )
 
 found = None
 if query is not None:
@@ -291,9 +369,21 @@ if query is not None:
         model = ui.loaded_model(run)
     if model is not None:
         try:
-            found = _search(run.id, checkpoint_mtime(run), store_key(), json.dumps(run.retrieval, sort_keys=True),
-                            query_key, model, rgb, using, int(k), LABELS[label],
-                            None if defect_type == ANY_TYPE else defect_type, SPLITS[split], query_path)
+            found = _search(
+                run.id,
+                checkpoint_mtime(run),
+                store_key(),
+                json.dumps(run.retrieval, sort_keys=True),
+                query_key,
+                model,
+                rgb,
+                using,
+                int(k),
+                LABELS[label],
+                None if defect_type == ANY_TYPE else defect_type,
+                SPLITS[split],
+                query_path,
+            )
         except VectorStoreError as exc:
             st.error(str(exc))
             try:  # offer to (re-)index only when the store answers and really holds nothing of this run
@@ -309,26 +399,38 @@ if query is not None:
     with left:  # the query is shown even when the search failed, so the user sees what was asked
         if picture is None and found is not None:  # an upload: its heat map comes from the search's forward pass
             info = found[0]
-            picture = overlays.compose(rgb, info["anomaly_map"], None, dcfg.pixel_threshold, opacity,
-                                       *dcfg.map_range)
-            verdict = viewer.verdict_text(None if dcfg.image_threshold is None
-                                          else info["score"] >= dcfg.image_threshold)
+            picture = overlays.compose(rgb, info["anomaly_map"], None, dcfg.pixel_threshold, opacity, *dcfg.map_range)
+            verdict = viewer.verdict_text(
+                None if dcfg.image_threshold is None else info["score"] >= dcfg.image_threshold
+            )
             caption += f" · score {ui.fmt(info['score'])} · verdict {verdict}"
         st.image(overlays.fit_display(rgb) if picture is None else picture, caption=caption, width="stretch")
 
 if found is not None:
     info, hits = found
     st.subheader(f"{len(hits)} most similar ({EMBEDDINGS[using]} embedding)")
-    st.caption("Heat colours use the run's fixed scale (blue: normal … red: most anomalous); green outline: "
-               "ground-truth defect, magenta: predicted defect. Similarity is cosine similarity (1 = identical "
-               "features).")
+    st.caption(
+        "Heat colours use the run's fixed scale (blue: normal … red: most anomalous); green outline: "
+        "ground-truth defect, magenta: predicted defect. Similarity is cosine similarity (1 = identical "
+        "features)."
+    )
     if not hits:
         st.info("No image of this run matches these filters. Widen the label, defect type or split filter.")
     else:
         if len(hits) < k:
             st.caption(f"Only {len(hits)} image(s) of this run match these filters.")
-        neighbour_grid(hits, records, maps, masks, dcfg, model, str(ui.registry().run_dir(run.id)),
-                       checkpoint_mtime(run), opacity, heat=opacity > 0)
+        neighbour_grid(
+            hits,
+            records,
+            maps,
+            masks,
+            dcfg,
+            model,
+            str(ui.registry().run_dir(run.id)),
+            checkpoint_mtime(run),
+            opacity,
+            heat=opacity > 0,
+        )
 
 st.divider()
 precision_table(run)

@@ -3,7 +3,7 @@
 All state lives in the run registry, so leaving or reloading the page loses nothing.
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 import plotly.express as px
@@ -23,11 +23,14 @@ st.title("Training runs")
 
 # ---- in progress -------------------------------------------------------------------------------------------
 
+
 def _run_card(run: Run, ahead: int) -> None:
     with st.container(border=True):
         spec = DatasetSpec.from_dict(run.dataset)
-        st.markdown(f"{ui.STATUS_ICONS.get(run.status, '')} **{overview.model_label(run.model)}** on "
-                    f"{spec.label} · `{run.id}` · {run.status}")
+        st.markdown(
+            f"{ui.STATUS_ICONS.get(run.status, '')} **{overview.model_label(run.model)}** on "
+            f"{spec.label} · `{run.id}` · {run.status}"
+        )
         with ui.friendly_errors():
             ui.show_warnings(run)
         if run.status == QUEUED:
@@ -37,10 +40,12 @@ def _run_card(run: Run, ahead: int) -> None:
             st.progress(progress, text=f"{run.phase or 'starting'} · {progress:.0%}")
             eta = run.eta_s
             where = run.extra.get("ray")
-            st.caption(f"Elapsed {ui.fmt_duration(run.elapsed_s)}"
-                       + (f" · about {ui.fmt_duration(eta)} left in this phase" if eta is not None else "")
-                       + (f" · {run.message}" if run.message else "")
-                       + (f" · on Ray node {where['node_id'][:12]}" if where else ""))
+            st.caption(
+                f"Elapsed {ui.fmt_duration(run.elapsed_s)}"
+                + (f" · about {ui.fmt_duration(eta)} left in this phase" if eta is not None else "")
+                + (f" · {run.message}" if run.message else "")
+                + (f" · on Ray node {where['node_id'][:12]}" if where else "")
+            )
         art = RunArtifacts(ui.registry().run_dir(run.id))
         lines = art.log_tail(8)
         if lines:
@@ -67,8 +72,10 @@ def live_panel() -> None:
     st.subheader("In progress")
     ray_at = cluster.address()
     if ray_at:
-        st.caption(f":material/hub: Runs go to the Ray cluster at `{ray_at}` (AW_RAY_ADDRESS); several run at once "
-                   "as far as its resources allow.")
+        st.caption(
+            f":material/hub: Runs go to the Ray cluster at `{ray_at}` (AW_RAY_ADDRESS); several run at once "
+            "as far as its resources allow."
+        )
     active = ui.registry().list(status=(QUEUED, RUNNING))
     active.reverse()  # oldest first: the order the worker takes them in
     ids = {r.id for r in active}
@@ -82,8 +89,7 @@ def live_panel() -> None:
     if launch.keep_queue_moving():
         st.caption("Started the worker for the queued runs.")
     elif not worker_alive() and not launch.autostart_enabled():
-        st.info("Runs are queued but no worker is running (AW_AUTOSTART_WORKER=0): start one with "
-                "`python -m core worker`.")
+        st.info("Runs are queued but no worker is running (AW_AUTOSTART_WORKER=0): start one with `aw worker`.")
     for ahead, run in enumerate(active):
         _run_card(run, ahead)
 
@@ -109,8 +115,15 @@ def _import_folders() -> None:
     s = st.session_state
     try:
         with st.spinner("Reading and linking the images…"):
-            _imported(data_import.import_folder(s.imp_name, s.imp_normal.strip(), s.imp_abnormal.strip() or None,
-                                                s.imp_masks.strip() or None, replace=s.get("imp_replace", False)))
+            _imported(
+                data_import.import_folder(
+                    s.imp_name,
+                    s.imp_normal.strip(),
+                    s.imp_abnormal.strip() or None,
+                    s.imp_masks.strip() or None,
+                    replace=s.get("imp_replace", False),
+                )
+            )
     except WorkbenchError as exc:
         s.import_msg = ("error", [str(exc)])
 
@@ -122,27 +135,45 @@ def _import_zip() -> None:
         return
     try:
         with st.spinner("Unpacking and reading the images…"):
-            _imported(launch.import_zip_bytes(s.zip_name or s.zip_file.name.rsplit(".", 1)[0], s.zip_file.getvalue(),
-                                              replace=s.get("zip_replace", False), filename=s.zip_file.name))
+            _imported(
+                launch.import_zip_bytes(
+                    s.zip_name or s.zip_file.name.rsplit(".", 1)[0],
+                    s.zip_file.getvalue(),
+                    replace=s.get("zip_replace", False),
+                    filename=s.zip_file.name,
+                )
+            )
     except WorkbenchError as exc:
         s.import_msg = ("error", [str(exc)])
 
 
 def dataset_choice() -> tuple[list[str], Callable[[], list[DatasetSpec]]]:
     """Dataset widgets. Returns (labels of what will be used, a function building the specs at launch)."""
-    source = st.radio("Dataset", SOURCES, horizontal=True, key="source")
+    cfg = settings()
+    on_disk = datasets.available_mvtec_categories(cfg)
+    # A newcomer without MVTec AD on disk starts on data that exists: their own datasets, else the demo.
+    first = 0 if on_disk else (1 if datasets.list_custom() else 2)
+    source = st.radio("Dataset", SOURCES, index=first, horizontal=True, key="source")
     if source == SOURCES[0]:
-        cfg = settings()
-        on_disk = datasets.available_mvtec_categories(cfg)
         cats = st.multiselect(
-            "MVTec AD categories (several at once: one run per category and model)", datasets.MVTEC_CATEGORIES,
-            default=on_disk[:1], key="mvtec_cats",
+            "MVTec AD categories (several at once: one run per category and model)",
+            datasets.MVTEC_CATEGORIES,
+            default=on_disk[:1],
+            key="mvtec_cats",
             format_func=lambda c: c if c in on_disk else f"{c} (not on disk)",
         )
-        st.caption(f"MVTec AD root: {cfg.mvtec_root}"
-                   + (" · offline: only categories on disk can be used" if cfg.offline else ""))
-        limit = st.number_input("Use only N training images (0 = all)", 0, 10_000, 0, key="mvtec_limit",
-                                help="An evenly spaced subset, for a quick first look at a category.")
+        st.caption(
+            f"MVTec AD root: {cfg.mvtec_root}"
+            + (" · offline: only categories on disk can be used" if cfg.offline else "")
+        )
+        limit = st.number_input(
+            "Use only N training images (0 = all)",
+            0,
+            10_000,
+            0,
+            key="mvtec_limit",
+            help="An evenly spaced subset, for a quick first look at a category.",
+        )
         return cats, lambda: [datasets.mvtec(c, max_train_images=limit or None) for c in cats]
     if source == SOURCES[1]:
         mode = st.radio("Own images", OWN_MODES, horizontal=True, key="own_mode")
@@ -154,19 +185,24 @@ def dataset_choice() -> tuple[list[str], Callable[[], list[DatasetSpec]]]:
                 st.info(note)
         if mode == OWN_MODES[1]:
             st.text_input("Dataset name", key="imp_name", placeholder="e.g. housing_line3")
-            st.text_input("Folder of normal (good) images", key="imp_normal",
-                          help="Searched with its sub-folders. 20 % are held out (deterministically) to test on.")
+            st.text_input(
+                "Folder of normal (good) images",
+                key="imp_normal",
+                help="Searched with its sub-folders. 20 % are held out (deterministically) to test on.",
+            )
             st.text_input("Folder of abnormal images (optional; sub-folders = defect types)", key="imp_abnormal")
-            st.text_input("Folder of masks (optional; paired by file name: x.png ↔ x.png or x_mask.png)",
-                          key="imp_masks")
+            st.text_input(
+                "Folder of masks (optional; paired by file name: x.png ↔ x.png or x_mask.png)", key="imp_masks"
+            )
             st.checkbox("Replace an imported dataset of the same name", key="imp_replace")
             st.caption("Your files are not moved or changed: PNGs are linked, other formats converted to PNG.")
             st.button("Import folders", on_click=_import_folders)
             return [], lambda: []
         if mode == OWN_MODES[2]:
             st.text_input("Dataset name (empty = the zip's name)", key="zip_name")
-            st.file_uploader("Zip with MVTec's layout, or folders normal/ abnormal/ masks/", type=["zip"],
-                             key="zip_file")
+            st.file_uploader(
+                "Zip with MVTec's layout, or folders normal/ abnormal/ masks/", type=["zip"], key="zip_file"
+            )
             st.checkbox("Replace an imported dataset of the same name", key="zip_replace")
             st.button("Import zip", on_click=_import_zip)
             return [], lambda: []
@@ -181,8 +217,9 @@ def dataset_choice() -> tuple[list[str], Callable[[], list[DatasetSpec]]]:
         for note in info.get("notes", []):
             st.caption(f"Note: {note}")
         limit = st.number_input("Use only N training images (0 = all)", 0, 100_000, 0, key="own_limit")
-        return [name], lambda: [DatasetSpec.from_dict({**datasets.custom(name).to_dict(),
-                                                       "max_train_images": limit or None})]
+        return [name], lambda: [
+            DatasetSpec.from_dict({**datasets.custom(name).to_dict(), "max_train_images": limit or None})
+        ]
     st.caption("A small synthetic dataset with exact defect masks, generated on first use (a few seconds).")
     return ["demo"], lambda: [datasets.demo()]
 
@@ -200,12 +237,20 @@ def model_choice() -> dict[str, dict]:
     def _every_model() -> None:
         st.session_state.models = runnable
 
-    names = st.multiselect("Models (several at once: one run per model and dataset)", list(models.REGISTRY),
-                           key="models", format_func=lambda n: models.REGISTRY[n].label)
-    st.button(f"Every model that runs here ({len(runnable)})", key="all_models", on_click=_every_model,
-              icon=":material/select_all:",
-              help="Select every registered model whose weights are on this machine (or downloadable when online); "
-                   "with several categories this queues the whole comparison in one go.")
+    names = st.multiselect(
+        "Models (several at once: one run per model and dataset)",
+        list(models.REGISTRY),
+        key="models",
+        format_func=lambda n: models.REGISTRY[n].label,
+    )
+    st.button(
+        f"Every model that runs here ({len(runnable)})",
+        key="all_models",
+        on_click=_every_model,
+        icon=":material/select_all:",
+        help="Select every registered model whose weights are on this machine (or downloadable when online); "
+        "with several categories this queues the whole comparison in one go.",
+    )
     for name in models.REGISTRY:
         reason = models.unavailable_reason(name)
         if reason and name in names:
@@ -221,7 +266,9 @@ def model_choice() -> dict[str, dict]:
             for i, p in enumerate(entry.params):
                 with cols[i % 2]:
                     params[p.name] = ui.param_input(
-                        p, key=f"param_{name}_{p.name}", default=defaults[p.name],
+                        p,
+                        key=f"param_{name}_{p.name}",
+                        default=defaults[p.name],
                         format_func=_backbone_label if p.name == "backbone" else None,
                     )
             if entry.time_note is not None:
@@ -258,8 +305,9 @@ def estimates(build_specs: Callable[[], list[DatasetSpec]], chosen: dict[str, di
 def launch_form() -> None:
     labels, build_specs = dataset_choice()
     chosen = model_choice()
-    seed = st.number_input("Seed", min_value=0, value=0, step=1, key="seed",
-                           help="Same seed, data and parameters = the same run again.")
+    seed = st.number_input(
+        "Seed", min_value=0, value=0, step=1, key="seed", help="Same seed, data and parameters = the same run again."
+    )
     estimates(build_specs, chosen)
     n = len(labels) * len(chosen)
     if not st.button(f"Launch {n} run(s)" if n else "Launch", type="primary", key="launch", disabled=n == 0):
@@ -277,8 +325,9 @@ def launch_form() -> None:
     for message, what in failures.items():
         st.error(f"Not queued: {', '.join(what)}.\n\n{message}")
     if queued:
-        st.success(f"Queued {len(queued)} run(s): {', '.join(r.id for r in queued)}. Follow them under "
-                   "**In progress** above.")
+        st.success(
+            f"Queued {len(queued)} run(s): {', '.join(r.id for r in queued)}. Follow them under **In progress** above."
+        )
 
 
 with launch_tab:
@@ -286,6 +335,7 @@ with launch_tab:
 
 
 # ---- history -----------------------------------------------------------------------------------------------
+
 
 def _select_from_table() -> None:
     rows = st.session_state.history_table.selection.rows
@@ -300,8 +350,10 @@ def _kv_table(data: dict) -> None:
 
 def run_detail(run: Run) -> None:
     spec = DatasetSpec.from_dict(run.dataset)
-    st.markdown(f"#### {ui.STATUS_ICONS.get(run.status, '')} {overview.model_label(run.model)} on {spec.label} "
-                f"· `{run.id}` · {run.status}")
+    st.markdown(
+        f"#### {ui.STATUS_ICONS.get(run.status, '')} {overview.model_label(run.model)} on {spec.label} "
+        f"· `{run.id}` · {run.status}"
+    )
     with ui.friendly_errors():
         ui.show_warnings(run)
     if run.error:
@@ -311,8 +363,16 @@ def run_detail(run: Run) -> None:
     m = run.metrics
     if m:
         cols = st.columns(4)
-        for col, (label, key) in zip(cols, [("image AUROC", "image_auroc"), ("pixel AUROC", "pixel_auroc"),
-                                            ("image F1", "image_f1"), ("AUPRO", "aupro")]):
+        for col, (label, key) in zip(
+            cols,
+            [
+                ("image AUROC", "image_auroc"),
+                ("pixel AUROC", "pixel_auroc"),
+                ("image F1", "image_f1"),
+                ("AUPRO", "aupro"),
+            ],
+            strict=False,
+        ):
             value = m.get(key)
             col.metric(label, "not available" if value is None else ui.fmt(value))
         for note in m.get("notes", []):
@@ -382,18 +442,29 @@ def history() -> None:
     shown = st.multiselect("Status", statuses, default=statuses, key="history_status")
     frame = frame[frame["status"].isin(shown)].reset_index(drop=True)
     st.session_state.history_ids = list(frame["id"])
-    st.dataframe(frame, hide_index=True, width="stretch", column_config=ui.run_table_config(),
-                 on_select=_select_from_table, selection_mode="single-row", key="history_table")
-    st.download_button("Download table (CSV)", frame.to_csv(index=False), file_name="anomaly_workbench_runs.csv",
-                       mime="text/csv")
+    st.dataframe(
+        frame,
+        hide_index=True,
+        width="stretch",
+        column_config=ui.run_table_config(),
+        on_select=_select_from_table,
+        selection_mode="single-row",
+        key="history_table",
+    )
+    st.download_button(
+        "Download table (CSV)", frame.to_csv(index=False), file_name="anomaly_workbench_runs.csv", mime="text/csv"
+    )
     if frame.empty:
         return
     by_id = {r.id: r for r in runs}
     if st.session_state.get("history_run") not in list(frame["id"]):
         st.session_state.pop("history_run", None)  # deleted or filtered out: fall back to the newest
-    run_id = st.selectbox("Run details (or click a row above)", list(frame["id"]), key="history_run",
-                          format_func=lambda i: f"{i} · {overview.model_label(by_id[i].model)} · "
-                                                f"{by_id[i].category} · {by_id[i].status}")
+    run_id = st.selectbox(
+        "Run details (or click a row above)",
+        list(frame["id"]),
+        key="history_run",
+        format_func=lambda i: f"{i} · {overview.model_label(by_id[i].model)} · {by_id[i].category} · {by_id[i].status}",
+    )
     run_detail(by_id[run_id])
 
 

@@ -5,8 +5,8 @@ Pages are thin views over ``core``; this module only adapts ``core`` to Streamli
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import streamlit as st
 
@@ -93,10 +93,15 @@ def take_focus(key: str) -> str | None:
 def open_run_buttons(run: Run, key: str) -> None:
     """One click from a run to the pages that show it, with the run already picked there."""
     cols = st.columns(3)
-    for col, (label, icon, page) in zip(cols, (
+    for col, (label, icon, page) in zip(
+        cols,
+        (
             ("Compare models", ":material/bar_chart:", PAGES["compare"]),
             ("See its heatmaps", ":material/layers:", PAGES["heatmaps"]),
-            ("Find similar cases", ":material/image_search:", PAGES["similar"]))):
+            ("Find similar cases", ":material/image_search:", PAGES["similar"]),
+        ),
+        strict=False,
+    ):
         if col.button(label, icon=icon, key=f"{key}_{page}", width="stretch"):
             st.session_state[FOCUS] = run.id
             st.switch_page(page)
@@ -157,9 +162,13 @@ def fmt(value, digits: int = 3) -> str:
 # ---- added for Home / Training runs (usable by any page) ---------------------------------------------------
 
 # Material Symbols ship with Streamlit: they render offline on machines without an emoji font (kiosks, plant PCs).
-STATUS_ICONS = {"queued": ":material/schedule:", "running": ":blue[:material/play_circle:]",
-                "done": ":green[:material/check_circle:]", "failed": ":red[:material/error:]",
-                "cancelled": ":gray[:material/cancel:]"}
+STATUS_ICONS = {
+    "queued": ":material/schedule:",
+    "running": ":blue[:material/play_circle:]",
+    "done": ":green[:material/check_circle:]",
+    "failed": ":red[:material/error:]",
+    "cancelled": ":gray[:material/cancel:]",
+}
 
 
 fmt_duration = estimate.fmt_duration  # one formatter for the CLI, the estimate and the pages
@@ -175,11 +184,14 @@ def param_input(param, key: str, default=None, format_func=None):
     if param.kind == "choice":
         options = list(param.choices)
         index = options.index(default) if default in options else 0
-        return st.selectbox(label, options, index=index, help=param.help, key=key,
-                            format_func=format_func or str)
+        return st.selectbox(label, options, index=index, help=param.help, key=key, format_func=format_func or str)
     if param.kind == "int":
         return st.number_input(
-            label, value=int(default), step=1, help=param.help, key=key,
+            label,
+            value=int(default),
+            step=1,
+            help=param.help,
+            key=key,
             min_value=int(param.min) if param.min is not None else None,
             max_value=int(param.max) if param.max is not None else None,
         )
@@ -190,7 +202,12 @@ def param_input(param, key: str, default=None, format_func=None):
 
         step = 10 ** (math.floor(math.log10(abs(default))) - 1) if default else 0.01
         return st.number_input(
-            label, value=float(default), step=float(step), format="%g", help=param.help, key=key,
+            label,
+            value=float(default),
+            step=float(step),
+            format="%g",
+            help=param.help,
+            key=key,
             min_value=float(param.min) if param.min is not None else None,
             max_value=float(param.max) if param.max is not None else None,
         )
@@ -202,11 +219,14 @@ def run_table_config() -> dict:
     metric = lambda label: st.column_config.NumberColumn(label, format="%.3f")  # noqa: E731
     return {
         "id": st.column_config.TextColumn("run id"),
-        "image AUROC": metric("image AUROC"), "pixel AUROC": metric("pixel AUROC"),
-        "image F1": metric("image F1"), "AUPRO": metric("AUPRO"),
+        "image AUROC": metric("image AUROC"),
+        "pixel AUROC": metric("pixel AUROC"),
+        "image F1": metric("image F1"),
+        "AUPRO": metric("AUPRO"),
         "fit s": st.column_config.NumberColumn("fit s", format="%.1f", help="Training (fit) time in seconds"),
         "img/s": st.column_config.NumberColumn("img/s", format="%.1f", help="Images per second, batch size 1"),
         "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
-        "note": st.column_config.TextColumn("note", help="'pipeline check only': random backbone or untrained "
-                                                         "teacher, numbers are not a quality result"),
+        "note": st.column_config.TextColumn(
+            "note", help="'pipeline check only': random backbone or untrained teacher, numbers are not a quality result"
+        ),
     }

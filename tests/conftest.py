@@ -1,4 +1,9 @@
-"""Shared fixtures: every test gets its own artifacts folder, so nothing touches the user's runs."""
+"""Shared fixtures: every test gets its own artifacts folder, so nothing touches the user's runs.
+
+Tests that need the real data of ``../shared`` are marked ``real_data`` and skip with a reason where it is absent
+(``AW_SHARED=none`` hides it, as on a user's machine); every other test runs with ``AW_SHARED=none`` and fails if it
+reads that folder (``tests/shared_guard.py``).
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,38 @@ from pathlib import Path
 
 import pytest
 
-from core.config import PROJECT_ROOT
+from core.config import DEFAULT_SHARED_ROOT, shared_root
 
-SHARED = PROJECT_ROOT.parent / "shared"
+pytest_plugins = ["tests.shared_guard"]
+
+_FOUND = shared_root()  # honours AW_SHARED of the caller: CI's first pass sets none
+SHARED = _FOUND or DEFAULT_SHARED_ROOT
 SHARED_GRID = SHARED / "datasets" / "mvtec_ad" / "grid"
 SHARED_LITE0 = SHARED / "weights" / "tf_efficientnet_lite0"
+_REAL_DATA = {
+    "grid": (SHARED_GRID / "train" / "good", "real MVTec AD grid"),
+    "weights": (SHARED_LITE0 / "model.safetensors", "local EfficientNet-Lite0 weights"),
+}
 
-needs_shared_grid = pytest.mark.skipif(
-    not (SHARED_GRID / "train" / "good").is_dir(),
-    reason=f"real MVTec AD grid not found at {SHARED_GRID} (only on machines with ../shared)",
-)
-needs_shared_weights = pytest.mark.skipif(
-    not (SHARED_LITE0 / "model.safetensors").is_file(),
-    reason=f"local EfficientNet-Lite0 weights not found at {SHARED_LITE0} (only on machines with ../shared)",
-)
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A ``real_data`` test (``@pytest.mark.real_data("grid")``) skips, saying why, where its data is absent."""
+    marker = item.get_closest_marker("real_data")
+    if marker is None:
+        return
+    for need in marker.args or ("grid",):
+        path, what = _REAL_DATA[need]
+        if _FOUND is None:
+            pytest.skip(f"{what}: no ../shared here (or AW_SHARED=none); only on machines that have it")
+        if not path.exists():
+            pytest.skip(f"{what} not found at {path} (only on machines with ../shared)")
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_unless_marked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The product never looks for ../shared in a test that is not marked real_data: as on a user's machine."""
+    if request.node.get_closest_marker("real_data") is None:
+        monkeypatch.setenv("AW_SHARED", "none")
 
 
 @pytest.fixture
@@ -31,6 +54,7 @@ def artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("AW_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("AW_EXTRA_WEIGHTS_DIRS", "")
+    monkeypatch.setenv("AW_SHARED", "none")
     monkeypatch.delenv("AW_WEIGHTS_DIR", raising=False)
     monkeypatch.delenv("AW_QDRANT_URL", raising=False)
     return root
@@ -43,7 +67,13 @@ FAST_PATCHCORE = {"backbone": "tf_efficientnet_lite0", "coreset_sampling_ratio":
 
 
 def _offline_env(root: Path) -> dict:
-    return {"AW_ARTIFACTS": str(root), "AW_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "AW_EXTRA_WEIGHTS_DIRS": ""}
+    return {
+        "AW_ARTIFACTS": str(root),
+        "AW_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "AW_EXTRA_WEIGHTS_DIRS": "",
+        "AW_SHARED": "none",
+    }
 
 
 @pytest.fixture(scope="session")
@@ -88,8 +118,9 @@ def grid_run(tmp_path_factory):
         for key, value in _offline_env(root).items():
             mp.setenv(key, value)
         spec = datasets.mvtec("grid", root=SHARED / "datasets" / "mvtec_ad")
-        run = jobs.submit("patchcore", spec, {"backbone": "tf_efficientnet_lite0", "coreset_sampling_ratio": 0.01},
-                          start=False)
+        run = jobs.submit(
+            "patchcore", spec, {"backbone": "tf_efficientnet_lite0", "coreset_sampling_ratio": 0.01}, start=False
+        )
         status = jobs.execute_claimed(run.id)
         return RunRegistry().get(run.id), status
 

@@ -63,8 +63,12 @@ def test_opening_the_page_compares_real_results_and_a_pipeline_check_only_once_a
     # The untrained-teacher EfficientAD is a pipeline check: the page opens on the real PatchCore result.
     assert at.multiselect(key="cmp_runs").value == [demo_runs[0]]
     titles = chart_titles(at)
-    for expected in ("Quality metrics per category", "Inference speed per path", "Fit (training) time",
-                     "ROC and precision-recall (image level)"):
+    for expected in (
+        "Quality metrics per category",
+        "Inference speed per path",
+        "Fit (training) time",
+        "ROC and precision-recall (image level)",
+    ):
         assert expected in titles
     assert sum("Detection rate per defect type" in t for t in titles) == 1
     assert not at.warning
@@ -83,8 +87,7 @@ def test_comparing_a_single_run_still_shows_its_charts_and_exports(demo_runs):
     table = next(d.value for d in at.dataframe if "run_id" in d.value.columns)
     assert table["run_id"].tolist() == [demo_runs[1]]
     assert len(at.get("plotly_chart")) >= 6
-    assert {b.label for b in at.get("download_button")} >= {"Download comparison table (CSV)",
-                                                            "Download HTML report"}
+    assert {b.label for b in at.get("download_button")} >= {"Download comparison table (CSV)", "Download HTML report"}
 
 
 def test_removing_every_run_asks_to_pick_one(demo_runs):

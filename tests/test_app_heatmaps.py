@@ -123,15 +123,19 @@ def test_upload_scores_valid_images_and_reports_bad_ones(demo_runs):
     patchcore, _ = demo_runs
     at = open_viewer(patchcore)
     good = Path(records(patchcore)["path"].iloc[0]).read_bytes()
-    at.file_uploader(key="hm_upload").set_value([
-        ("part.png", good, "image/png"),
-        ("broken.png", b"this is not an image", "image/png"),
-    ]).run()
+    at.file_uploader(key="hm_upload").set_value(
+        [
+            ("part.png", good, "image/png"),
+            ("broken.png", b"this is not an image", "image/png"),
+        ]
+    ).run()
     assert not at.exception
     errors = texts(at.error)
     assert len(errors) == 1 and "broken.png" in errors[0] and "not a readable image" in errors[0]
     upload = at.tabs[2]
     assert any("**1** of 2 image(s) scored" in m for m in texts(upload.markdown))
     assert texts(upload.caption)[-1] == "part.png" and len(upload.image) == 1  # one card: overlay, ...
-    assert sum(m.startswith("score **") and "Verdict: **" in m for m in texts(upload.markdown)) == 1  # ... score, verdict
+    assert (
+        sum(m.startswith("score **") and "Verdict: **" in m for m in texts(upload.markdown)) == 1
+    )  # ... score, verdict
     assert any(b.label == "Download results (CSV)" for b in at.get("download_button"))

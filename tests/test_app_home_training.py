@@ -48,6 +48,7 @@ def history_table(at: AppTest):
 
 # ---- app shell ---------------------------------------------------------------------------------------------
 
+
 def test_every_page_renders_on_an_empty_artifacts_folder(artifacts):
     at = open_app()
     assert at.title[0].value == PAGES["pages/home.py"]  # Home is the start page
@@ -78,13 +79,14 @@ def test_opening_the_app_marks_a_run_whose_worker_died_as_failed(artifacts):
 
 # ---- home --------------------------------------------------------------------------------------------------
 
+
 def test_home_reports_what_the_machine_has(artifacts, monkeypatch):
     monkeypatch.setenv("AW_MVTEC_ROOT", str(artifacts / "no_mvtec_here"))
     at = open_app()
     page = texts(at.markdown) + texts(at.caption)
     assert "Offline" in page and "No category found" in page and str(artifacts) in page
     weights_table = next(df.value for df in at.dataframe if "weights" in df.value.columns)
-    status = dict(zip(weights_table["weights"], weights_table["status"]))
+    status = dict(zip(weights_table["weights"], weights_table["status"], strict=False))
     assert status["wide_resnet50_2"] == "missing"  # offline, never downloaded
     assert "tf_efficientnet_lite0" in status
     assert "No runs yet" in texts(at.info)
@@ -118,6 +120,7 @@ def test_home_first_run_without_weights_explains_how_to_get_them_and_queues_noth
 
 
 # ---- training runs: launching ------------------------------------------------------------------------------
+
 
 def test_launching_a_demo_patchcore_run_from_the_form_queues_it(artifacts):
     at = open_app("pages/training.py")
@@ -166,6 +169,7 @@ def test_the_time_estimate_suggests_steps_that_fit_in_fifteen_minutes():
 
 
 # ---- training runs: in progress and history ----------------------------------------------------------------
+
 
 def test_a_queued_run_shows_in_progress_and_can_be_cancelled(artifacts):
     spec = datasets.demo(**SMALL_DEMO)

@@ -31,8 +31,12 @@ def own_copy(demo_runs_root, tmp_path, monkeypatch) -> list[str]:
     root, ids = demo_runs_root
     copy = tmp_path / "artifacts"
     shutil.copytree(root, copy)
-    for key, value in {"AW_ARTIFACTS": str(copy), "AW_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-                       "AW_EXTRA_WEIGHTS_DIRS": ""}.items():
+    for key, value in {
+        "AW_ARTIFACTS": str(copy),
+        "AW_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "AW_EXTRA_WEIGHTS_DIRS": "",
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AW_QDRANT_URL", raising=False)
     return ids

@@ -27,8 +27,15 @@ from tests.conftest import _offline_env
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENS = PROJECT_ROOT / "tests" / "output" / "screens"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
 PAGES = [  # (url path, title the page must show); a deep link first, as when someone shares a link
     ("compare-models", "Compare models"),
     ("", "Anomaly Workbench"),
@@ -38,9 +45,11 @@ PAGES = [  # (url path, title the page must show); a deep link first, as when so
 ]
 # Code points a machine without an emoji font cannot draw (pictographs, dingbats, variation selector 16) and the
 # replacement character that marks text that could not be decoded.
-TOFU = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\u231A-\u23FF\uFE0F\uFFFD]")
+TOFU = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff\u231a-\u23ff\ufe0f\ufffd]")
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it as root)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it as root)"
+)
 
 
 def _free_port() -> int:
@@ -53,9 +62,22 @@ def _serve(root: Path, autostart: bool):
     port = _free_port()
     env = {**os.environ, **_offline_env(root), "AW_AUTOSTART_WORKER": "1" if autostart else "0"}
     proc = subprocess.Popen(
-        [sys.executable, "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "app.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -93,7 +115,9 @@ def empty_server(tmp_path):
     proc, url = _serve(root, autostart=True)
     yield url, root
     _stop(proc)
-    for line in subprocess.run(["pgrep", "-f", "core worker|core execute"], capture_output=True, text=True).stdout.split():
+    for line in subprocess.run(
+        ["pgrep", "-f", "core worker|core execute"], capture_output=True, text=True
+    ).stdout.split():
         try:
             if str(root) in Path(f"/proc/{line}/environ").read_text(errors="ignore"):
                 os.kill(int(line), signal.SIGTERM)
@@ -123,8 +147,10 @@ def check_view(page, name: str) -> str:
     assert "Traceback" not in body, f"{name} shows a traceback"
     assert "Page not found" not in body, f"{name}: a deep link right after the server started fell back"
     # Text nodes and the labels of icons alike (titles, tooltips, aria labels are text too).
-    text = page.evaluate("() => document.body.innerText + ' ' + [...document.querySelectorAll('[title],[aria-label]')]"
-                         ".map(e => (e.getAttribute('title') || '') + (e.getAttribute('aria-label') || '')).join(' ')")
+    text = page.evaluate(
+        "() => document.body.innerText + ' ' + [...document.querySelectorAll('[title],[aria-label]')]"
+        ".map(e => (e.getAttribute('title') || '') + (e.getAttribute('aria-label') || '')).join(' ')"
+    )
     tofu = sorted({c for c in TOFU.findall(text)})
     assert not tofu, f"{name}: glyphs without a font here: {[hex(ord(c)) for c in tofu]}"
     return body
@@ -154,7 +180,8 @@ def test_every_page_renders_with_and_without_runs_a_live_run_and_an_upload(serve
         _settle(page, "Heatmap viewer")
         page.get_by_role("tab", name=re.compile("Score your own images")).click()
         page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(
-            [str(tmp_path / "line_photo.png"), str(tmp_path / "notes.png")])
+            [str(tmp_path / "line_photo.png"), str(tmp_path / "notes.png")]
+        )
         page.get_by_text("line_photo.png").first.wait_for(timeout=120_000)
         page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
         page.wait_for_timeout(2000)
@@ -164,10 +191,29 @@ def test_every_page_renders_with_and_without_runs_a_live_run_and_an_upload(serve
         # The Training page while a real run is live (an EfficientAD run long enough to be caught running).
         env = {**os.environ, **_offline_env(root)}
         queue = subprocess.run(
-            [sys.executable, "-m", "core", "train", "--model", "efficientad", "--dataset", "demo", "--background",
-             "--param", "teacher=untrained", "--param", "max_steps=400", "--param",
-             f"imagenet_dir={root / 'datasets' / 'demo' / 'demo' / 'train'}"],
-            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "core",
+                "train",
+                "--model",
+                "efficientad",
+                "--dataset",
+                "demo",
+                "--background",
+                "--param",
+                "teacher=untrained",
+                "--param",
+                "max_steps=400",
+                "--param",
+                f"imagenet_dir={root / 'datasets' / 'demo' / 'demo' / 'train'}",
+            ],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert queue.returncode == 0, queue.stderr
         run_id = queue.stdout.split("queued run ")[1].split(";")[0]
         try:
@@ -178,8 +224,13 @@ def test_every_page_renders_with_and_without_runs_a_live_run_and_an_upload(serve
             page.get_by_role("button", name="Cancel").first.click()
             page.get_by_text(re.compile("Cancelling|No run is queued or running")).first.wait_for(timeout=60_000)
         finally:
-            subprocess.run([sys.executable, "-m", "core", "cancel", run_id, "--force-after", "20"], cwd=PROJECT_ROOT,
-                           env=env, capture_output=True, timeout=120)
+            subprocess.run(
+                [sys.executable, "-m", "core", "cancel", run_id, "--force-after", "20"],
+                cwd=PROJECT_ROOT,
+                env=env,
+                capture_output=True,
+                timeout=120,
+            )
         browser.close()
 
 
@@ -207,8 +258,10 @@ def test_a_stakeholder_walks_from_home_to_every_page_without_typing_a_run_id(emp
         body = check_view(page, "walk-3-compare")
         assert run_id in body
 
-        for nav, title, shot in (("Heatmap viewer", "Heatmap viewer", "walk-4-heatmaps"),
-                                 ("Similar cases", "Similar cases", "walk-5-similar-cases")):
+        for nav, title, shot in (
+            ("Heatmap viewer", "Heatmap viewer", "walk-4-heatmaps"),
+            ("Similar cases", "Similar cases", "walk-5-similar-cases"),
+        ):
             page.locator("[data-testid='stSidebarNav']").get_by_text(nav).click()
             _settle(page, title)
             body = check_view(page, shot)

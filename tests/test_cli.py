@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from core.config import PROJECT_ROOT
 from core.demo_data import make_demo_image
@@ -12,8 +13,14 @@ from core.images import to_png_bytes
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "core", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
 def test_an_unknown_category_is_one_clear_line_and_exit_code_2(artifacts):
@@ -39,8 +46,14 @@ def test_runs_show_and_predict_on_finished_runs(demo_runs, tmp_path):
     good, _ = make_demo_image("good", seed=5)
     (tmp_path / "part.png").write_bytes(to_png_bytes(good))
     (tmp_path / "notes.png").write_text("not an image")
-    result = cli("predict", demo_runs[0], str(tmp_path / "part.png"), str(tmp_path / "notes.png"),
-                 "--csv", str(tmp_path / "out.csv"))
+    result = cli(
+        "predict",
+        demo_runs[0],
+        str(tmp_path / "part.png"),
+        str(tmp_path / "notes.png"),
+        "--csv",
+        str(tmp_path / "out.csv"),
+    )
     assert result.returncode == 1  # one file failed, and says why; the other was scored
     assert "ERROR" in result.stdout and "part.png" in result.stdout and "Traceback" not in result.stderr
     assert (tmp_path / "out.csv").read_text().count("\n") == 3
@@ -65,7 +78,7 @@ def test_models_lists_every_registered_model_with_its_parameters(artifacts):
 def test_every_option_of_every_command_says_what_it_does():
     import argparse
 
-    from core.cli import build_parser
+    from core.cli import HIDDEN_COMMANDS, build_parser
 
     silent = []
 
@@ -74,7 +87,7 @@ def test_every_option_of_every_command_says_what_it_does():
             if isinstance(action, argparse._SubParsersAction):
                 helps = {choice.dest: choice.help for choice in action._choices_actions}
                 for name, sub in action.choices.items():
-                    if not helps.get(name):
+                    if not helps.get(name) and name not in HIDDEN_COMMANDS:
                         silent.append(f"{path} {name}")
                     walk(sub, f"{path} {name}")
             elif not isinstance(action, argparse._HelpAction) and not action.help:
@@ -82,3 +95,29 @@ def test_every_option_of_every_command_says_what_it_does():
 
     walk(build_parser(), "python -m core")
     assert silent == []
+
+
+def test_help_lists_the_commands_a_user_types_and_hides_the_internal_ones():
+    out = cli("--help").stdout
+    assert "train" in out and "runs" in out and "predict" in out
+    assert "SUPPRESS" not in out
+    for hidden in ("worker", "execute"):
+        assert f"\n    {hidden}" not in out and f"{{{hidden}" not in out and f",{hidden}" not in out
+
+
+def test_the_aw_command_works_from_any_folder(artifacts, tmp_path):
+    """`make setup` installs the project editable; its console command needs no checkout as working folder."""
+    import pytest
+
+    aw = Path(sys.executable).with_name("aw")
+    if not aw.is_file():
+        pytest.skip(f"the project is not installed in this environment ({aw} missing): run `make setup`")
+    home = tmp_path / "home"
+    home.mkdir()
+    done = subprocess.run(
+        [str(aw), "runs"], cwd=home, capture_output=True, text=True, timeout=300, env={**os.environ, "HOME": str(home)}
+    )
+    assert done.returncode == 0, done.stderr
+    assert "(none)" in done.stdout  # a fresh artifacts folder: no runs yet, and no traceback
+    usage = subprocess.run([str(aw), "--help"], cwd=home, capture_output=True, text=True, timeout=120)
+    assert usage.stdout.startswith("usage: aw ")

@@ -45,9 +45,24 @@ def ray_head():
         pytest.skip("the ray command is not installed")
     port = _free_port()
     temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    head = subprocess.Popen([RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    head = subprocess.Popen(
+        [
+            RAY,
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={temp}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 180
         while time.time() < deadline and head.poll() is None:
@@ -57,7 +72,9 @@ def ray_head():
             except OSError:
                 time.sleep(0.5)
         if head.poll() is not None or time.time() >= deadline:
-            pytest.skip(f"a local Ray head could not start: {(head.stdout.read() if head.poll() is not None else '')[-500:]}")
+            pytest.skip(
+                f"a local Ray head could not start: {(head.stdout.read() if head.poll() is not None else '')[-500:]}"
+            )
         time.sleep(3)  # the GCS answers before the raylet has registered the node's CPUs
         yield f"127.0.0.1:{port}"
     finally:
@@ -79,8 +96,14 @@ def cluster_env(ray_head, artifacts, monkeypatch):
 
 def _worker(env) -> subprocess.Popen:
     """The product's queue worker, as the app starts it (it sends the queue to the cluster)."""
-    return subprocess.Popen([sys.executable, "-m", "core", "worker"], cwd=PROJECT_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "core", "worker"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _wait(predicate, timeout: float, what: str):
@@ -99,8 +122,12 @@ def _demo():
 
 def _long_run(spec) -> str:
     """An EfficientAD pipeline run long enough (400 steps) to be caught while it trains."""
-    return jobs.submit("efficientad", spec, {"teacher": "untrained", "max_steps": 400, "image_size": 256,
-                                             "imagenet_dir": str(spec.path / "train")}, start=False).id
+    return jobs.submit(
+        "efficientad",
+        spec,
+        {"teacher": "untrained", "max_steps": 400, "image_size": 256, "imagenet_dir": str(spec.path / "train")},
+        start=False,
+    ).id
 
 
 def test_a_sweep_sent_to_the_cluster_runs_side_by_side_and_lands_like_local_runs(cluster_env):
@@ -133,8 +160,11 @@ def test_cancelling_a_run_on_the_cluster_stops_it(cluster_env):
     run_id = _long_run(_demo())
     worker = _worker(cluster_env)
     try:
-        _wait(lambda: (r := RunRegistry().get(run_id)).phase == "training" and (r.progress or 0) > 0, 300,
-              "the remote run to report training progress")
+        _wait(
+            lambda: (r := RunRegistry().get(run_id)).phase == "training" and (r.progress or 0) > 0,
+            300,
+            "the remote run to report training progress",
+        )
         jobs.cancel(run_id)
         worker.wait(timeout=300)
     finally:
@@ -150,8 +180,13 @@ def test_a_worker_killed_mid_run_fails_that_run_with_a_reason_and_loses_nothing_
     run_id = _long_run(spec)
     worker = _worker(cluster_env)
     try:
-        info = _wait(lambda: RunRegistry().get(run_id).extra.get("ray")
-                     if RunRegistry().get(run_id).phase == "training" else None, 300, "the remote run to start training")
+        info = _wait(
+            lambda: (
+                RunRegistry().get(run_id).extra.get("ray") if RunRegistry().get(run_id).phase == "training" else None
+            ),
+            300,
+            "the remote run to start training",
+        )
         os.kill(info["task_pid"], signal.SIGKILL)  # the Ray worker process running the task dies
         worker.wait(timeout=300)
     finally:

@@ -24,8 +24,16 @@ from core.runs import DONE, Run, RunRegistry
 def fake_run(run_id: str, model: str, category: str, created_at: float, **metrics) -> Run:
     """A registry row with only what the comparison reads (no artifacts on disk)."""
     params = {"backbone": "wide_resnet50_2", "backbone_weights": "imagenet"} if model == "patchcore" else {}
-    return Run(id=run_id, created_at=created_at, status=DONE, model=model, params=params, seed=0,
-               dataset={"kind": "mvtec", "category": category, "root": "/data"}, metrics=metrics)
+    return Run(
+        id=run_id,
+        created_at=created_at,
+        status=DONE,
+        model=model,
+        params=params,
+        seed=0,
+        dataset={"kind": "mvtec", "category": category, "root": "/data"},
+        metrics=metrics,
+    )
 
 
 @pytest.fixture
@@ -36,11 +44,12 @@ def demo(demo_runs):
 
 # ---- the comparison table ----------------------------------------------------------------------------------
 
+
 def test_comparison_table_has_one_row_per_run_with_its_metrics(demo):
     _, runs = demo
     table = comparison.comparison_table(runs)
     assert list(table["run_id"]) == [r.id for r in runs]
-    for run, row in zip(runs, table.to_dict("records")):
+    for run, row in zip(runs, table.to_dict("records"), strict=False):
         for key in comparison.METRICS:
             assert row[key] == pytest.approx(run.metrics[key])
         assert row["fit_s"] == pytest.approx(run.timings["fit_s"])
@@ -72,8 +81,12 @@ def test_two_categories_of_one_setup_average_to_their_mean_and_a_rerun_counts_on
 
 
 def test_by_default_the_latest_run_of_each_model_on_each_category_is_compared():
-    runs = [fake_run("old", "patchcore", "grid", 1), fake_run("new", "patchcore", "grid", 5),
-            fake_run("tile", "patchcore", "tile", 2), fake_run("ead", "efficientad", "grid", 3)]
+    runs = [
+        fake_run("old", "patchcore", "grid", 1),
+        fake_run("new", "patchcore", "grid", 5),
+        fake_run("tile", "patchcore", "tile", 2),
+        fake_run("ead", "efficientad", "grid", 3),
+    ]
     assert sorted(comparison.default_selection(runs)) == ["ead", "new", "tile"]
 
 
@@ -92,6 +105,7 @@ def test_a_setup_run_twice_on_one_category_gets_the_run_id_in_its_legend_name():
 
 
 # ---- published reference numbers ---------------------------------------------------------------------------
+
 
 def test_reference_rows_are_labelled_published_not_measured_here_with_their_source():
     refs = comparison.reference_table()
@@ -122,12 +136,19 @@ def test_only_references_for_the_compared_categories_join_the_chart(demo):
 
 # ---- latency paths -----------------------------------------------------------------------------------------
 
+
 def test_stock_ours_and_openvino_latency_paths_show_side_by_side_and_missing_ones_are_skipped():
     # A run's own timing is the torch path ("ours") until benchmarks/speed.py adds every path it measured.
-    latency = {"e2e_ms_p50": 40.0, "e2e_ms_p95": 50.0, "images_per_s_b1": 25.0,
-               "paths": {"openvino_fp32": {"e2e_ms_p50": 20.0, "images_per_s_b1": 50.0},
-                         "stock": {"e2e_ms_p50": 80.0, "e2e_ms_p95": 95.0},
-                         "tensorrt": {}}}  # no figures: left out
+    latency = {
+        "e2e_ms_p50": 40.0,
+        "e2e_ms_p95": 50.0,
+        "images_per_s_b1": 25.0,
+        "paths": {
+            "openvino_fp32": {"e2e_ms_p50": 20.0, "images_per_s_b1": 50.0},
+            "stock": {"e2e_ms_p50": 80.0, "e2e_ms_p95": 95.0},
+            "tensorrt": {},
+        },
+    }  # no figures: left out
     assert list(comparison.latency_paths(latency)) == ["stock", "ours", "openvino_fp32"]
     assert list(comparison.latency_paths({"e2e_ms_p50": 10.0})) == ["ours"]
     assert comparison.latency_paths({}) == {}
@@ -141,6 +162,7 @@ def test_stock_ours_and_openvino_latency_paths_show_side_by_side_and_missing_one
 
 
 # ---- threshold what-if -------------------------------------------------------------------------------------
+
 
 def test_zero_escape_threshold_misses_nothing_and_a_threshold_above_every_score_misses_every_defect(demo):
     registry, runs = demo
@@ -159,6 +181,7 @@ def test_zero_escape_threshold_misses_nothing_and_a_threshold_above_every_score_
 
 # ---- charts ------------------------------------------------------------------------------------------------
 
+
 def test_every_chart_builder_renders_for_the_demo_runs_and_for_no_data(demo):
     registry, runs = demo
     table = comparison.comparison_table(runs)
@@ -174,12 +197,18 @@ def test_every_chart_builder_renders_for_the_demo_runs_and_for_no_data(demo):
     ]
     assert all(isinstance(f, go.Figure) and f.data for f in figures)
     assert {t.name for t in figures[3].data} >= {r.id for r in runs}  # both runs overlaid
-    empties = [charts.metric_bars(pd.DataFrame()), charts.latency_bars(pd.DataFrame()),
-               charts.roc_pr_curves({}), charts.score_histogram({}), charts.per_defect_bars(pd.DataFrame())]
+    empties = [
+        charts.metric_bars(pd.DataFrame()),
+        charts.latency_bars(pd.DataFrame()),
+        charts.roc_pr_curves({}),
+        charts.score_histogram({}),
+        charts.per_defect_bars(pd.DataFrame()),
+    ]
     assert all(isinstance(f, go.Figure) and not f.data for f in empties)
 
 
 # ---- HTML report -------------------------------------------------------------------------------------------
+
 
 def test_html_report_is_self_contained_names_every_run_and_embeds_heatmaps(demo):
     registry, runs = demo
@@ -203,8 +232,7 @@ def test_heatmap_pictures_show_the_image_next_to_its_overlay(demo):
     art = RunArtifacts(registry.run_dir(runs[1].id))
     picks = pick_heatmaps(art.records, 3)
     assert len(picks) == 3 and "highest-scoring defect" in picks[0][1]
-    png = heatmap_png(np.zeros((64, 64, 3), np.uint8), art.maps[picks[0][0]].astype(np.float32),
-                      art.masks[picks[0][0]])
+    png = heatmap_png(np.zeros((64, 64, 3), np.uint8), art.maps[picks[0][0]].astype(np.float32), art.masks[picks[0][0]])
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -37,7 +37,7 @@ def _random(n: int, d: int, seed: int) -> torch.Tensor:
 def _clustered(n: int, d: int, seed: int, n_clusters: int = 40) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(n_clusters, d, generator=g) * 4
-    scales = torch.rand(n_clusters, 1, generator=g) * 0.8 + 0.05   # tight and loose clusters
+    scales = torch.rand(n_clusters, 1, generator=g) * 0.8 + 0.05  # tight and loose clusters
     label = torch.randint(0, n_clusters, (n,), generator=g)
     return centres[label] + scales[label] * torch.randn(n, d, generator=g)
 
@@ -159,11 +159,12 @@ def test_same_indices_on_low_dimensional_data_with_large_batches():
     sampler = FastKCenterGreedy(x, 0.15)
     ours = sampler.select_coreset_idxs()
     assert ours == ref
-    assert sampler.stats["scanned_points"] > 0            # the cluster-by-cluster path ran
-    assert sampler.stats["batches"] < len(ours) / 4       # several picks per batch
+    assert sampler.stats["scanned_points"] > 0  # the cluster-by-cluster path ran
+    assert sampler.stats["batches"] < len(ours) / 4  # several picks per batch
 
 
 # ---- BlockedKCenterGreedy: the greedy rule at scale -------------------------------------------------------------
+
 
 def _replay_gaps(x: torch.Tensor, picks: list[int]) -> np.ndarray:
     """For each pick after the first: (max min-distance - the pick's min-distance) / max, in float64, i.e. how far
@@ -229,8 +230,9 @@ def test_blocked_greedy_reports_progress_and_cancels():
     BlockedKCenterGreedy(x, 0.05, progress=lambda d, t: calls.append(d)).select_coreset_idxs()
     assert calls[-1] == 1000 and calls == sorted(calls) and 90 <= len(calls) <= 110
     with pytest.raises(CoresetCancelled):
-        BlockedKCenterGreedy(x, 0.05, progress=lambda d, t: calls.append(d),
-                             should_stop=lambda: len(calls) > 105).select_coreset_idxs()
+        BlockedKCenterGreedy(
+            x, 0.05, progress=lambda d, t: calls.append(d), should_stop=lambda: len(calls) > 105
+        ).select_coreset_idxs()
 
 
 def test_blocked_greedy_with_anomalibs_projection_picks_anomalibs_set():

@@ -26,8 +26,11 @@ def _write(path: Path, image: np.ndarray) -> Path:
 
 def _fingerprint(folder: Path) -> dict[str, tuple[str, int]]:
     """Every file under ``folder`` with its content hash and mode: proof that nothing was changed."""
-    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mode)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mode)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -46,8 +49,7 @@ def own_folders(tmp_path):
 
 
 def test_importing_own_folders_gives_defect_types_from_subfolder_names(artifacts, own_folders):
-    report = data_import.import_folder("line3", own_folders / "normal", own_folders / "abnormal",
-                                       own_folders / "masks")
+    report = data_import.import_folder("line3", own_folders / "normal", own_folders / "abnormal", own_folders / "masks")
     samples = datasets.test_samples(report.spec)
     assert {s.defect_type for s in samples} == {"good", "scratch", "spot"}
     assert all(s.mask_path for s in samples if s.label == 1)
@@ -56,12 +58,12 @@ def test_importing_own_folders_gives_defect_types_from_subfolder_names(artifacts
 
 
 def test_imported_files_keep_their_names_and_remember_where_they_came_from(artifacts, own_folders):
-    report = data_import.import_folder("line3", own_folders / "normal", own_folders / "abnormal",
-                                       own_folders / "masks")
+    report = data_import.import_folder("line3", own_folders / "normal", own_folders / "abnormal", own_folders / "masks")
     spot = [s for s in datasets.test_samples(report.spec) if s.defect_type == "spot"]
     assert sorted(Path(s.path).name for s in spot) == ["spot0.png", "spot1.png"]
-    assert {s.source for s in spot} == {str((own_folders / "abnormal" / "spot" / f"spot{i}.png").resolve())
-                                        for i in range(2)}
+    assert {s.source for s in spot} == {
+        str((own_folders / "abnormal" / "spot" / f"spot{i}.png").resolve()) for i in range(2)
+    }
 
 
 def test_the_users_files_are_never_moved_or_changed(artifacts, own_folders):
@@ -82,8 +84,7 @@ def test_a_corrupt_file_is_skipped_and_reported_not_fatal(artifacts, own_folders
 
 def test_an_abnormal_image_without_a_mask_is_kept_and_named(artifacts, own_folders):
     (own_folders / "masks" / "spot" / "spot1_mask.png").unlink()
-    report = data_import.import_folder("line3", own_folders / "normal", own_folders / "abnormal",
-                                       own_folders / "masks")
+    report = data_import.import_folder("line3", own_folders / "normal", own_folders / "abnormal", own_folders / "masks")
     assert report.counts["test spot"] == 2
     assert any("1 of 4 abnormal image(s) have no mask" in n and "spot1.png" in n for n in report.notes)
     unmasked = [s for s in datasets.test_samples(report.spec) if s.label == 1 and s.mask_path is None]
@@ -115,7 +116,9 @@ def test_mixed_sizes_and_channel_counts_are_imported_and_reported(artifacts, tmp
     _write(tmp_path / "n" / "grey.png", make_demo_image("good", seed=9, size=128)[0][..., 0])
     rgba = np.dstack([make_demo_image("good", seed=8, size=128)[0], np.full((128, 128), 255, np.uint8)])
     cv2.imwrite(str(tmp_path / "n" / "alpha.png"), rgba[..., [2, 1, 0, 3]])
-    cv2.imwrite(str(tmp_path / "n" / "deep.png"), (make_demo_image("good", seed=7, size=128)[0][..., 0].astype(np.uint16) * 257))
+    cv2.imwrite(
+        str(tmp_path / "n" / "deep.png"), (make_demo_image("good", seed=7, size=128)[0][..., 0].astype(np.uint16) * 257)
+    )
     report = data_import.import_folder("mixed", tmp_path / "n")
     assert report.counts["train normal"] + report.counts["test normal"] == 7
     text = " ".join(report.notes)
@@ -177,7 +180,9 @@ def test_a_zip_of_normal_and_abnormal_folders_imports(artifacts, own_folders, tm
 def test_a_zip_in_mvtec_layout_imports_with_its_own_test_split(artifacts, tmp_path):
     files = {}
     for i in range(5):
-        files[f"part/train/good/{i:03d}.png"] = cv2.imencode(".png", make_demo_image("good", seed=i, size=64)[0])[1].tobytes()
+        files[f"part/train/good/{i:03d}.png"] = cv2.imencode(".png", make_demo_image("good", seed=i, size=64)[0])[
+            1
+        ].tobytes()
     files["part/test/good/000.png"] = cv2.imencode(".png", make_demo_image("good", seed=20, size=64)[0])[1].tobytes()
     img, mask = make_demo_image("crack", seed=3, size=64)
     files["part/test/crack/000.png"] = cv2.imencode(".png", img)[1].tobytes()
@@ -209,11 +214,13 @@ def test_a_zip_with_a_symlink_member_is_refused(artifacts, tmp_path):
 
 def test_a_zip_that_inflates_to_gigabytes_is_refused_before_unpacking(artifacts, tmp_path):
     archive = tmp_path / "bomb.zip"
-    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        with zf.open("normal/huge.bmp", "w", force_zip64=True) as fh:
-            block = bytes(1 << 24)
-            for _ in range(64):  # 1 GiB of zeros, ~1 MB packed
-                fh.write(block)
+    with (
+        zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf,
+        zf.open("normal/huge.bmp", "w", force_zip64=True) as fh,
+    ):
+        block = bytes(1 << 24)
+        for _ in range(64):  # 1 GiB of zeros, ~1 MB packed
+            fh.write(block)
     assert archive.stat().st_size < 8 << 20
     with pytest.raises(DatasetError, match="zip bomb"):
         data_import.import_zip("bomb", archive)

@@ -94,7 +94,7 @@ def test_every_defect_image_has_one_binary_mask_matching_its_pixels(tmp_path: Pa
         images = list_images(folder / "test" / defect)
         masks = list_images(folder / "ground_truth" / defect)
         assert [m.name for m in masks] == [f"{p.stem}_mask.png" for p in images]
-        for index, (image_path, mask_path) in enumerate(zip(images, masks)):
+        for index, (image_path, mask_path) in enumerate(zip(images, masks, strict=False)):
             raw = read_image(mask_path)
             assert set(np.unique(raw).tolist()) == {0, 255}
             expected_image, expected_mask = make_demo_image(defect, _image_seed(7, "test", defect, index), 64)

@@ -13,7 +13,6 @@ from core.artifacts import RunArtifacts
 from core.demo_data import make_demo_image
 from core.inference import LoadedModel
 from core.runs import DONE, RunRegistry
-
 from tests.conftest import SMALL_DEMO
 
 

@@ -18,7 +18,7 @@ from core.config import PROJECT_ROOT
 from core.demo_data import make_demo_image
 from core.errors import WeightsError
 from core.inference import LoadedModel
-from core.runs import DONE, RunRegistry
+from core.runs import RunRegistry
 from tests.conftest import MODELS_DEMO, SMALL, _offline_env
 
 BACKBONE_MODELS = [name for name, e in models.REGISTRY.items() if e.backbone_stages and name != "patchcore"]
@@ -31,6 +31,7 @@ def test_every_model_beyond_patchcore_with_a_cnn_backbone_has_small_test_setting
 
 
 # ---- the registry is the one place a model is described ---------------------------------------------------
+
 
 @pytest.mark.parametrize("name", list(models.REGISTRY))
 def test_each_entry_names_its_anomalib_class_and_explains_every_parameter(name):
@@ -72,13 +73,17 @@ def test_online_each_model_keeps_anomalibs_default_backbone(artifacts, monkeypat
 def test_a_model_whose_backbone_weights_are_missing_offline_is_refused_before_it_queues(artifacts, name):
     spec = datasets.demo(n_train=4, n_test_good=2, n_test_per_defect=1, size=64)
     missing = models.get_entry(name).anomalib_backbone
-    with pytest.raises(WeightsError, match=rf"Weights for backbone '{missing}' are not available offline.*"
-                                           r"config\.json \+ model\.safetensors"):
+    with pytest.raises(
+        WeightsError,
+        match=rf"Weights for backbone '{missing}' are not available offline.*"
+        r"config\.json \+ model\.safetensors",
+    ):
         jobs.submit(name, spec, {**SMALL[name], "backbone": missing}, start=False)
     assert RunRegistry().list() == []
 
 
 # ---- training, offline, on the bundled backbone ---------------------------------------------------------
+
 
 @pytest.fixture
 def runs(trained_models, monkeypatch):
@@ -145,6 +150,7 @@ def test_the_launch_estimate_covers_every_model(runs):
 
 # ---- every page, without page code knowing the model ------------------------------------------------------
 
+
 def _page(path: str) -> AppTest:
     at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=240).run()
     at.switch_page(path).run()
@@ -155,6 +161,7 @@ def _page(path: str) -> AppTest:
 def test_the_launch_form_offers_every_registered_model_with_its_parameters(artifacts, monkeypatch):
     monkeypatch.setenv("AW_AUTOSTART_WORKER", "0")
     at = _page("pages/training.py")
+    at.radio(key="source").set_value("Demo dataset").run()  # a dataset that exists on every machine
     box = at.multiselect(key="models")
     assert set(box.options) >= {e.label for e in models.REGISTRY.values()}
     box.set_value(["padim", "stfpm"]).run()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,6 +21,7 @@ def square_mask(size: int, lo: int, hi: int) -> np.ndarray:
 
 
 # ---- colour scale -----------------------------------------------------------------------------------------
+
 
 def test_colorize_gives_rgb_uint8_of_the_map_size():
     out = overlays.colorize(np.random.default_rng(0).random((32, 48)).astype(np.float16), 0.0, 1.0)
@@ -48,6 +48,7 @@ def test_flat_scale_does_not_divide_by_zero():
 
 
 # ---- overlay ----------------------------------------------------------------------------------------------
+
 
 def test_overlay_resizes_the_map_to_the_image_and_blends_by_opacity():
     image = grey(64, 96)
@@ -118,15 +119,31 @@ def test_png_bytes_round_trip():
 
 # ---- viewer: outcomes, filters, sorting, paging -----------------------------------------------------------
 
+
 @pytest.fixture
 def records() -> pd.DataFrame:
     rows = [  # (label, defect type, score); threshold 0.5 in the tests
-        (0, "good", 0.1), (0, "good", 0.7), (1, "crack", 0.9), (1, "crack", 0.3), (1, "spot", 0.6), (0, "good", 0.5),
+        (0, "good", 0.1),
+        (0, "good", 0.7),
+        (1, "crack", 0.9),
+        (1, "crack", 0.3),
+        (1, "spot", 0.6),
+        (0, "good", 0.5),
     ]
-    return pd.DataFrame([
-        {"index": i, "path": f"/data/test/{d}/{i:03d}.png", "label": lab, "defect_type": d, "mask_path": None,
-         "score": s, "pred_label": int(s >= 0.5)} for i, (lab, d, s) in enumerate(rows)
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "index": i,
+                "path": f"/data/test/{d}/{i:03d}.png",
+                "label": lab,
+                "defect_type": d,
+                "mask_path": None,
+                "score": s,
+                "pred_label": int(s >= 0.5),
+            }
+            for i, (lab, d, s) in enumerate(rows)
+        ]
+    )
 
 
 def test_outcomes_at_a_threshold(records):
@@ -184,6 +201,7 @@ def test_missing_test_image_gives_a_message_not_an_exception(tmp_path):
 
 # ---- viewer: uploads ---------------------------------------------------------------------------------------
 
+
 class FakeModel:
     """Scores an image by its mean brightness; counts how many images it was asked to score."""
 
@@ -194,7 +212,7 @@ class FakeModel:
 
     def predict(self, sources, names):
         out = []
-        for name, data in zip(names, sources):
+        for name, data in zip(names, sources, strict=False):
             try:
                 rgb = images.read_image(data, name=name)
             except images.ImageError as exc:
@@ -211,8 +229,9 @@ def png(value: int, size: int = 32) -> bytes:
 
 
 def test_uploads_bad_file_gets_an_error_and_the_rest_are_scored():
-    preds = viewer.score_uploads(FakeModel(), [("dark.png", png(10)), ("junk.png", b"not an image"),
-                                               ("bright.png", png(250))])
+    preds = viewer.score_uploads(
+        FakeModel(), [("dark.png", png(10)), ("junk.png", b"not an image"), ("bright.png", png(250))]
+    )
     assert [p.name for p in preds] == ["dark.png", "junk.png", "bright.png"]  # upload order kept
     assert preds[0].is_anomalous is False and preds[2].is_anomalous is True
     assert preds[1].score is None and "junk.png" in preds[1].error

@@ -22,7 +22,6 @@ from core.artifacts import RunArtifacts
 from core.config import PROJECT_ROOT, settings
 from core.demo_data import make_demo_image
 from core.runs import DONE, RunRegistry
-
 from tests.conftest import FAST_PATCHCORE, _offline_env
 
 OWN_PATCHCORE = {**FAST_PATCHCORE, "image_size": 96}
@@ -118,6 +117,7 @@ def records(run_id: str):
 
 # ---- the engine: records and metrics ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("way", ["folders", "zip", "symlinks"])
 def test_each_way_in_trains_and_evaluates_with_defect_types_and_masks(own, way):
     run = RunRegistry().get(own[way])
@@ -197,8 +197,17 @@ def test_the_cli_imports_a_folder_and_refuses_to_overwrite_it(own, tmp_path):
     from tests.test_cli import cli
 
     line = make_line(tmp_path / "cli_line", n_normal=6)
-    result = cli("data", "import", "cli_line", "--normal", str(line / "normal"), "--abnormal", str(line / "abnormal"),
-                 "--masks", str(line / "masks"))
+    result = cli(
+        "data",
+        "import",
+        "cli_line",
+        "--normal",
+        str(line / "normal"),
+        "--abnormal",
+        str(line / "abnormal"),
+        "--masks",
+        str(line / "masks"),
+    )
     assert result.returncode == 0, result.stderr
     assert "Imported 'cli_line'" in result.stdout and "folder:cli_line" in result.stdout
     again = cli("data", "import", "cli_line", "--normal", str(line / "normal"))
@@ -206,6 +215,7 @@ def test_the_cli_imports_a_folder_and_refuses_to_overwrite_it(own, tmp_path):
 
 
 # ---- the pages -------------------------------------------------------------------------------------------
+
 
 def _open(page: str, key: str | None = None, run_id: str | None = None) -> AppTest:
     at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=240).run()

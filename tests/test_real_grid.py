@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from core.runs import DONE
-from tests.conftest import needs_shared_grid
 
 
-@needs_shared_grid
+@pytest.mark.real_data("grid")
 def test_patchcore_on_real_grid_reaches_the_published_ballpark(grid_run):
     run, status = grid_run
     assert status == DONE, run.error

@@ -41,8 +41,12 @@ def own_copy(demo_runs_root, tmp_path, monkeypatch) -> list[str]:
     root, ids = demo_runs_root
     copy = tmp_path / "artifacts"
     shutil.copytree(root, copy)
-    for key, value in {"AW_ARTIFACTS": str(copy), "AW_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-                       "AW_EXTRA_WEIGHTS_DIRS": ""}.items():
+    for key, value in {
+        "AW_ARTIFACTS": str(copy),
+        "AW_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "AW_EXTRA_WEIGHTS_DIRS": "",
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AW_QDRANT_URL", raising=False)
     return ids
@@ -85,8 +89,9 @@ def test_the_defect_centred_neighbours_of_a_defective_image_are_defective_first(
     patchcore, _ = demo_runs
     query = _first_defective(patchcore)
 
-    _, hits = embeddings.similar(patchcore, _model(patchcore), images.read_image(query["path"]), using="defect",
-                                 k=5, exclude_path=query["path"])
+    _, hits = embeddings.similar(
+        patchcore, _model(patchcore), images.read_image(query["path"]), using="defect", k=5, exclude_path=query["path"]
+    )
 
     assert all(h.payload["label"] == 1 for h in hits[:2]), [(h.payload["defect_type"], h.score) for h in hits]
 
@@ -95,8 +100,9 @@ def test_filtering_neighbours_to_normal_returns_only_normal_images(demo_runs):
     patchcore, _ = demo_runs
     query = _first_defective(patchcore)
 
-    _, hits = embeddings.similar(patchcore, _model(patchcore), images.read_image(query["path"]), k=8,
-                                 label="normal", exclude_path=query["path"])
+    _, hits = embeddings.similar(
+        patchcore, _model(patchcore), images.read_image(query["path"]), k=8, label="normal", exclude_path=query["path"]
+    )
 
     assert len(hits) == 8
     assert {h.payload["label"] for h in hits} == {0}
@@ -107,8 +113,15 @@ def test_filtering_by_defect_type_and_split_returns_only_those(demo_runs):
     patchcore, _ = demo_runs
     query = _first_defective(patchcore)
 
-    _, hits = embeddings.similar(patchcore, _model(patchcore), images.read_image(query["path"]), k=20,
-                                 defect_type=query["defect_type"], split="test", exclude_path=query["path"])
+    _, hits = embeddings.similar(
+        patchcore,
+        _model(patchcore),
+        images.read_image(query["path"]),
+        k=20,
+        defect_type=query["defect_type"],
+        split="test",
+        exclude_path=query["path"],
+    )
 
     same_type = RunArtifacts(settings().run_dir(patchcore)).records["defect_type"] == query["defect_type"]
     assert len(hits) == int(same_type.sum()) - 1  # all the others of its type, fewer than k

@@ -7,8 +7,9 @@ global one at retrieving the query's defect type (leave-one-out over the test se
 
 from __future__ import annotations
 
+import pytest
+
 from core.runs import DONE
-from tests.conftest import needs_shared_grid
 
 
 def _at(table: dict, k: int):
@@ -16,7 +17,7 @@ def _at(table: dict, k: int):
     return table.get(k, table.get(str(k)))
 
 
-@needs_shared_grid
+@pytest.mark.real_data("grid")
 def test_defect_centred_embedding_retrieves_the_same_defect_type_better_than_global(grid_run):
     finished, status = grid_run
     assert status == DONE, finished.error
@@ -26,12 +27,16 @@ def test_defect_centred_embedding_retrieves_the_same_defect_type_better_than_glo
     assert retrieval["points"] == 78 + 264  # test + train images of grid
 
     print(f"\nretrieval precision on grid, run {run.id} (leave-one-out over {retrieval['defect']['n']} test images)")
-    print(f"{'embedding':<10}" + "".join(f"{f'{what}@{k}':>21}" for what in ("same_label", "same_defect_type")
-                                          for k in (1, 5, 10)))
+    print(
+        f"{'embedding':<10}"
+        + "".join(f"{f'{what}@{k}':>21}" for what in ("same_label", "same_defect_type") for k in (1, 5, 10))
+    )
     for using in ("global", "defect"):
         row = retrieval[using]
-        print(f"{using:<10}" + "".join(f"{_at(row[what], k):>21.3f}" for what in ("same_label", "same_defect_type")
-                                       for k in (1, 5, 10)))
+        print(
+            f"{using:<10}"
+            + "".join(f"{_at(row[what], k):>21.3f}" for what in ("same_label", "same_defect_type") for k in (1, 5, 10))
+        )
 
     defect_p5 = _at(retrieval["defect"]["same_defect_type"], 5)
     global_p5 = _at(retrieval["global"]["same_defect_type"], 5)

@@ -63,8 +63,14 @@ def _stock_outputs(demo_runs_root, out_dir: Path, index: int, model: str) -> dic
     maps = np.stack([stock["by_path"][str(Path(p).resolve())][1] for p in paths])
     normalised = np.array([stock["normalised"][str(Path(p).resolve())] for p in paths])
     assert run.model == model and len(paths) == len(stock["by_path"]) >= 8
-    return {"run_dir": run_dir, "paths": paths, "raw": raw, "maps": maps, "normalised": normalised,
-            "post": stock["post_processor"]}
+    return {
+        "run_dir": run_dir,
+        "paths": paths,
+        "raw": raw,
+        "maps": maps,
+        "normalised": normalised,
+        "post": stock["post_processor"],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +122,12 @@ def test_openvino_fp32_scores_like_stock(stock_demo, tmp_path):
     paths = stock_demo["paths"]
     one = np.array([model.forward(model.preprocess([model.read_image(p)]))[0][0] for p in paths])  # batch 1
     assert _rel(one, stock_demo["raw"]) <= 1e-3
-    four = np.concatenate([model.forward(model.preprocess([model.read_image(p) for p in paths[i:i + 4]]))[0]
-                           for i in range(0, len(paths), 4)])  # batch 4 (and a smaller last batch)
+    four = np.concatenate(
+        [
+            model.forward(model.preprocess([model.read_image(p) for p in paths[i : i + 4]]))[0]
+            for i in range(0, len(paths), 4)
+        ]
+    )  # batch 4 (and a smaller last batch)
     assert _rel(four, stock_demo["raw"]) <= 1e-3
     preds = model.predict(paths[:2])
     assert [p.is_anomalous for p in preds] == [model.verdict(p.score) for p in preds]
@@ -139,7 +149,9 @@ def test_efficientad_torch_path_scores_like_stock(stock_efficientad):
         scores.append(s[0])
         maps.append(m[0])
     assert _rel(scores, stock_efficientad["raw"]) <= 1e-4
-    assert np.max(np.abs(np.stack(maps) - stock_efficientad["maps"])) <= 1e-4 * np.max(np.abs(stock_efficientad["maps"]))
+    assert np.max(np.abs(np.stack(maps) - stock_efficientad["maps"])) <= 1e-4 * np.max(
+        np.abs(stock_efficientad["maps"])
+    )
     post = stock_efficientad["post"]
     ours = post._normalize(torch.tensor(scores), post.image_min, post.image_max, post.image_threshold).numpy()
     assert np.max(np.abs(ours - stock_efficientad["normalised"])) <= 1e-5
@@ -162,6 +174,7 @@ def test_efficientad_openvino_fp32_scores_like_stock(stock_efficientad, tmp_path
 
 # --------------------------------------------------------------- every other backbone model in the registry
 
+
 @pytest.fixture(scope="module")
 def stock_models(trained_models, tmp_path_factory):
     """{model: outputs}: each session-trained backbone model scored by stock Engine.predict."""
@@ -176,14 +189,18 @@ def stock_models(trained_models, tmp_path_factory):
             test_dir = Path(records[0]["path"]).parent.parent
             stock = _speed_module().run_stock(run_dir, test_dir, tmp_path_factory.mktemp(f"stock_{name}"))
             paths = [r["path"] for r in records]
-            out[name] = {"run_dir": run_dir, "paths": paths,
-                         "raw": np.array([stock["by_path"][str(Path(p).resolve())][0] for p in paths])}
+            out[name] = {
+                "run_dir": run_dir,
+                "paths": paths,
+                "raw": np.array([stock["by_path"][str(Path(p).resolve())][0] for p in paths]),
+            }
     return root, out
 
 
 @pytest.mark.parametrize("name", list(SMALL))
-def test_each_backbone_model_scores_like_stock_on_the_torch_path_and_in_openvino(stock_models, tmp_path, monkeypatch,
-                                                                                 name):
+def test_each_backbone_model_scores_like_stock_on_the_torch_path_and_in_openvino(
+    stock_models, tmp_path, monkeypatch, name
+):
     root, outputs = stock_models
     for key, value in _offline_env(root).items():
         monkeypatch.setenv(key, value)
@@ -238,7 +255,7 @@ def test_read_image_fast_is_read_image():
         "grey with XMP orientation 6": _png(grey, **{"XML:com.adobe.xmp": xmp}),
         "rgb": _png(rgb),
         "rgba": _png(np.dstack([rgb, grey[..., None]])),
-        "16 bit": _png((grey.astype(np.uint16) * 257)),
+        "16 bit": _png(grey.astype(np.uint16) * 257),
         "jpeg": buf.getvalue(),
     }
     for name, data in cases.items():

@@ -40,8 +40,15 @@ def clustered_run(seed: int = 0, noise: float = 0.05):
         g.append(unit(c[0] + noise * rng.standard_normal((n, DIM))))
         d.append(unit(c[1] + noise * rng.standard_normal((n, DIM))))
         payloads += [
-            dict(dataset="mvtec_ad", category="grid", split=split, label=label, defect_type=defect,
-                 image_path=f"/data/{split}/{defect}/{len(payloads) + i:03d}.png", score=float(label))
+            dict(
+                dataset="mvtec_ad",
+                category="grid",
+                split=split,
+                label=label,
+                defect_type=defect,
+                image_path=f"/data/{split}/{defect}/{len(payloads) + i:03d}.png",
+                score=float(label),
+            )
             for i in range(n)
         ]
     return {"global": np.concatenate(g), "defect": np.concatenate(d)}, payloads, centres
@@ -123,7 +130,7 @@ def test_delete_run_removes_it_everywhere(store: VectorStore, indexed) -> None:
 
 def test_clear_errors(store: VectorStore, indexed, monkeypatch) -> None:
     vectors, payloads, _ = indexed
-    with pytest.raises(VectorStoreError, match="run never has no similarity index .*`python -m core index never`"):
+    with pytest.raises(VectorStoreError, match="run never has no similarity index .*`aw index never`"):
         store.search(COLL, vectors["global"][0], run_id="never")
     with pytest.raises(VectorStoreError, match="run x has no similarity index"):
         store.search(collection_name("EfficientAd", "small", 384), np.ones(384), run_id="x")
@@ -155,9 +162,8 @@ def test_unreachable_server_is_a_clear_error(artifacts: Path, monkeypatch) -> No
 
 def test_busy_store_times_out_clearly(store: VectorStore, indexed) -> None:
     impatient = VectorStore(path=store.root, engine=store.engine, lock_timeout=0.2)
-    with portalocker.Lock(store.lock_file(COLL), mode="a", timeout=1):
-        with pytest.raises(VectorStoreError, match="busy"):
-            impatient.count(collection=COLL)
+    with portalocker.Lock(store.lock_file(COLL), mode="a", timeout=1), pytest.raises(VectorStoreError, match="busy"):
+        impatient.count(collection=COLL)
     assert impatient.count(collection=COLL) == 42
 
 
@@ -199,8 +205,15 @@ for _ in range(3):
 def test_two_processes_index_the_same_folder(store: VectorStore) -> None:
     # Separate interpreters (not multiprocessing): nothing of this test process is inherited or re-imported.
     start_at = str(time.time() + 8)
-    procs = [subprocess.Popen([sys.executable, "-c", _INDEX_WORKER, str(store.root), f"run-{i}", str(i), start_at,
-                               store.engine], cwd=PROJECT_ROOT, stderr=subprocess.PIPE, text=True) for i in (1, 2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _INDEX_WORKER, str(store.root), f"run-{i}", str(i), start_at, store.engine],
+            cwd=PROJECT_ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in (1, 2)
+    ]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
     assert store.count("run-1", COLL) == store.count("run-2", COLL) == 42
@@ -253,6 +266,7 @@ def test_numpy_ranking_matches_qdrant(store: VectorStore) -> None:
 
 # ---- Qdrant Edge specifics -------------------------------------------------------------------------------
 
+
 def test_edge_builds_an_hnsw_index_once_a_shard_grows_and_keeps_payload_indexes(artifacts: Path) -> None:
     from qdrant_edge import EdgeShard
 
@@ -286,8 +300,9 @@ def test_the_embedded_store_pushes_to_a_server_through_the_client_api(store: Vec
     assert store.push(server) == {COLL: len(payloads)}  # again: overwritten, not doubled
     assert server.count("run-a", COLL) == len(payloads)
     query = centres["crack"][0]
-    assert [h.id for h in server.search(COLL, query, k=5, run_id="run-a")] == \
-        [h.id for h in store.search(COLL, query, k=5, run_id="run-a")]
+    assert [h.id for h in server.search(COLL, query, k=5, run_id="run-a")] == [
+        h.id for h in store.search(COLL, query, k=5, run_id="run-a")
+    ]
 
 
 def test_pushing_to_an_unreachable_server_is_a_clear_error(store: VectorStore, indexed) -> None:

@@ -7,7 +7,7 @@ import pytest
 from core import jobs, models, weights
 from core.datasets import demo
 from core.errors import WeightsError, WorkbenchError
-from tests.conftest import SHARED_LITE0, needs_shared_weights
+from tests.conftest import SHARED_LITE0
 
 
 def test_a_missing_backbone_offline_says_which_folder_is_needed(artifacts):
@@ -18,14 +18,19 @@ def test_a_missing_backbone_offline_says_which_folder_is_needed(artifacts):
 def test_the_bundled_lite0_weights_are_unpacked_with_the_known_checksum(artifacts):
     assert weights.resolve_backbone("tf_efficientnet_lite0").startswith("local-dir:")
     assert weights.read_manifest()["tf_efficientnet_lite0"]["sha256"]["model.safetensors"] == (
-        "2b4a5f7e9a1870e2c41efd811c5b04f7e5843b32900a338e3f181204a324f9c6")  # = ../shared's remapped copy
+        "2b4a5f7e9a1870e2c41efd811c5b04f7e5843b32900a338e3f181204a324f9c6"
+    )  # = ../shared's remapped copy
     assert weights.default_backbone() == "tf_efficientnet_lite0"
 
 
 def test_queuing_a_run_without_weights_fails_before_it_starts(artifacts):
     with pytest.raises(WeightsError, match="wide_resnet50_2"):
-        jobs.submit("patchcore", demo(n_train=4, n_test_good=2, n_test_per_defect=1),
-                    {"backbone": "wide_resnet50_2"}, start=False)
+        jobs.submit(
+            "patchcore",
+            demo(n_train=4, n_test_good=2, n_test_per_defect=1),
+            {"backbone": "wide_resnet50_2"},
+            start=False,
+        )
 
 
 def test_efficientad_without_its_teacher_offline_explains_where_it_goes(artifacts, monkeypatch, tmp_path):
@@ -44,13 +49,14 @@ def test_unknown_models_and_bad_parameters_are_refused(artifacts):
         models.resolve_params("patchcore", {"coreset": 0.1})
 
 
-@needs_shared_weights
+@pytest.mark.real_data("weights")
 def test_importing_a_timm_folder_records_its_sha256_and_makes_it_usable(artifacts):
     imported = weights.import_weights(SHARED_LITE0)
     assert imported.known["model.safetensors"].startswith("timm tf_efficientnet_lite0")
     assert weights.resolve_backbone("tf_efficientnet_lite0").startswith("local-dir:")
     assert weights.read_manifest()["tf_efficientnet_lite0"]["sha256"]["model.safetensors"] == (
-        "2b4a5f7e9a1870e2c41efd811c5b04f7e5843b32900a338e3f181204a324f9c6")
+        "2b4a5f7e9a1870e2c41efd811c5b04f7e5843b32900a338e3f181204a324f9c6"
+    )
     assert weights.default_backbone() == "tf_efficientnet_lite0"
 
 

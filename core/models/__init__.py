@@ -4,14 +4,44 @@ One module per model family registers its entries: ``patchcore``, ``efficientad`
 DFM, STFPM, FastFlow, FRE).
 """
 
-from core.models.registry import (REGISTRY, Cost, Hooks, ModelEntry, Param, backbone_users, create_model,
-                                  default_params, get_entry, model_warnings, register, resolve_params, runnable_models,
-                                  stock_module, unavailable_reason)
-from core.models import patchcore, efficientad, feature_models  # noqa: E402,F401  (each registers its entries)
-from core.models.patchcore import MAX_BANK_SIZE, patchcore_layers  # noqa: E402
+from core.models import efficientad, feature_models, patchcore  # noqa: E402,F401  (each registers its entries)
 from core.models.efficientad import UNTRAINED_TEACHER_WARNING  # noqa: E402
+from core.models.patchcore import MAX_BANK_SIZE, patchcore_layers  # noqa: E402
+from core.models.registry import (
+    REGISTRY,
+    Cost,
+    Hooks,
+    ModelEntry,
+    Param,
+    backbone_users,
+    create_model,
+    default_params,
+    get_entry,
+    model_warnings,
+    register,
+    resolve_params,
+    runnable_models,
+    stock_module,
+    unavailable_reason,
+)
 
-__all__ = ["REGISTRY", "Cost", "Hooks", "ModelEntry", "Param", "backbone_users", "create_model", "default_params",
-           "get_entry", "model_warnings", "register", "resolve_params", "runnable_models", "stock_module",
-           "unavailable_reason", "MAX_BANK_SIZE",
-           "patchcore_layers", "UNTRAINED_TEACHER_WARNING"]
+__all__ = [
+    "REGISTRY",
+    "Cost",
+    "Hooks",
+    "ModelEntry",
+    "Param",
+    "backbone_users",
+    "create_model",
+    "default_params",
+    "get_entry",
+    "model_warnings",
+    "register",
+    "resolve_params",
+    "runnable_models",
+    "stock_module",
+    "unavailable_reason",
+    "MAX_BANK_SIZE",
+    "patchcore_layers",
+    "UNTRAINED_TEACHER_WARNING",
+]

@@ -6,14 +6,13 @@ a pipeline check with a random teacher is possible, and such runs are labelled e
 
 from __future__ import annotations
 
+from core import weights
 from core.config import Settings
 from core.errors import WeightsError, WorkbenchError
-from core import weights
 from core.models.registry import Hooks, ModelEntry, Param, register, resize_normalize
 
 UNTRAINED_TEACHER_WARNING = (
-    "EfficientAD with an UNTRAINED (random) teacher: not a real EfficientAD result. "
-    "Use only to exercise the pipeline."
+    "EfficientAD with an UNTRAINED (random) teacher: not a real EfficientAD result. Use only to exercise the pipeline."
 )
 
 
@@ -28,7 +27,7 @@ def _build(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
             raise WeightsError(
                 f"EfficientAD's pretrained teacher ({size}) is not available offline. Put "
                 f"pretrained_teacher_{size}.pth at {weights.efficientad_teacher_path(size)} "
-                f"(`python -m core weights import pretrained_teacher_{size}.pth`) or go online so anomalib "
+                f"(`aw weights import pretrained_teacher_{size}.pth`) or go online so anomalib "
                 "downloads it. (For a pipeline check only, choose teacher='untrained'.)"
             )
         if not imagenet_dir and cfg.offline:
@@ -63,19 +62,28 @@ def _estimate(p: dict, prof, slow: float):
 
     step = EFFICIENTAD_S_PER_STEP[p["model_size"]] * (p["image_size"] / 256) ** 2 * slow
     per_image = 0.2 * (p["image_size"] / 256) ** 2 * slow  # forward pass of teacher, student and autoencoder
-    parts = {"teacher statistics": prof.n_train * per_image, "training": p["max_steps"] * step,
-             "validation and testing": 2 * prof.n_test * per_image,
-             "timing and indexing": (48 + prof.n_images) * per_image}
+    parts = {
+        "teacher statistics": prof.n_train * per_image,
+        "training": p["max_steps"] * step,
+        "validation and testing": 2 * prof.n_test * per_image,
+        "timing and indexing": (48 + prof.n_images) * per_image,
+    }
     fit = FIT_OVERHEAD_S * slow + parts["teacher statistics"] + parts["training"] + prof.n_test * per_image
-    return Estimate(seconds=(RUN_OVERHEAD_S + FIT_OVERHEAD_S) * slow + sum(parts.values()), fit_seconds=fit,
-                    peak_mb=TORCH_BASE_MB + 700, parts=parts,
-                    facts={"train images": prof.n_train, "test images": prof.n_test, "steps": p["max_steps"]})
+    return Estimate(
+        seconds=(RUN_OVERHEAD_S + FIT_OVERHEAD_S) * slow + sum(parts.values()),
+        fit_seconds=fit,
+        peak_mb=TORCH_BASE_MB + 700,
+        parts=parts,
+        facts={"train images": prof.n_train, "test images": prof.n_test, "steps": p["max_steps"]},
+    )
 
 
 def _unavailable(cfg: Settings) -> str | None:
     if cfg.offline and not weights.efficientad_teacher_available("small"):
-        return ("its pretrained teacher is not on this machine and it is offline (an untrained teacher is only a "
-                "pipeline check)")
+        return (
+            "its pretrained teacher is not on this machine and it is offline (an untrained teacher is only a "
+            "pipeline check)"
+        )
     if cfg.offline and not cfg.imagenet_dir:
         return "it needs a folder of natural images (AW_IMAGENET_DIR) offline"
     return None
@@ -87,36 +95,67 @@ def _time_note(p: dict) -> str:
     return efficientad_time_note(int(p["max_steps"]), p["model_size"])
 
 
-register(ModelEntry(
-    name="efficientad",
-    label="EfficientAD",
-    anomalib_class="EfficientAd",
-    description="Student–teacher network plus autoencoder; trained for a number of steps.",
-    params=(
-        Param("model_size", "small", "Network size (on 2 CPU cores small is ~3× faster: 1.2 vs 3.8 s per step).",
-              "choice", ("small", "medium")),
-        # 500: about 10 minutes of steps on 2 CPU cores, so a default run with its testing stays within ~15 minutes;
-        # on real grid, quality was still rising at 600 steps (measured with a random teacher only, as no pretrained
-        # one is available offline: benchmarks/efficientad_steps.py), so more steps help where time allows.
-        Param("max_steps", 500, "Training steps (paper: 70,000 on a GPU). On 2 CPU cores a small model takes "
-              "~1.2 s per step, so 500 ≈ 10 minutes; a GPU is ~35× faster per step.", "int", min=1, max=200_000),
-        Param("lr", 1e-4, "Adam learning rate.", "float", min=1e-6, max=1e-1),
-        Param("image_size", 256, "Images are resized to this square size (EfficientAD needs ≥ 256).", "int",
-              min=256, max=1024),
-        Param("teacher", "pretrained", "'pretrained' = anomalib's distilled teacher (real results); "
-              "'untrained' = random teacher, only to test the pipeline.", "choice", ("pretrained", "untrained")),
-        Param("imagenet_dir", "", "Folder of natural images (≥ 1 sub-folder) for the penalty loss; empty = "
-              "AW_IMAGENET_DIR, or Imagenette downloaded by anomalib when online.", "str"),
-    ),
-    build=_build,
-    stock_kwargs=lambda p, backbone: dict(model_size=p["model_size"]),
-    trainer_kwargs=lambda p: {"max_steps": p["max_steps"], "max_epochs": -1},
-    train_batch_size=1,  # EfficientAD's training step requires batch size 1
-    embedding_space=lambda p: f"efficientad-{p['model_size']}-{p['teacher']}",
-    warnings=lambda p: [UNTRAINED_TEACHER_WARNING] if p["teacher"] == "untrained" else [],
-    estimate=_estimate,
-    feature_submodule="teacher",  # the teacher normalises its input itself
-    time_note=_time_note,
-    channels_last=True,
-    unavailable=_unavailable,
-))
+register(
+    ModelEntry(
+        name="efficientad",
+        label="EfficientAD",
+        anomalib_class="EfficientAd",
+        description="Student–teacher network plus autoencoder; trained for a number of steps.",
+        params=(
+            Param(
+                "model_size",
+                "small",
+                "Network size (on 2 CPU cores small is ~3× faster: 1.2 vs 3.8 s per step).",
+                "choice",
+                ("small", "medium"),
+            ),
+            # 500: about 10 minutes of steps on 2 CPU cores, so a default run with its testing stays within ~15 minutes;
+            # on real grid, quality was still rising at 600 steps (measured with a random teacher only, as no pretrained
+            # one is available offline: benchmarks/efficientad_steps.py), so more steps help where time allows.
+            Param(
+                "max_steps",
+                500,
+                "Training steps (paper: 70,000 on a GPU). On 2 CPU cores a small model takes "
+                "~1.2 s per step, so 500 ≈ 10 minutes; a GPU is ~35× faster per step.",
+                "int",
+                min=1,
+                max=200_000,
+            ),
+            Param("lr", 1e-4, "Adam learning rate.", "float", min=1e-6, max=1e-1),
+            Param(
+                "image_size",
+                256,
+                "Images are resized to this square size (EfficientAD needs ≥ 256).",
+                "int",
+                min=256,
+                max=1024,
+            ),
+            Param(
+                "teacher",
+                "pretrained",
+                "'pretrained' = anomalib's distilled teacher (real results); "
+                "'untrained' = random teacher, only to test the pipeline.",
+                "choice",
+                ("pretrained", "untrained"),
+            ),
+            Param(
+                "imagenet_dir",
+                "",
+                "Folder of natural images (≥ 1 sub-folder) for the penalty loss; empty = "
+                "AW_IMAGENET_DIR, or Imagenette downloaded by anomalib when online.",
+                "str",
+            ),
+        ),
+        build=_build,
+        stock_kwargs=lambda p, backbone: dict(model_size=p["model_size"]),
+        trainer_kwargs=lambda p: {"max_steps": p["max_steps"], "max_epochs": -1},
+        train_batch_size=1,  # EfficientAD's training step requires batch size 1
+        embedding_space=lambda p: f"efficientad-{p['model_size']}-{p['teacher']}",
+        warnings=lambda p: [UNTRAINED_TEACHER_WARNING] if p["teacher"] == "untrained" else [],
+        estimate=_estimate,
+        feature_submodule="teacher",  # the teacher normalises its input itself
+        time_note=_time_note,
+        channels_last=True,
+        unavailable=_unavailable,
+    )
+)

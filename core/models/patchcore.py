@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from core import weights
 from core.config import Settings
 from core.errors import WeightsError
-from core import weights
-from core.models.registry import (Hooks, ModelEntry, Param, backbone_argument, backbone_param, image_size_param,
-                                  register, resize_normalize)
+from core.models.registry import (
+    Hooks,
+    ModelEntry,
+    Param,
+    backbone_argument,
+    backbone_param,
+    image_size_param,
+    register,
+    resize_normalize,
+)
 
 # A time/quality trade-off, measured (README "Own images at scale"): on 1,000 real 256² tiles (1 M patches) pixel
 # AUROC is flat from 10k entries on (0.981 -> 0.983 at 80k) while image AUROC still rises ~0.007 per doubling; fit and
@@ -51,7 +59,9 @@ def _build(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
             embedding = concat_and_clear(self.model.embedding_store)
             with heap_limited():  # see core/memory.py
                 self.model.memory_bank, self.coreset_info = select_coreset(
-                    embedding, self.coreset_sampling_ratio, max_size=p["max_bank_size"] or None,
+                    embedding,
+                    self.coreset_sampling_ratio,
+                    max_size=p["max_bank_size"] or None,
                     method=p["coreset_method"],
                     progress=lambda done, total: hooks.progress("coreset selection", done, total),
                     should_stop=hooks.should_stop,
@@ -73,8 +83,14 @@ def _build(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
 
 
 def _estimate(p: dict, prof, slow: float):
-    from core.estimate import (DECODE_S_PER_MEGAPIXEL, FIT_OVERHEAD_S, REFERENCE_GFLOPS, RUN_OVERHEAD_S,
-                               TORCH_BASE_MB, Estimate)
+    from core.estimate import (
+        DECODE_S_PER_MEGAPIXEL,
+        FIT_OVERHEAD_S,
+        REFERENCE_GFLOPS,
+        RUN_OVERHEAD_S,
+        TORCH_BASE_MB,
+        Estimate,
+    )
 
     backbone = weights.get_backbone(p["backbone"])
     dims, stride = backbone.feature_dims(patchcore_layers(p))
@@ -87,13 +103,14 @@ def _estimate(p: dict, prof, slow: float):
         bank = min(bank, p["max_bank_size"])
     flops = REFERENCE_GFLOPS * 1e9 / slow
     extract = (backbone.extract_s_256 * (p["image_size"] / 256) ** 2 + DECODE_S_PER_MEGAPIXEL * prof.megapixels) * slow
-    jl = int(4 * np.log(max(patches, 2)) / (0.9 ** 2 / 2 - 0.9 ** 3 / 3))
+    jl = int(4 * np.log(max(patches, 2)) / (0.9**2 / 2 - 0.9**3 / 3))
     if p["coreset_method"] == "anomalib":
         coreset = ANOMALIB_GREEDY_S_PER_PICK_PATCH * patches * bank * slow
         extra_mb = patches * jl * 4 * 2 / 2**20  # projected features and a pass buffer
     else:
-        coreset = (patches * bank * dims * 2 / (flops * BLOCKED_GREEDY_EFFICIENCY)
-                   + BLOCKED_GREEDY_S_PER_PICK * bank * slow)
+        coreset = (
+            patches * bank * dims * 2 / (flops * BLOCKED_GREEDY_EFFICIENCY) + BLOCKED_GREEDY_S_PER_PICK * bank * slow
+        )
         extra_mb = patches * 12 / 2**20 + 160  # bounds and norms per patch; the pool and two chunk buffers
     score = extract + per_image * bank * dims * 2 / flops  # one test image: features + nearest-neighbour search
     parts = {
@@ -107,10 +124,19 @@ def _estimate(p: dict, prof, slow: float):
     # The features' share of the peak: up to 1.6x their size (2,000 images, the same run twice: 2.6 and 3.5 GB; the
     # allocator's timing decides how much of the extraction's freed buffers are still resident when the bank forms).
     peak = TORCH_BASE_MB + FEATURE_PEAK_FACTOR * patches * dims * 4 / 2**20 + extra_mb
-    return Estimate(seconds=RUN_OVERHEAD_S * slow + fit + parts["testing"] + parts["timing and indexing"],
-                    fit_seconds=fit, peak_mb=peak, parts=parts,
-                    facts={"train images": prof.n_train, "test images": prof.n_test, "patches": patches,
-                           "bank size": bank, "feature dims": dims})
+    return Estimate(
+        seconds=RUN_OVERHEAD_S * slow + fit + parts["testing"] + parts["timing and indexing"],
+        fit_seconds=fit,
+        peak_mb=peak,
+        parts=parts,
+        facts={
+            "train images": prof.n_train,
+            "test images": prof.n_test,
+            "patches": patches,
+            "bank size": bank,
+            "feature dims": dims,
+        },
+    )
 
 
 def _patch_features(model, batch):
@@ -119,41 +145,70 @@ def _patch_features(model, batch):
     return model.generate_embedding(feats)
 
 
-register(ModelEntry(
-    name="patchcore",
-    label="PatchCore",
-    anomalib_class="Patchcore",
-    description="Memory bank of pretrained patch features; no training, one pass over normal images.",
-    backbone_stages=STAGES,
-    anomalib_backbone="wide_resnet50_2",
-    params=(
-        backbone_param("wide_resnet50_2", "CNN whose ImageNet features describe each patch."),
-        Param("layers", "", "Comma-separated feature layers; empty = the backbone's stride-8 and stride-16 stages "
-              "(WRN-50: layer2, layer3; EfficientNet-Lite0: blocks.2, blocks.4).", "str"),
-        Param("coreset_sampling_ratio", 0.1, "Fraction of training patches kept in the memory bank "
-              "(paper: 0.1; smaller = faster, slightly less accurate).", "float", min=0.0001, max=1.0),
-        Param("max_bank_size", MAX_BANK_SIZE, "Most patches kept in the memory bank, whatever the ratio (0 = no cap). "
-              "Greedy picks are sequential, so a capped bank is the first picks of the uncapped one. Beyond "
-              "this size pixel AUROC barely moves and image AUROC rises slowly, while fit and scoring time grow "
-              "with the bank.", "int", min=0,
-              max=10_000_000),
-        Param("coreset_method", "blocked", "'blocked': k-center greedy with matrix products (fast at millions of "
-              "patches); 'anomalib': anomalib's exact pick sequence (pruned; slow beyond ~300k patches).", "choice",
-              ("blocked", "anomalib")),
-        Param("num_neighbors", 9, "Neighbours used to re-weight the anomaly score.", "int", min=1, max=50),
-        image_size_param(),
-    ),
-    build=_build,
-    stock_kwargs=lambda p, backbone: dict(backbone=backbone, layers=patchcore_layers(p), pre_trained=False,
-                                          coreset_sampling_ratio=p["coreset_sampling_ratio"],
-                                          num_neighbors=p["num_neighbors"]),
-    # No validation pass: PatchCore fits its bank at the end of the one epoch (anomalib's MemoryBankMixin), and the
-    # run's thresholds come from its own test records, so anomalib's validation (a full scoring of the test set
-    # with its slower nearest-neighbour search) only cost time: minutes at thousands of test images.
-    trainer_kwargs=lambda p: {"max_epochs": 1, "limit_val_batches": 0, "num_sanity_val_steps": 0},
-    train_batch_size=16,
-    fit_phase="feature extraction",
-    embedding_space=lambda p: f"patchcore-{p['backbone']}-{','.join(patchcore_layers(p))}",
-    estimate=_estimate,
-    patch_features=_patch_features,
-))
+register(
+    ModelEntry(
+        name="patchcore",
+        label="PatchCore",
+        anomalib_class="Patchcore",
+        description="Memory bank of pretrained patch features; no training, one pass over normal images.",
+        backbone_stages=STAGES,
+        anomalib_backbone="wide_resnet50_2",
+        params=(
+            backbone_param("wide_resnet50_2", "CNN whose ImageNet features describe each patch."),
+            Param(
+                "layers",
+                "",
+                "Comma-separated feature layers; empty = the backbone's stride-8 and stride-16 stages "
+                "(WRN-50: layer2, layer3; EfficientNet-Lite0: blocks.2, blocks.4).",
+                "str",
+            ),
+            Param(
+                "coreset_sampling_ratio",
+                0.1,
+                "Fraction of training patches kept in the memory bank "
+                "(paper: 0.1; smaller = faster, slightly less accurate).",
+                "float",
+                min=0.0001,
+                max=1.0,
+            ),
+            Param(
+                "max_bank_size",
+                MAX_BANK_SIZE,
+                "Most patches kept in the memory bank, whatever the ratio (0 = no cap). "
+                "Greedy picks are sequential, so a capped bank is the first picks of the uncapped one. Beyond "
+                "this size pixel AUROC barely moves and image AUROC rises slowly, while fit and scoring time grow "
+                "with the bank.",
+                "int",
+                min=0,
+                max=10_000_000,
+            ),
+            Param(
+                "coreset_method",
+                "blocked",
+                "'blocked': k-center greedy with matrix products (fast at millions of "
+                "patches); 'anomalib': anomalib's exact pick sequence (pruned; slow beyond ~300k patches).",
+                "choice",
+                ("blocked", "anomalib"),
+            ),
+            Param("num_neighbors", 9, "Neighbours used to re-weight the anomaly score.", "int", min=1, max=50),
+            image_size_param(),
+        ),
+        build=_build,
+        stock_kwargs=lambda p, backbone: dict(
+            backbone=backbone,
+            layers=patchcore_layers(p),
+            pre_trained=False,
+            coreset_sampling_ratio=p["coreset_sampling_ratio"],
+            num_neighbors=p["num_neighbors"],
+        ),
+        # No validation pass: PatchCore fits its bank at the end of the one epoch (anomalib's MemoryBankMixin), and the
+        # run's thresholds come from its own test records, so anomalib's validation (a full scoring of the test set
+        # with its slower nearest-neighbour search) only cost time: minutes at thousands of test images.
+        trainer_kwargs=lambda p: {"max_epochs": 1, "limit_val_batches": 0, "num_sanity_val_steps": 0},
+        train_batch_size=16,
+        fit_phase="feature extraction",
+        embedding_space=lambda p: f"patchcore-{p['backbone']}-{','.join(patchcore_layers(p))}",
+        estimate=_estimate,
+        patch_features=_patch_features,
+    )
+)

@@ -10,12 +10,14 @@ never name a model. Adding a model is one ``register(...)`` call and one test.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from core.config import Settings, settings as current_settings
-from core.errors import WorkbenchError
 from core import weights
+from core.config import Settings
+from core.config import settings as current_settings
+from core.errors import WorkbenchError
 
 
 @dataclass(frozen=True)
@@ -142,8 +144,13 @@ def resolve_params(name: str, params: dict | None = None, strict: bool = True) -
     return out
 
 
-def create_model(name: str, params: dict | None = None, cfg: Settings | None = None,
-                 hooks: Hooks | None = None, pre_trained: bool = True):
+def create_model(
+    name: str,
+    params: dict | None = None,
+    cfg: Settings | None = None,
+    hooks: Hooks | None = None,
+    pre_trained: bool = True,
+):
     """An anomalib Lightning module for ``name``. ``pre_trained=False`` builds the bare architecture
     (used when loading a run's own checkpoint, which holds every weight)."""
     entry = get_entry(name)
@@ -159,8 +166,11 @@ def stock_module(name: str, params: dict, cfg: Settings | None = None):
     if entry.stock_kwargs is None:
         raise WorkbenchError(f"{entry.label} has no stock anomalib baseline.")
     p = resolve_params(entry.name, params, strict=False)
-    cls = entry.model_class(p) if entry.model_class else getattr(importlib.import_module("anomalib.models"),
-                                                                  entry.anomalib_class)
+    cls = (
+        entry.model_class(p)
+        if entry.model_class
+        else getattr(importlib.import_module("anomalib.models"), entry.anomalib_class)
+    )
     backbone = weights.get_backbone(p["backbone"]) if "backbone" in p else None
     pre = resize_normalize(p["image_size"], *((backbone.mean, backbone.std) if backbone else ()))
     # The weights the run trained with are on this machine; stock models that can skip loading them say so in
@@ -202,6 +212,7 @@ def backbone_users(backbone: str) -> str:
 
 # ---- shared pieces for entries --------------------------------------------------------------------------
 
+
 def resize_normalize(image_size: int, mean=None, std=None):
     """anomalib PreProcessor: antialiased resize to a square, then the backbone's normalisation."""
     from anomalib.pre_processing import PreProcessor
@@ -215,9 +226,13 @@ def resize_normalize(image_size: int, mean=None, std=None):
 
 def backbone_param(model_default: str, help_text: str = "ImageNet CNN whose features the model uses.") -> Param:
     """The 'backbone' parameter: anomalib's default for the model online, a backbone on disk offline."""
-    return Param("backbone", lambda: weights.default_backbone(preferred=model_default),
-                 help_text + f" anomalib's default: {model_default} (downloaded when online); offline, one on disk.",
-                 "choice", tuple(weights.BACKBONES))
+    return Param(
+        "backbone",
+        lambda: weights.default_backbone(preferred=model_default),
+        help_text + f" anomalib's default: {model_default} (downloaded when online); offline, one on disk.",
+        "choice",
+        tuple(weights.BACKBONES),
+    )
 
 
 def image_size_param(default: int = 256, minimum: int = 64) -> Param:
