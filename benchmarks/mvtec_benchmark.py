@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.memory import limit_heap_growth  # noqa: E402
+from core.runtime import limit_heap_growth  # noqa: E402
 
 limit_heap_growth()
 

@@ -26,7 +26,7 @@ page) and ``runs/<id>/speed.json``.
 
 Process settings, the same for every path: ``OMP_WAIT_POLICY=PASSIVE`` (``--omp-active`` to keep OpenMP's
 spinning default, which collapses under a shared CPU) and glibc's large-block threshold restored
-(``core.inference.tune_malloc_for_inference``: the training setting ``MALLOC_MMAP_THRESHOLD_=131072``
+(``core.runtime.tune_malloc_for_inference``: the training setting ``MALLOC_MMAP_THRESHOLD_=131072``
 doubles inference latency). Training, if needed, runs in a child process with the training environment.
 
 One more row, **stock, seeds' env**: the same stock Engine.predict in a child process with the environment
@@ -56,7 +56,7 @@ if __name__ == "__main__":  # process settings; nothing of this when a test impo
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # This process only scores images (training runs in a child process with the training environment), so
     # it undoes MALLOC_MMAP_THRESHOLD_=131072, which doubles inference latency; stock and our paths alike.
-    from core.inference import tune_malloc_for_inference
+    from core.runtime import tune_malloc_for_inference
 
     if "--stock-probe" not in sys.argv:
         tune_malloc_for_inference()
@@ -290,7 +290,7 @@ def own_peak_rss_mb() -> float:
 def rss_probe(path: str, run_id: str, threads: int, n: int, batch_sizes) -> None:
     """Child process: load one path, score ``n`` test images as the timing does, print its peak RSS.
     Imports only what that path needs (the OpenVINO paths never import anomalib or Lightning)."""
-    from core.inference import set_threads
+    from core.runtime import set_threads
 
     set_threads(threads)
     cfg = settings()
@@ -650,7 +650,7 @@ def main() -> int:
     parser.add_argument("--no-seed-env", action="store_true", help="skip stock in the seeds' process environment")
     args = parser.parse_args()
 
-    from core.inference import set_threads
+    from core.runtime import set_threads
 
     args.threads = set_threads(args.threads or None)
     if args.stock_probe:

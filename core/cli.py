@@ -214,8 +214,9 @@ def cmd_models(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from core.inference import LoadedModel, set_threads
+    from core.inference import LoadedModel
     from core.runs import RunRegistry
+    from core.runtime import set_threads
 
     set_threads()
     registry = RunRegistry()
@@ -247,8 +248,9 @@ def cmd_predict(args) -> int:
 def cmd_benchmark(args) -> int:
     from core import latency
     from core.artifacts import RunArtifacts
-    from core.inference import LoadedModel, set_threads
+    from core.inference import LoadedModel
     from core.runs import RunRegistry
+    from core.runtime import set_threads
 
     set_threads(args.threads)
     registry = RunRegistry()
@@ -609,7 +611,7 @@ def run() -> None:
 
     # Before torch loads OpenMP: spinning threads made torch 5-10x slower on a shared 2-core CPU (as app.py does).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from core.memory import limit_heap_growth
+    from core.runtime import limit_heap_growth
 
     # Deprecation notices from inside timm/anomalib mean nothing to a user of this CLI.
     warnings.filterwarnings("ignore", category=FutureWarning)

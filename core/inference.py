@@ -31,7 +31,6 @@ same numbers as the stock step it replaces (tests/test_speed_equivalence.py, ben
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -475,31 +474,3 @@ class LoadedModel(RunModel):
         scores = result.pred_score.reshape(-1).float().numpy()
         maps = result.anomaly_map.reshape(batch.shape[0], *result.anomaly_map.shape[-2:]).float().numpy()
         return scores, maps
-
-
-def tune_malloc_for_inference(mmap_threshold: int = 32 << 20) -> bool:
-    """Let glibc keep large blocks in its heap again, for a process that scores images and trains nothing.
-
-    ``MALLOC_MMAP_THRESHOLD_=131072`` (core.memory, the Makefile, TRAINING_ENV) is right for PatchCore's
-    coreset step, but it makes every tensor over 128 KB a fresh ``mmap`` — zeroed pages faulted in on every
-    inference: end-to-end latency doubled here (PyTorch 41 → 85 ms, OpenVINO 31 → 66 ms per grid image).
-    This sets glibc's own ceiling for its dynamic threshold (32 MB) and a trim threshold of twice that.
-    Call it once, before models are loaded, in processes that never train in-process (the dashboard,
-    benchmarks/speed.py); never in a process that may run a coreset selection afterwards."""
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-3, int(mmap_threshold)) and libc.mallopt(-1, 2 * int(mmap_threshold)))
-    except (OSError, AttributeError):  # not glibc
-        return False
-
-
-def set_threads(n: int | None = None) -> int:
-    """Use every core unless told otherwise (torch's default can be lower inside some launchers)."""
-    n = n or int(os.environ.get("AW_THREADS", 0)) or os.cpu_count() or 1
-    torch.set_num_threads(n)
-    return n

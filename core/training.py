@@ -236,8 +236,8 @@ def execute(
     """Run ``run_id`` (already claimed as 'running'). Returns its final status; never raises for run errors.
     ``registry``: where progress and results go (default: the one in ``cfg``; a Ray task passes one that also
     reports to the worker, see core.cluster)."""
-    from core.inference import LoadedModel, save_checkpoint, set_threads, tune_malloc_for_inference
-    from core.memory import limit_heap_growth
+    from core.inference import LoadedModel, save_checkpoint
+    from core.runtime import limit_heap_growth, set_threads, tune_malloc_for_inference
 
     cfg = cfg or current_settings()
     registry = registry or RunRegistry(cfg)

@@ -24,7 +24,8 @@ def registry() -> RunRegistry:
 
 @st.cache_resource(max_entries=4, show_spinner="Loading model…")
 def _loaded_model(run_dir: str, mtime: float):
-    from core.inference import LoadedModel, set_threads
+    from core.inference import LoadedModel
+    from core.runtime import set_threads
 
     set_threads()
     return LoadedModel(__import__("pathlib").Path(run_dir))

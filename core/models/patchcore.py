@@ -54,7 +54,7 @@ def _build(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
 
         def fit(self) -> None:
             from core.coreset import concat_and_clear, select_coreset
-            from core.memory import heap_limited
+            from core.runtime import heap_limited
 
             embedding = concat_and_clear(self.model.embedding_store)
             with heap_limited():  # see core/memory.py
