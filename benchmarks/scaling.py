@@ -102,7 +102,7 @@ def stock_coreset_seconds(patches: int, dims: int, picks: int, probe: int = 20) 
 
 def run_product(spec, params: dict, env: dict) -> dict:
     from core import estimate, jobs
-    from core.runs import RunRegistry
+    from core.store.runs import RunRegistry
 
     est = estimate.estimate_run("patchcore", params, spec)
     run = jobs.submit("patchcore", spec, params, start=False)

@@ -64,9 +64,9 @@ if __name__ == "__main__":  # process settings; nothing of this when a test impo
 import numpy as np  # noqa: E402
 
 from core import datasets, images  # noqa: E402
-from core.artifacts import RunArtifacts, write_json  # noqa: E402
 from core.config import settings  # noqa: E402
-from core.runs import DONE, RunRegistry  # noqa: E402
+from core.store.artifacts import RunArtifacts, write_json  # noqa: E402
+from core.store.runs import DONE, RunRegistry  # noqa: E402
 
 if "--rss-probe" not in sys.argv:  # the peak-RSS probes import only what their path needs
     from core import evaluation, jobs, latency, models, weights  # noqa: E402

@@ -118,7 +118,7 @@ class Bar:
 
 def cmd_train(args) -> int:
     from core import estimate, jobs
-    from core.runs import RunRegistry
+    from core.store.runs import RunRegistry
 
     spec = parse_dataset(args.dataset, args.max_train_images)
     params = parse_params(args.param)
@@ -187,7 +187,7 @@ def show_run(run) -> str:
 
 
 def cmd_runs(args) -> int:
-    from core.runs import RunRegistry
+    from core.store.runs import RunRegistry
 
     registry = RunRegistry()
     registry.recover_interrupted()
@@ -196,7 +196,7 @@ def cmd_runs(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from core.runs import RunRegistry
+    from core.store.runs import RunRegistry
 
     print(show_run(RunRegistry().get(args.run_id)))
     return 0
@@ -215,8 +215,8 @@ def cmd_models(args) -> int:
 
 def cmd_predict(args) -> int:
     from core.inference import LoadedModel
-    from core.runs import RunRegistry
     from core.runtime import set_threads
+    from core.store.runs import RunRegistry
 
     set_threads()
     registry = RunRegistry()
@@ -247,10 +247,10 @@ def cmd_predict(args) -> int:
 
 def cmd_benchmark(args) -> int:
     from core import latency
-    from core.artifacts import RunArtifacts
     from core.inference import LoadedModel
-    from core.runs import RunRegistry
     from core.runtime import set_threads
+    from core.store.artifacts import RunArtifacts
+    from core.store.runs import RunRegistry
 
     set_threads(args.threads)
     registry = RunRegistry()
@@ -331,7 +331,7 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_delete(args) -> int:
-    from core.runs import RunRegistry
+    from core.store.runs import RunRegistry
 
     RunRegistry().delete(args.run_id)
     try:
@@ -355,7 +355,7 @@ def cmd_rerun(args) -> int:
 def cmd_index(args) -> int:
     from core.embeddings import index_run
     from core.inference import LoadedModel
-    from core.runs import RunRegistry
+    from core.store.runs import RunRegistry
 
     if args.run_id == "push":
         return cmd_index_push(args)
@@ -400,7 +400,7 @@ def cmd_index_push(args) -> int:
 
 def cmd_export(args) -> int:
     from core.export import export_openvino
-    from core.runs import RunRegistry
+    from core.store.runs import RunRegistry
 
     registry = RunRegistry()
     run = registry.get(args.run_id)

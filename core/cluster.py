@@ -43,7 +43,7 @@ from pathlib import Path
 
 from core.config import PROJECT_ROOT, TRAINING_ENV, Settings
 from core.config import settings as current_settings
-from core.runs import CANCELLED, FAILED, QUEUED, RunRegistry
+from core.store.runs import CANCELLED, FAILED, QUEUED, RunRegistry
 
 log = logging.getLogger("workbench.cluster")
 
@@ -137,19 +137,7 @@ def execute_on_node(run_row: dict, cfg_dict: dict, reporter) -> dict:
         )
         registry = RunRegistry(cfg)
         run_id = run_row["id"]
-        with registry._connect() as db:
-            db.execute(
-                "INSERT INTO runs (id, created_at, status, model, dataset, params, seed) VALUES (?,?,?,?,?,?,?)",
-                (
-                    run_id,
-                    run_row["created_at"],
-                    QUEUED,
-                    run_row["model"],
-                    run_row["dataset"],
-                    run_row["params"],
-                    run_row["seed"],
-                ),
-            )
+        registry.create_from_record(run_row)
         registry.claim(run_id)
         reporter.started.remote(run_id, os.getpid(), ray.get_runtime_context().get_node_id())
         status = training.execute(run_id, cfg, registry=_ReportingRegistry(cfg, run_id, reporter))
@@ -198,11 +186,6 @@ def _reporter_class():
 
 
 # ---------------------------------------------------------------------------------------- the worker side
-
-
-def _row(registry: RunRegistry, run_id: str) -> dict:
-    with registry._connect() as db:
-        return dict(db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone())
 
 
 def _cfg_dict(cfg: Settings) -> dict:
@@ -263,7 +246,7 @@ def run_queue(cfg: Settings | None = None) -> None:
             if registry.claim(run.id) is None:
                 continue
             registry.set_progress(run.id, "waiting for the cluster", 0.0, f"sent to Ray at {address(cfg)}")
-            ref = task.remote(_row(registry, run.id), _cfg_dict(cfg), reporter)
+            ref = task.remote(registry.record(run.id), _cfg_dict(cfg), reporter)
             pending[ref] = run.id
             log.info("run %s sent to the Ray cluster", run.id)
         if not pending:

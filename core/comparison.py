@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from core import evaluation
-from core.runs import Run
+from core.store.runs import Run
 
 # metric key → column label, in the order charts and tables show them
 METRICS: dict[str, str] = {

@@ -253,7 +253,7 @@ def _link(source: Path, target: Path, move: bool) -> str:
 
 
 def _runs_using(name: str, cfg: Settings) -> list[str]:
-    from core.runs import RunRegistry
+    from core.store.runs import RunRegistry
 
     if not cfg.registry_path.exists():
         return []

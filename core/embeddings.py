@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from core import images, models
-from core.artifacts import RunArtifacts
 from core.config import Settings
 from core.config import settings as current_settings
 from core.datasets import DatasetSpec, train_images
 from core.errors import VectorStoreError, WorkbenchError
+from core.store.artifacts import RunArtifacts
 
 log = logging.getLogger("workbench.embeddings")
 # Patches above this quantile of an image's anomaly map make up its defect-centred embedding.
@@ -111,7 +111,7 @@ def index_run(
     run_id: str, loaded, cfg: Settings | None = None, hooks=None, batch_size: int = 8, include_train: bool = True
 ) -> dict:
     """Embed a run's test (and train) images, store them in Qdrant, and measure retrieval precision."""
-    from core.runs import RunRegistry
+    from core.store.runs import RunRegistry
     from core.vectorstore import VectorStore
 
     cfg = cfg or current_settings()

@@ -44,9 +44,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.artifacts import RunArtifacts, read_json, write_json
 from core.errors import WorkbenchError
 from core.inference import LoadedModel, RunModel, preprocess_images
+from core.store.artifacts import RunArtifacts, read_json, write_json
 from core.weights import sha256_file
 
 log = logging.getLogger("workbench.export")

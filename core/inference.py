@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 
 from core import images
-from core.artifacts import RunArtifacts, read_json, write_json
 from core.errors import ImageError, RunError, WeightsError
+from core.store.artifacts import RunArtifacts, read_json, write_json
 
 
 def save_weights(module, run_dir: Path) -> None:

@@ -24,7 +24,7 @@ from core.config import PROJECT_ROOT, TRAINING_ENV, Settings
 from core.config import settings as current_settings
 from core.datasets import DatasetSpec, check_available
 from core.errors import RunError
-from core.runs import QUEUED, RUNNING, Run, RunRegistry, process_alive
+from core.store.runs import QUEUED, RUNNING, Run, RunRegistry, process_alive
 
 log = logging.getLogger("workbench.jobs")
 

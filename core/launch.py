@@ -17,7 +17,7 @@ from core import data_import, datasets, jobs, weights
 from core.config import Settings
 from core.config import settings as current_settings
 from core.errors import WeightsError
-from core.runs import QUEUED, Run, RunRegistry
+from core.store.runs import QUEUED, Run, RunRegistry
 
 # Seconds per EfficientAD training step on this product's reference machine (2 CPU cores, 256 px, batch 1),
 # measured with `benchmarks/efficientad_steps.py` (README: "EfficientAD on CPU"). The page's time estimate

@@ -15,7 +15,7 @@ from core import datasets, models, weights
 from core.config import Settings
 from core.config import settings as current_settings
 from core.errors import WorkbenchError
-from core.runs import Run
+from core.store.runs import Run
 
 
 @dataclass(frozen=True)

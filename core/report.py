@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 
 from core import charts, comparison
-from core.artifacts import RunArtifacts, read_json
 from core.errors import WorkbenchError
 from core.images import read_image, to_png_bytes
-from core.runs import Run, RunRegistry
+from core.store.artifacts import RunArtifacts, read_json
+from core.store.runs import Run, RunRegistry
 
 try:  # the shared overlay (same colours as the heatmap viewer) when that module is there
     from core.overlays import overlay as _shared_overlay

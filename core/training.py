@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from core import evaluation, images, latency, models
-from core.artifacts import RunArtifacts, write_json
 from core.config import Settings
 from core.config import settings as current_settings
 from core.datasets import DatasetSpec, build_datamodule, check_available, test_samples
 from core.errors import RunCancelled, WorkbenchError, explain
-from core.runs import CANCELLED, DONE, FAILED, RunRegistry
+from core.store.artifacts import RunArtifacts, write_json
+from core.store.runs import CANCELLED, DONE, FAILED, RunRegistry
 
 log = logging.getLogger("workbench.run")
 

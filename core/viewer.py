@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from core import images, overlays
-from core.artifacts import RunArtifacts, read_json
 from core.errors import ImageError
+from core.store.artifacts import RunArtifacts, read_json
 
 OUTCOMES = ("TP", "FP", "TN", "FN")
 OUTCOME_HELP = {

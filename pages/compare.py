@@ -10,9 +10,9 @@ import math
 import streamlit as st
 
 from core import charts, comparison
-from core.artifacts import RunArtifacts
 from core.errors import WorkbenchError
 from core.report import build_html_report
+from core.store.artifacts import RunArtifacts
 from pages import ui
 
 st.title("Compare models")

@@ -10,12 +10,12 @@ import plotly.express as px
 import streamlit as st
 
 from core import cluster, data_import, datasets, estimate, launch, models, overview, weights
-from core.artifacts import RunArtifacts
 from core.config import settings
 from core.datasets import DatasetSpec
 from core.errors import WorkbenchError
 from core.jobs import cancel, worker_alive
-from core.runs import QUEUED, RUNNING, Run
+from core.store.artifacts import RunArtifacts
+from core.store.runs import QUEUED, RUNNING, Run
 from pages import ui
 
 st.title("Training runs")

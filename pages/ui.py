@@ -11,10 +11,10 @@ from contextlib import contextmanager
 import streamlit as st
 
 from core import estimate
-from core.artifacts import RunArtifacts
 from core.config import settings
 from core.errors import WorkbenchError
-from core.runs import DONE, Run, RunRegistry
+from core.store.artifacts import RunArtifacts
+from core.store.runs import DONE, Run, RunRegistry
 
 
 def registry() -> RunRegistry:

@@ -111,7 +111,7 @@ def grid_run(tmp_path_factory):
     """One PatchCore run on real MVTec grid (EfficientNet-Lite0, 1 % coreset, indexed), shared by the real-data
     tests; None where ../shared has no grid (those tests are skipped before they ask for it)."""
     from core import datasets, jobs
-    from core.runs import RunRegistry
+    from core.store.runs import RunRegistry
 
     root = tmp_path_factory.mktemp("grid_run")
     with pytest.MonkeyPatch.context() as mp:
@@ -142,7 +142,7 @@ def trained_models(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """(artifacts root, {model: run id}): every backbone model beyond PatchCore trained once per session on the
     demo data, offline, on the bundled EfficientNet-Lite0, with its small settings."""
     from core import datasets, jobs
-    from core.runs import DONE, RunRegistry
+    from core.store.runs import DONE, RunRegistry
 
     root = tmp_path_factory.mktemp("models")
     ids = {}

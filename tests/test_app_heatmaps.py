@@ -13,8 +13,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import viewer
-from core.artifacts import RunArtifacts
 from core.config import PROJECT_ROOT, settings
+from core.store.artifacts import RunArtifacts
 
 PAGE = "pages/heatmaps.py"
 

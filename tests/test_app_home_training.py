@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import datasets, launch, models, weights
 from core.config import PROJECT_ROOT
-from core.runs import DONE, FAILED, QUEUED, RunRegistry
+from core.store.runs import DONE, FAILED, QUEUED, RunRegistry
 
 PAGES = {
     "pages/home.py": "Anomaly Workbench",

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.artifacts import RunArtifacts
 from core.config import PROJECT_ROOT, settings
-from core.runs import RunRegistry
+from core.store.artifacts import RunArtifacts
+from core.store.runs import RunRegistry
 
 PAGE = "pages/similarity.py"
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from core import datasets, jobs
-from core.artifacts import RunArtifacts
 from core.config import PROJECT_ROOT
-from core.runs import CANCELLED, DONE, FAILED, RUNNING, RunRegistry
+from core.store.artifacts import RunArtifacts
+from core.store.runs import CANCELLED, DONE, FAILED, RUNNING, RunRegistry
 from tests.conftest import FAST_PATCHCORE, _offline_env
 
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")

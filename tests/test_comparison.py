@@ -16,9 +16,9 @@ import plotly.graph_objects as go
 import pytest
 
 from core import charts, comparison, evaluation
-from core.artifacts import RunArtifacts
 from core.report import build_html_report, heatmap_png, pick_heatmaps
-from core.runs import DONE, Run, RunRegistry
+from core.store.artifacts import RunArtifacts
+from core.store.runs import DONE, Run, RunRegistry
 
 
 def fake_run(run_id: str, model: str, category: str, created_at: float, **metrics) -> Run:

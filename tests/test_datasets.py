@@ -246,7 +246,7 @@ def test_a_file_that_is_not_a_zip_is_refused(artifacts, tmp_path):
 
 
 def test_a_dataset_used_by_runs_is_never_replaced(artifacts, own_folders):
-    from core.runs import RunRegistry
+    from core.store.runs import RunRegistry
 
     report = data_import.import_folder("line3", own_folders / "normal", own_folders / "abnormal")
     run = RunRegistry().create("patchcore", report.spec.to_dict(), {}, 0)

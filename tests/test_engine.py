@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.artifacts import RunArtifacts
 from core.demo_data import make_demo_image
 from core.inference import LoadedModel
-from core.runs import DONE, RunRegistry
+from core.store.artifacts import RunArtifacts
+from core.store.runs import DONE, RunRegistry
 from tests.conftest import SMALL_DEMO
 
 

@@ -18,7 +18,7 @@ from core.config import PROJECT_ROOT
 from core.demo_data import make_demo_image
 from core.errors import WeightsError
 from core.inference import LoadedModel
-from core.runs import RunRegistry
+from core.store.runs import RunRegistry
 from tests.conftest import MODELS_DEMO, SMALL, _offline_env
 
 BACKBONE_MODELS = [name for name, e in models.REGISTRY.items() if e.backbone_stages and name != "patchcore"]
@@ -112,7 +112,7 @@ def test_each_model_trains_offline_records_its_backbone_and_ranks_a_defect_above
 def test_a_test_image_scored_again_alone_gets_its_stored_score(runs, name):
     # Uploads score one image; the test pass scored batches: a verdict must not depend on the company it was in
     # (anomalib's CFlow fails this: it normalises by the batch maximum, see core/models/feature_models.py).
-    from core.artifacts import RunArtifacts
+    from core.store.artifacts import RunArtifacts
 
     run_dir = RunRegistry().run_dir(runs[name])
     records = RunArtifacts(run_dir).records
@@ -129,7 +129,7 @@ def test_each_models_run_is_indexed_for_similar_cases_and_timed(runs, name):
 
 
 def test_trained_models_write_a_loss_curve_and_one_pass_models_do_not(runs):
-    from core.artifacts import RunArtifacts
+    from core.store.artifacts import RunArtifacts
 
     for name, run_id in runs.items():
         curve = RunArtifacts(RunRegistry().run_dir(run_id)).loss_curve()

@@ -18,10 +18,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import data_import, datasets, jobs
-from core.artifacts import RunArtifacts
 from core.config import PROJECT_ROOT, settings
 from core.demo_data import make_demo_image
-from core.runs import DONE, RunRegistry
+from core.store.artifacts import RunArtifacts
+from core.store.runs import DONE, RunRegistry
 from tests.conftest import FAST_PATCHCORE, _offline_env
 
 OWN_PATCHCORE = {**FAST_PATCHCORE, "image_size": 96}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.runs import DONE
+from core.store.runs import DONE
 
 
 @pytest.mark.real_data("grid")

@@ -11,7 +11,7 @@ import pytest
 
 from core import jobs
 from core.errors import RunError
-from core.runs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, RunRegistry
+from core.store.runs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, RunRegistry
 
 
 def test_a_queued_run_is_listed_with_its_parameters(artifacts):
@@ -42,7 +42,7 @@ def test_a_run_killed_with_sigkill_shows_as_failed_and_finished_runs_are_untouch
     victim = registry.create("patchcore", {"category": "b"}, {}, 0)
     # A real process claims the run, reports progress, then is killed with SIGKILL mid-way.
     code = (
-        "import time, sys; from core.runs import RunRegistry; r = RunRegistry(); "
+        "import time, sys; from core.store.runs import RunRegistry; r = RunRegistry(); "
         f"r.claim('{victim.id}'); r.set_progress('{victim.id}', 'coreset selection', 0.4); "
         "print('claimed', flush=True); time.sleep(60)"
     )

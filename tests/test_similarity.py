@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from core import embeddings, images
-from core.artifacts import RunArtifacts
 from core.config import settings
 from core.errors import VectorStoreError
 from core.inference import LoadedModel
-from core.runs import RunRegistry
+from core.store.artifacts import RunArtifacts
+from core.store.runs import RunRegistry
 from core.vectorstore import VectorStore
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.runs import DONE
+from core.store.runs import DONE
 
 
 def _at(table: dict, k: int):

@@ -21,7 +21,7 @@ from PIL import Image, PngImagePlugin
 from core import images, models
 from core.config import PROJECT_ROOT, settings
 from core.inference import LoadedModel, nearest_patch, preprocess_images, read_image_fast
-from core.runs import RunRegistry
+from core.store.runs import RunRegistry
 from tests.conftest import SMALL, _offline_env
 
 

@@ -187,6 +187,33 @@ class RunRegistry:
         self.run_dir(run.id).mkdir(parents=True, exist_ok=True)
         return run
 
+    def record(self, run_id: str) -> dict:
+        """A run's stored row as plain values (JSON fields still as text): what travels to another node."""
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RunError(f"No run with id '{run_id}'. `aw runs` lists the runs.")
+        return dict(row)
+
+    def create_from_record(self, record: dict) -> Run:
+        """Queue a run with the id, time and settings of another registry's ``record`` (a Ray node's own
+        scratch registry, which then executes it as if it had been queued there)."""
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO runs (id, created_at, status, model, dataset, params, seed) VALUES (?,?,?,?,?,?,?)",
+                (
+                    record["id"],
+                    record["created_at"],
+                    QUEUED,
+                    record["model"],
+                    record["dataset"],
+                    record["params"],
+                    record["seed"],
+                ),
+            )
+        self.run_dir(record["id"]).mkdir(parents=True, exist_ok=True)
+        return self.get(record["id"])
+
     def get(self, run_id: str) -> Run:
         with self._connect() as db:
             row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
