@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/efficientad_steps.py [--steps 25 50 100 200 300 400] [--teacher untrained]
         [--model-size small] [--penalty-dir DIR] [--threads N]
 
-One EfficientAD is trained, by default on the synthetic demo dataset (``core.demo_data``: 24 normal training
+One EfficientAD is trained, by default on the synthetic demo dataset (``core.data.demo_data``: 24 normal training
 images, 8 good + 18 defective test images with exact masks, 256²; ``--dataset mvtec:grid`` for real data)
 through the workbench's own model build and
 anomalib's Engine. At each checkpoint step the training clock is paused and the model is evaluated as
@@ -38,9 +38,10 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 
-from core import datasets, models, weights  # noqa: E402
+from core import models, weights  # noqa: E402
 from core.cli import fmt  # noqa: E402
 from core.config import settings  # noqa: E402
+from core.data import datasets  # noqa: E402
 from core.evaluation import evaluate  # noqa: E402
 from core.latency import peak_rss_mb  # noqa: E402
 

@@ -5,7 +5,7 @@
 
 Real data, at a user's scale: MVTec AD grid's 1024x1024 images cut into 256x256 tiles (264 train images -> up
 to 4,224 normal tiles; the test set's tiles with defects, with their masks, and the tiles of its good images).
-Each size is imported the way a user imports a folder (``core.data_import``: a folder of PNGs outside the
+Each size is imported the way a user imports a folder (``core.data.importing``: a folder of PNGs outside the
 artifacts folder) and trained by the product in a child process (``python -m core execute``), so every figure
 is the product's own: fit and coreset seconds, peak RSS of the training process, image and pixel AUROC on the
 same 561 test tiles, and the estimate the launch form showed before the run. Stock anomalib's coreset
@@ -142,7 +142,8 @@ def stock_fit(spec, ratio: float) -> dict:
     from anomalib.engine import Engine
     from anomalib.models import Patchcore
 
-    from core import datasets, weights
+    from core import weights
+    from core.data import datasets
 
     model = Patchcore(
         backbone=weights.resolve_backbone("tf_efficientnet_lite0"),
@@ -191,7 +192,8 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="aw-scaling-"))
     os.environ.update({"AW_ARTIFACTS": str(work / "artifacts"), "AW_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
-    from core import data_import, datasets, estimate
+    from core import estimate
+    from core.data import datasets, importing
     from core.jobs import child_env
     from core.models import MAX_BANK_SIZE
 
@@ -206,7 +208,7 @@ def main() -> int:
     rows = []
     for n in args.sizes:
         t0 = time.perf_counter()
-        data_import.import_folder(
+        importing.import_folder(
             f"grid{n}",
             subset(user / "normal", n, work / f"normal{n}"),
             user / "abnormal",

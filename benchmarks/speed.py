@@ -63,8 +63,8 @@ if __name__ == "__main__":  # process settings; nothing of this when a test impo
 
 import numpy as np  # noqa: E402
 
-from core import datasets, images  # noqa: E402
 from core.config import settings  # noqa: E402
+from core.data import datasets, images  # noqa: E402
 from core.store.artifacts import RunArtifacts, write_json  # noqa: E402
 from core.store.runs import DONE, RunRegistry  # noqa: E402
 

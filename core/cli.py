@@ -50,7 +50,7 @@ def fmt(value) -> str:
 
 def parse_dataset(text: str, max_train_images: int | None = None):
     """'demo' | 'mvtec:<category>' | 'folder:<imported name>'."""
-    from core import datasets
+    from core.data import datasets
 
     kind, _, name = text.partition(":")
     if kind == "demo":
@@ -279,7 +279,7 @@ def cmd_weights(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from core import data_import, datasets
+    from core.data import datasets, importing
 
     if args.action == "demo":
         print(f"demo dataset at {datasets.demo().path}")
@@ -288,13 +288,13 @@ def cmd_data(args) -> int:
         progress = lambda done, total: bar("reading images", done, total)  # noqa: E731
         try:
             if args.zip:
-                report = data_import.import_zip(args.name, args.zip, replace=args.replace, progress=progress)
+                report = importing.import_zip(args.name, args.zip, replace=args.replace, progress=progress)
             else:
                 if not args.normal:
                     raise WorkbenchError(
                         "Give --normal DIR (and optionally --abnormal DIR, --masks DIR) or --zip FILE."
                     )
-                report = data_import.import_folder(
+                report = importing.import_folder(
                     args.name,
                     args.normal,
                     args.abnormal,

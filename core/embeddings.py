@@ -18,10 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core import images, models
+from core import models
 from core.config import Settings
 from core.config import settings as current_settings
-from core.datasets import DatasetSpec, train_images
+from core.data import images
+from core.data.datasets import DatasetSpec, train_images
 from core.errors import VectorStoreError, WorkbenchError
 from core.store.artifacts import RunArtifacts
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from core import datasets, images
-from core.datasets import DatasetSpec
+from core.data import datasets, images
+from core.data.datasets import DatasetSpec
 
 # A run the launch form and CLI call long: a line-side demo allows ~15 minutes.
 LONG_RUN_S = 15 * 60

@@ -11,7 +11,7 @@ same numbers as the stock step it replaces (tests/test_speed_equivalence.py, ben
 
 - decode: ``images.read_image`` lets Pillow read the EXIF orientation first, and for a PNG Pillow's
   ``getexif`` decodes the whole image to look for an eXIf chunk after the pixels — every PNG was decoded
-  twice (9 ms of 18 ms for a 1024² grid image). ``read_image_fast`` walks the PNG chunk headers instead (no
+  twice (9 ms of 18 ms for a 1024² grid image). ``images.read_image_fast`` walks the PNG chunk headers instead (no
   eXIf chunk, no orientation in XMP/text chunks → orientation 1, as Pillow would find) and decodes once with
   OpenCV; anything unusual (other formats, 16 bit, palette, alpha, EXIF, damaged files) goes through
   ``images.read_image`` unchanged.
@@ -31,7 +31,6 @@ same numbers as the stock step it replaces (tests/test_speed_equivalence.py, ben
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core import images
+from core.data import images
 from core.errors import ImageError, RunError, WeightsError
 from core.store.artifacts import RunArtifacts, read_json, write_json
 
@@ -110,60 +109,6 @@ class Prediction:
     anomaly_map: np.ndarray | None = None  # float32, model resolution
     image: np.ndarray | None = None  # the decoded RGB image
     error: str | None = None
-
-
-# ---------------------------------------------------------------------------------------------- decoding
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _png_text_may_orient(kind: bytes, body: bytes) -> bool:
-    """Could this PNG text chunk give Pillow an EXIF orientation? (``Image.getexif``: a "Raw profile type
-    exif" text, or ``tiff:Orientation`` in XMP.) Compressed text is not inflated: it answers yes."""
-    keyword, _, rest = body.partition(b"\0")
-    if keyword == b"Raw profile type exif":
-        return True
-    if kind == b"zTXt" or (kind == b"iTXt" and rest[:1] != b"\0"):  # compressed
-        return keyword in (b"XML:com.adobe.xmp", b"xmp") or b"xmp" in keyword.lower()
-    return b"tiff:Orientation" in rest
-
-
-def _png_plain_header(data: bytes) -> tuple[int, int] | None:
-    """(width, height) of an 8-bit grey or RGB PNG with no EXIF orientation and no transparency; None for
-    anything else. Only chunk headers (and text chunks) are read, never the pixel data."""
-    if len(data) < 33 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
-        return None
-    width, height, bit_depth, colour_type = struct.unpack(">IIBB", data[16:26])
-    if bit_depth != 8 or colour_type not in (0, 2):  # grey or RGB, no palette, no alpha, not 16 bit
-        return None
-    pos, end = 8, len(data)
-    while pos + 8 <= end:
-        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
-        if kind in (b"eXIf", b"tRNS"):  # EXIF, transparency: the careful path
-            return None
-        if kind in (b"tEXt", b"zTXt", b"iTXt") and _png_text_may_orient(kind, data[pos + 8 : pos + 8 + length]):
-            return None
-        if kind == b"IEND":
-            return width, height
-        pos += 12 + length
-    return None  # truncated: let the careful path explain it
-
-
-def read_image_fast(source, name: str | None = None) -> np.ndarray:
-    """Exactly ``images.read_image`` (HxWx3 uint8 RGB, same errors), decoding a plain PNG only once."""
-    if isinstance(source, np.ndarray):
-        return source
-    data, label = images._load_bytes(source, name)
-    size = _png_plain_header(data)
-    if size is not None:
-        images._check_size(size[0], size[1], label)
-        arr = images._decode_cv2(data)
-        if arr is not None and arr.dtype == np.uint8 and arr.shape[:2] == (size[1], size[0]):
-            if arr.ndim == 2:
-                return np.repeat(arr[..., None], 3, axis=2)
-            if arr.ndim == 3 and arr.shape[2] == 3:
-                return np.ascontiguousarray(arr)
-    return images.read_image(data, name=label)
 
 
 # ---------------------------------------------------------------------------------------------- pre-processing
@@ -391,7 +336,7 @@ class RunModel:
     @staticmethod
     def read_image(source, name: str | None = None) -> np.ndarray:
         """Decode a file, bytes or an upload (``images.read_image`` semantics, faster for plain PNGs)."""
-        return read_image_fast(source, name=name)
+        return images.read_image_fast(source, name=name)
 
     def preprocess(self, rgbs: list[np.ndarray]):
         raise NotImplementedError

@@ -22,7 +22,7 @@ from pathlib import Path
 from core import models
 from core.config import PROJECT_ROOT, TRAINING_ENV, Settings
 from core.config import settings as current_settings
-from core.datasets import DatasetSpec, check_available
+from core.data.datasets import DatasetSpec, check_available
 from core.errors import RunError
 from core.store.runs import QUEUED, RUNNING, Run, RunRegistry, process_alive
 

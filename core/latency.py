@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import images
+from core.data import images
 
 
 def cpu_model() -> str:

@@ -13,9 +13,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import data_import, datasets, jobs, weights
+from core import jobs, weights
 from core.config import Settings
 from core.config import settings as current_settings
+from core.data import datasets, importing
 from core.errors import WeightsError
 from core.store.runs import QUEUED, Run, RunRegistry
 
@@ -112,7 +113,7 @@ def queue_first_run(plan: FirstRunPlan, cfg: Settings | None = None) -> Run:
 
 def import_zip_bytes(
     name: str, data: bytes, cfg: Settings | None = None, replace: bool = False, filename: str | None = None
-) -> data_import.ImportReport:
+) -> importing.ImportReport:
     """Import an uploaded zip (bytes from the browser) as an own dataset; the temporary copy is removed."""
     cfg = cfg or current_settings()
     folder = cfg.datasets_dir / "uploads"
@@ -121,7 +122,7 @@ def import_zip_bytes(
     tmp = tmp_dir / Path(filename or f"{name}.zip").name
     try:
         tmp.write_bytes(data)
-        return data_import.import_zip(name, tmp, replace=replace, cfg=cfg)
+        return importing.import_zip(name, tmp, replace=replace, cfg=cfg)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 

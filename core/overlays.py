@@ -17,7 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from core.images import to_png_bytes  # noqa: F401  (re-exported: pages encode pictures from here)
+from core.data.images import to_png_bytes  # noqa: F401  (re-exported: pages encode pictures from here)
 
 GT_COLOUR = (0, 255, 0)  # green: the ground-truth defect
 PRED_COLOUR = (255, 0, 255)  # magenta: not in the JET scale, so it stays visible on any heat colour

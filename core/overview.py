@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from core import datasets, models, weights
+from core import models, weights
 from core.config import Settings
 from core.config import settings as current_settings
+from core.data import datasets
 from core.errors import WorkbenchError
 from core.store.runs import Run
 

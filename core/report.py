@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from core import charts, comparison
+from core.data.images import read_image, to_png_bytes
 from core.errors import WorkbenchError
-from core.images import read_image, to_png_bytes
 from core.store.artifacts import RunArtifacts, read_json
 from core.store.runs import Run, RunRegistry
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from core import evaluation, images, latency, models
+from core import evaluation, latency, models
 from core.config import Settings
 from core.config import settings as current_settings
-from core.datasets import DatasetSpec, build_datamodule, check_available, test_samples
+from core.data import images
+from core.data.datasets import DatasetSpec, build_datamodule, check_available, test_samples
 from core.errors import RunCancelled, WorkbenchError, explain
 from core.store.artifacts import RunArtifacts, write_json
 from core.store.runs import CANCELLED, DONE, FAILED, RunRegistry

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core import images, overlays
+from core import overlays
+from core.data import images
 from core.errors import ImageError
 from core.store.artifacts import RunArtifacts, read_json
 

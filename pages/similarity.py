@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from core import embeddings, images, overlays, viewer
+from core import embeddings, overlays, viewer
 from core.config import settings
+from core.data import images
 from core.errors import VectorStoreError, WorkbenchError
 from core.vectorstore import VectorStore
 from pages import ui

@@ -9,9 +9,10 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import cluster, data_import, datasets, estimate, launch, models, overview, weights
+from core import cluster, estimate, launch, models, overview, weights
 from core.config import settings
-from core.datasets import DatasetSpec
+from core.data import datasets, importing
+from core.data.datasets import DatasetSpec
 from core.errors import WorkbenchError
 from core.jobs import cancel, worker_alive
 from core.store.artifacts import RunArtifacts
@@ -104,7 +105,7 @@ SOURCES = ("MVTec AD categories", "Own dataset", "Demo dataset")
 OWN_MODES = ("Use an imported dataset", "Import from folders", "Upload a zip")
 
 
-def _imported(report: data_import.ImportReport) -> None:
+def _imported(report: importing.ImportReport) -> None:
     """After an import: select the new dataset (runs in a callback, before the widgets exist)."""
     st.session_state.import_msg = ("success", report.lines())
     st.session_state.own_mode = OWN_MODES[0]
@@ -116,7 +117,7 @@ def _import_folders() -> None:
     try:
         with st.spinner("Reading and linking the images…"):
             _imported(
-                data_import.import_folder(
+                importing.import_folder(
                     s.imp_name,
                     s.imp_normal.strip(),
                     s.imp_abnormal.strip() or None,

@@ -11,8 +11,9 @@ import math
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import datasets, launch, models, weights
+from core import launch, models, weights
 from core.config import PROJECT_ROOT
+from core.data import datasets
 from core.store.runs import DONE, FAILED, QUEUED, RunRegistry
 
 PAGES = {

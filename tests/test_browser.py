@@ -170,8 +170,8 @@ def test_every_page_renders_with_and_without_runs_a_live_run_and_an_upload(serve
         assert page.get_by_text("Deploy", exact=True).count() == 0
 
         # Upload on the Heatmap viewer.
-        from core.demo_data import make_demo_image
-        from core.images import to_png_bytes
+        from core.data.demo_data import make_demo_image
+        from core.data.images import to_png_bytes
 
         img, _ = make_demo_image("spot", seed=77)
         (tmp_path / "line_photo.png").write_bytes(to_png_bytes(img))

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from core.config import PROJECT_ROOT
-from core.demo_data import make_demo_image
-from core.images import to_png_bytes
+from core.data.demo_data import make_demo_image
+from core.data.images import to_png_bytes
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

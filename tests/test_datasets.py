@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from core import data_import, datasets
-from core.demo_data import make_demo_image
+from core.data import datasets, importing
+from core.data.demo_data import make_demo_image
 from core.errors import DatasetError
 
 
@@ -49,7 +49,7 @@ def own_folders(tmp_path):
 
 
 def test_importing_own_folders_gives_defect_types_from_subfolder_names(artifacts, own_folders):
-    report = data_import.import_folder("line3", own_folders / "normal", own_folders / "abnormal", own_folders / "masks")
+    report = importing.import_folder("line3", own_folders / "normal", own_folders / "abnormal", own_folders / "masks")
     samples = datasets.test_samples(report.spec)
     assert {s.defect_type for s in samples} == {"good", "scratch", "spot"}
     assert all(s.mask_path for s in samples if s.label == 1)
@@ -58,7 +58,7 @@ def test_importing_own_folders_gives_defect_types_from_subfolder_names(artifacts
 
 
 def test_imported_files_keep_their_names_and_remember_where_they_came_from(artifacts, own_folders):
-    report = data_import.import_folder("line3", own_folders / "normal", own_folders / "abnormal", own_folders / "masks")
+    report = importing.import_folder("line3", own_folders / "normal", own_folders / "abnormal", own_folders / "masks")
     spot = [s for s in datasets.test_samples(report.spec) if s.defect_type == "spot"]
     assert sorted(Path(s.path).name for s in spot) == ["spot0.png", "spot1.png"]
     assert {s.source for s in spot} == {
@@ -68,23 +68,23 @@ def test_imported_files_keep_their_names_and_remember_where_they_came_from(artif
 
 def test_the_users_files_are_never_moved_or_changed(artifacts, own_folders):
     before = _fingerprint(own_folders)
-    data_import.import_folder("line3", own_folders / "normal", own_folders / "abnormal", own_folders / "masks")
+    importing.import_folder("line3", own_folders / "normal", own_folders / "abnormal", own_folders / "masks")
     (own_folders / "normal" / "broken.png").write_text("not an image")
     before["normal/broken.png"] = _fingerprint(own_folders)["normal/broken.png"]
-    data_import.import_folder("line3", own_folders / "normal", own_folders / "abnormal", replace=True)
+    importing.import_folder("line3", own_folders / "normal", own_folders / "abnormal", replace=True)
     assert _fingerprint(own_folders) == before
 
 
 def test_a_corrupt_file_is_skipped_and_reported_not_fatal(artifacts, own_folders):
     (own_folders / "normal" / "broken.png").write_text("this is not an image")
-    report = data_import.import_folder("line3", own_folders / "normal", own_folders / "abnormal")
+    report = importing.import_folder("line3", own_folders / "normal", own_folders / "abnormal")
     assert any("broken.png" in path for path, _ in report.skipped)
     assert "Skipped 1" in report.summary()
 
 
 def test_an_abnormal_image_without_a_mask_is_kept_and_named(artifacts, own_folders):
     (own_folders / "masks" / "spot" / "spot1_mask.png").unlink()
-    report = data_import.import_folder("line3", own_folders / "normal", own_folders / "abnormal", own_folders / "masks")
+    report = importing.import_folder("line3", own_folders / "normal", own_folders / "abnormal", own_folders / "masks")
     assert report.counts["test spot"] == 2
     assert any("1 of 4 abnormal image(s) have no mask" in n and "spot1.png" in n for n in report.notes)
     unmasked = [s for s in datasets.test_samples(report.spec) if s.label == 1 and s.mask_path is None]
@@ -95,7 +95,7 @@ def test_masks_that_pair_with_nothing_are_refused_with_the_naming_rule(artifacts
     for mask in (own_folders / "masks").rglob("*.png"):
         mask.rename(mask.with_name("gt_" + mask.name))
     with pytest.raises(DatasetError, match="None of the 4 abnormal images pairs with a mask.*scratch_01_mask.png"):
-        data_import.import_folder("line3", own_folders / "normal", own_folders / "abnormal", own_folders / "masks")
+        importing.import_folder("line3", own_folders / "normal", own_folders / "abnormal", own_folders / "masks")
     assert datasets.list_custom() == []  # nothing half-imported is left behind
 
 
@@ -104,7 +104,7 @@ def test_a_flat_mask_folder_pairs_by_name_and_extra_masks_are_reported(artifacts
     for mask in (own_folders / "masks").rglob("*.png"):
         _write(flat / mask.name.replace("_mask", ""), cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE))
     _write(flat / "orphan.png", np.zeros((96, 96), np.uint8))
-    report = data_import.import_folder("line3", own_folders / "normal", own_folders / "abnormal", flat)
+    report = importing.import_folder("line3", own_folders / "normal", own_folders / "abnormal", flat)
     assert all(s.mask_path for s in datasets.test_samples(report.spec) if s.label == 1)
     assert any("1 mask file(s) pair with no image" in n and "orphan.png" in n for n in report.notes)
 
@@ -119,7 +119,7 @@ def test_mixed_sizes_and_channel_counts_are_imported_and_reported(artifacts, tmp
     cv2.imwrite(
         str(tmp_path / "n" / "deep.png"), (make_demo_image("good", seed=7, size=128)[0][..., 0].astype(np.uint16) * 257)
     )
-    report = data_import.import_folder("mixed", tmp_path / "n")
+    report = importing.import_folder("mixed", tmp_path / "n")
     assert report.counts["train normal"] + report.counts["test normal"] == 7
     text = " ".join(report.notes)
     assert "2 sizes" in text and "aspect ratios are not kept" in text
@@ -130,31 +130,31 @@ def test_mixed_sizes_and_channel_counts_are_imported_and_reported(artifacts, tmp
 def test_empty_folders_are_refused_clearly(artifacts, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="No images found"):
-        data_import.import_folder("x", tmp_path / "empty")
+        importing.import_folder("x", tmp_path / "empty")
     with pytest.raises(DatasetError, match="does not exist"):
-        data_import.import_folder("x", tmp_path / "missing")
+        importing.import_folder("x", tmp_path / "missing")
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "a.png").write_text("text, not pixels")
     (tmp_path / "notes" / "b.jpg").write_bytes(b"")
     with pytest.raises(DatasetError, match="None of the normal images could be read"):
-        data_import.import_folder("x", tmp_path / "notes")
+        importing.import_folder("x", tmp_path / "notes")
     assert datasets.list_custom() == []
 
 
 def test_an_existing_dataset_is_replaced_only_when_asked(artifacts, own_folders):
-    data_import.import_folder("line3", own_folders / "normal")
+    importing.import_folder("line3", own_folders / "normal")
     with pytest.raises(DatasetError, match="already imported"):
-        data_import.import_folder("line3", own_folders / "normal", own_folders / "abnormal")
-    report = data_import.import_folder("line3", own_folders / "normal", own_folders / "abnormal", replace=True)
+        importing.import_folder("line3", own_folders / "normal", own_folders / "abnormal")
+    report = importing.import_folder("line3", own_folders / "normal", own_folders / "abnormal", replace=True)
     assert report.n_abnormal == 4
 
 
 def test_a_failed_replacement_keeps_the_earlier_import(artifacts, own_folders, tmp_path):
-    data_import.import_folder("line3", own_folders / "normal", own_folders / "abnormal")
+    importing.import_folder("line3", own_folders / "normal", own_folders / "abnormal")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.png").write_text("nope")
     with pytest.raises(DatasetError):
-        data_import.import_folder("line3", tmp_path / "bad", replace=True)
+        importing.import_folder("line3", tmp_path / "bad", replace=True)
     assert {s.defect_type for s in datasets.test_samples(datasets.custom("line3"))} == {"good", "scratch", "spot"}
 
 
@@ -171,7 +171,7 @@ def _tree(folder: Path, prefix: str = "") -> dict[str, bytes]:
 
 def test_a_zip_of_normal_and_abnormal_folders_imports(artifacts, own_folders, tmp_path):
     archive = _zip(tmp_path / "upload.zip", _tree(own_folders, "line3/"))
-    report = data_import.import_zip("zipped", archive)
+    report = importing.import_zip("zipped", archive)
     assert report.counts["test scratch"] == 2
     assert all(s.mask_path for s in datasets.test_samples(report.spec) if s.label == 1)
     assert not list((artifacts / "datasets" / "uploads").glob("*"))  # the unpacked copy is gone
@@ -187,7 +187,7 @@ def test_a_zip_in_mvtec_layout_imports_with_its_own_test_split(artifacts, tmp_pa
     img, mask = make_demo_image("crack", seed=3, size=64)
     files["part/test/crack/000.png"] = cv2.imencode(".png", img)[1].tobytes()
     files["part/ground_truth/crack/000_mask.png"] = cv2.imencode(".png", mask.astype(np.uint8) * 255)[1].tobytes()
-    report = data_import.import_zip("part", _zip(tmp_path / "part.zip", files))
+    report = importing.import_zip("part", _zip(tmp_path / "part.zip", files))
     assert report.counts == {"train normal": 5, "test normal": 1, "test crack": 1}
     assert datasets.test_samples(report.spec)[-1].mask_path
 
@@ -197,7 +197,7 @@ def test_a_zip_with_path_traversal_names_is_refused_and_writes_nothing(artifacts
     png = cv2.imencode(".png", make_demo_image("good", seed=1, size=32)[0])[1].tobytes()
     archive = _zip(tmp_path / "evil.zip", {"normal/a.png": png, member: png})
     with pytest.raises(DatasetError, match="unsafe"):
-        data_import.import_zip("evil", archive)
+        importing.import_zip("evil", archive)
     assert not (tmp_path / "escape.png").exists() and not (artifacts / "datasets" / "escape.png").exists()
     assert datasets.list_custom() == []
 
@@ -209,7 +209,7 @@ def test_a_zip_with_a_symlink_member_is_refused(artifacts, tmp_path):
         info.external_attr = (stat.S_IFLNK | 0o777) << 16
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(DatasetError, match="symbolic link"):
-        data_import.import_zip("link", archive)
+        importing.import_zip("link", archive)
 
 
 def test_a_zip_that_inflates_to_gigabytes_is_refused_before_unpacking(artifacts, tmp_path):
@@ -223,35 +223,35 @@ def test_a_zip_that_inflates_to_gigabytes_is_refused_before_unpacking(artifacts,
             fh.write(block)
     assert archive.stat().st_size < 8 << 20
     with pytest.raises(DatasetError, match="zip bomb"):
-        data_import.import_zip("bomb", archive)
+        importing.import_zip("bomb", archive)
     assert not any((artifacts / "datasets").rglob("huge.bmp"))
 
 
 def test_an_empty_zip_and_a_zip_of_non_images_get_clear_messages(artifacts, tmp_path):
     with pytest.raises(DatasetError, match="empty"):
-        data_import.import_zip("empty", _zip(tmp_path / "empty.zip", {}))
+        importing.import_zip("empty", _zip(tmp_path / "empty.zip", {}))
     notes = _zip(tmp_path / "notes.zip", {"normal/readme.txt": b"hello", "normal/scan.png": b"not a png"})
     with pytest.raises(DatasetError, match="None of the normal images could be read"):
-        data_import.import_zip("notes", notes)
+        importing.import_zip("notes", notes)
     wrong = _zip(tmp_path / "wrong.zip", {"photos/a.png": b"x", "photos/b.png": b"y", "other/c.png": b"z"})
     with pytest.raises(DatasetError, match="MVTec AD's layout.*Found: other/, photos/"):
-        data_import.import_zip("wrong", wrong)
+        importing.import_zip("wrong", wrong)
 
 
 def test_a_file_that_is_not_a_zip_is_refused(artifacts, tmp_path):
     bad = tmp_path / "x.zip"
     bad.write_text("nope")
     with pytest.raises(DatasetError, match="not a readable zip"):
-        data_import.import_zip("x", bad)
+        importing.import_zip("x", bad)
 
 
 def test_a_dataset_used_by_runs_is_never_replaced(artifacts, own_folders):
     from core.store.runs import RunRegistry
 
-    report = data_import.import_folder("line3", own_folders / "normal", own_folders / "abnormal")
+    report = importing.import_folder("line3", own_folders / "normal", own_folders / "abnormal")
     run = RunRegistry().create("patchcore", report.spec.to_dict(), {}, 0)
     with pytest.raises(DatasetError, match=f"cannot be replaced.*{run.id}"):
-        data_import.import_folder("line3", own_folders / "normal", replace=True)
+        importing.import_folder("line3", own_folders / "normal", replace=True)
     assert report.spec.path.is_dir() and datasets.test_samples(report.spec)
 
 
@@ -263,7 +263,7 @@ def test_links_to_originals_that_were_moved_are_reported_before_a_run(artifacts,
     try:
         _write(elsewhere / "n" / "a.png", make_demo_image("good", seed=1, size=64)[0])
         _write(elsewhere / "n" / "b.png", make_demo_image("good", seed=2, size=64)[0])
-        report = data_import.import_folder("linked", elsewhere / "n")
+        report = importing.import_folder("linked", elsewhere / "n")
         assert any("symlinked" in n for n in report.notes)
         datasets.check_available(report.spec)
         (elsewhere / "n" / "a.png").unlink()

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.demo_data import DEMO_DEFECT_TYPES, _image_seed, generate_demo_dataset, make_demo_image
+from core.data.demo_data import DEMO_DEFECT_TYPES, _image_seed, generate_demo_dataset, make_demo_image
+from core.data.images import list_images, read_image, read_mask
 from core.errors import DatasetError
-from core.images import list_images, read_image, read_mask
 
 SMALL = dict(n_train=3, n_test_good=2, n_test_per_defect=2, size=64)
 

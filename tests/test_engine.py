@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.demo_data import make_demo_image
+from core.data.demo_data import make_demo_image
 from core.inference import LoadedModel
 from core.store.artifacts import RunArtifacts
 from core.store.runs import DONE, RunRegistry

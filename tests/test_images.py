@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from core.errors import ImageError, WorkbenchError
-from core.images import (
+from core.data.images import (
     IMAGE_SUFFIXES,
     list_images,
     read_image,
@@ -20,6 +19,7 @@ from core.images import (
     to_png_bytes,
     validate_images,
 )
+from core.errors import ImageError, WorkbenchError
 
 
 def _rgb(h: int = 24, w: int = 32, seed: int = 0) -> np.ndarray:

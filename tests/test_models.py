@@ -13,9 +13,10 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import datasets, jobs, models, weights
+from core import jobs, models, weights
 from core.config import PROJECT_ROOT
-from core.demo_data import make_demo_image
+from core.data import datasets
+from core.data.demo_data import make_demo_image
 from core.errors import WeightsError
 from core.inference import LoadedModel
 from core.store.runs import RunRegistry

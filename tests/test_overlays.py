@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import images, overlays, viewer
+from core import overlays, viewer
+from core.data import images
 from core.inference import Prediction
 
 

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import data_import, datasets, jobs
+from core import jobs
 from core.config import PROJECT_ROOT, settings
-from core.demo_data import make_demo_image
+from core.data import datasets, importing
+from core.data.demo_data import make_demo_image
 from core.store.artifacts import RunArtifacts
 from core.store.runs import DONE, RunRegistry
 from tests.conftest import FAST_PATCHCORE, _offline_env
@@ -69,7 +70,7 @@ def own_runs(tmp_path_factory):
             mp.setenv(key, value)
         try:
             line = make_line(user / "line3")
-            data_import.import_folder("line3", line / "normal", line / "abnormal", line / "masks")
+            importing.import_folder("line3", line / "normal", line / "abnormal", line / "masks")
             runs["folders"] = train(datasets.custom("line3"))
 
             zipped = make_line(user / "zipped_src" / "line4")
@@ -78,16 +79,16 @@ def own_runs(tmp_path_factory):
                 for f in zipped.rglob("*"):
                     if f.is_file():
                         zf.write(f, f.relative_to(zipped.parent))
-            data_import.import_zip("line4", archive)
+            importing.import_zip("line4", archive)
             runs["zip"] = train(datasets.custom("line4"))
 
             bare_root = other_fs if Path("/dev/shm").is_dir() else user
             bare = make_line(bare_root / "line5", masks=False)
-            data_import.import_folder("line5", bare / "normal", bare / "abnormal")
+            importing.import_folder("line5", bare / "normal", bare / "abnormal")
             runs["no_masks"] = train(datasets.custom("line5"))
 
             good_only = make_line(user / "line6", defects=False)
-            data_import.import_folder("line6", good_only / "normal")
+            importing.import_folder("line6", good_only / "normal")
             runs["normal_only"] = train(datasets.custom("line6"))
 
             # A folder of symlinks, as a NAS mount or a data-management tool leaves it.
@@ -95,7 +96,7 @@ def own_runs(tmp_path_factory):
             for f in (line / "normal").iterdir():
                 (links / "normal").mkdir(parents=True, exist_ok=True)
                 (links / "normal" / f.name).symlink_to(f)
-            data_import.import_folder("line7", links / "normal", line / "abnormal", line / "masks")
+            importing.import_folder("line7", links / "normal", line / "abnormal", line / "masks")
             runs["symlinks"] = train(datasets.custom("line7"))
             yield root, runs, user
         finally:

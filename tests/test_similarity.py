@@ -12,8 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from core import embeddings, images
+from core import embeddings
 from core.config import settings
+from core.data import images
 from core.errors import VectorStoreError
 from core.inference import LoadedModel
 from core.store.artifacts import RunArtifacts

@@ -18,9 +18,11 @@ import pytest
 import torch
 from PIL import Image, PngImagePlugin
 
-from core import images, models
+from core import models
 from core.config import PROJECT_ROOT, settings
-from core.inference import LoadedModel, nearest_patch, preprocess_images, read_image_fast
+from core.data import images
+from core.data.images import read_image_fast
+from core.inference import LoadedModel, nearest_patch, preprocess_images
 from core.store.runs import RunRegistry
 from tests.conftest import SMALL, _offline_env
 

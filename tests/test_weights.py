@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core import jobs, models, weights
-from core.datasets import demo
+from core.data.datasets import demo
 from core.errors import WeightsError, WorkbenchError
 from tests.conftest import SHARED_LITE0
 

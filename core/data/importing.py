@@ -1,4 +1,4 @@
-"""Bringing the engineer's own images into the one dataset layout (see ``core.datasets``).
+"""Bringing the engineer's own images into the one dataset layout (see ``core.data.datasets``).
 
 Two ways in, one importer behind them:
 
@@ -40,10 +40,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from core import images
 from core.config import Settings
 from core.config import settings as current_settings
-from core.datasets import DatasetSpec, custom_root
+from core.data import images
+from core.data.datasets import DatasetSpec, custom_root
 from core.errors import DatasetError, ImageError
 
 ProgressFn = Callable[[int, int], None]

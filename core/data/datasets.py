@@ -7,7 +7,7 @@ uploaded zip of either, and the built-in synthetic demo — all end up in MVTec 
     <root>/<category>/test/{good,<defect type>...}/*.png
     <root>/<category>/ground_truth/<defect type>/<name>_mask.png   (optional, per image)
 
-so a defect type is always the test sub-folder's name. Importing own images is ``core.data_import``.
+so a defect type is always the test sub-folder's name. Importing own images is ``core.data.importing``.
 
 The datamodule is anomalib's ``MVTecAD`` (it downloads a missing MVTec category when online), but its
 samples come from ``train_images``/``test_samples`` below rather than from anomalib's folder parser: that
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core import images
 from core.config import Settings
 from core.config import settings as current_settings
+from core.data import images
 from core.errors import DatasetError
 
 MVTEC_CATEGORIES = (
@@ -101,7 +101,7 @@ def mvtec(
 
 def demo(cfg: Settings | None = None, **generator_kwargs) -> DatasetSpec:
     """The synthetic demo dataset, generated on first use (a few seconds)."""
-    from core.demo_data import generate_demo_dataset
+    from core.data.demo_data import generate_demo_dataset
 
     cfg = cfg or current_settings()
     root = cfg.datasets_dir / "demo"

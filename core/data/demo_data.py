@@ -23,8 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.data.images import to_png_bytes
 from core.errors import DatasetError
-from core.images import to_png_bytes
 
 DEMO_DEFECT_TYPES: tuple[str, ...] = ("scratch", "spot", "crack")
 DEMO_KINDS: tuple[str, ...] = ("good", *DEMO_DEFECT_TYPES)

@@ -12,6 +12,7 @@ fallback decoder for the odd file OpenCV cannot read.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -330,3 +331,59 @@ def to_png_bytes(image: np.ndarray) -> bytes:
     if not ok:
         raise ValueError(f"PNG encoding failed for an array of shape {arr.shape}")
     return buf.tobytes()
+
+
+# ------------------------------------------------------------------------- the fast path for plain PNGs
+# read_image asks Pillow for the EXIF orientation first, and for a PNG that decodes the whole image (9 of 18 ms on
+# a 1024² grid image); walking the chunk headers instead finds the same "no orientation" for a plain PNG.
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_text_may_orient(kind: bytes, body: bytes) -> bool:
+    """Could this PNG text chunk give Pillow an EXIF orientation? (``Image.getexif``: a "Raw profile type
+    exif" text, or ``tiff:Orientation`` in XMP.) Compressed text is not inflated: it answers yes."""
+    keyword, _, rest = body.partition(b"\0")
+    if keyword == b"Raw profile type exif":
+        return True
+    if kind == b"zTXt" or (kind == b"iTXt" and rest[:1] != b"\0"):  # compressed
+        return keyword in (b"XML:com.adobe.xmp", b"xmp") or b"xmp" in keyword.lower()
+    return b"tiff:Orientation" in rest
+
+
+def _png_plain_header(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of an 8-bit grey or RGB PNG with no EXIF orientation and no transparency; None for
+    anything else. Only chunk headers (and text chunks) are read, never the pixel data."""
+    if len(data) < 33 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height, bit_depth, colour_type = struct.unpack(">IIBB", data[16:26])
+    if bit_depth != 8 or colour_type not in (0, 2):  # grey or RGB, no palette, no alpha, not 16 bit
+        return None
+    pos, end = 8, len(data)
+    while pos + 8 <= end:
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        if kind in (b"eXIf", b"tRNS"):  # EXIF, transparency: the careful path
+            return None
+        if kind in (b"tEXt", b"zTXt", b"iTXt") and _png_text_may_orient(kind, data[pos + 8 : pos + 8 + length]):
+            return None
+        if kind == b"IEND":
+            return width, height
+        pos += 12 + length
+    return None  # truncated: let the careful path explain it
+
+
+def read_image_fast(source, name: str | None = None) -> np.ndarray:
+    """Exactly ``read_image`` (HxWx3 uint8 RGB, same errors), decoding a plain PNG only once."""
+    if isinstance(source, np.ndarray):
+        return source
+    data, label = _load_bytes(source, name)
+    size = _png_plain_header(data)
+    if size is not None:
+        _check_size(size[0], size[1], label)
+        arr = _decode_cv2(data)
+        if arr is not None and arr.dtype == np.uint8 and arr.shape[:2] == (size[1], size[0]):
+            if arr.ndim == 2:
+                return np.repeat(arr[..., None], 3, axis=2)
+            if arr.ndim == 3 and arr.shape[2] == 3:
+                return np.ascontiguousarray(arr)
+    return read_image(data, name=label)
