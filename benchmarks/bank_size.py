@@ -55,7 +55,7 @@ def main() -> int:
     from sklearn.metrics import roc_auc_score
 
     from core import models
-    from core.coreset import BlockedKCenterGreedy
+    from core.models.coreset import BlockedKCenterGreedy
 
     train = [
         t

@@ -130,7 +130,7 @@ def worker_fast(emb_path: str, ratio: float) -> dict:
     import torch
     from anomalib.models.components.dimensionality_reduction import SparseRandomProjection  # noqa: F401
 
-    from core.coreset import FastKCenterGreedy
+    from core.models.coreset import FastKCenterGreedy
 
     embedding = torch.load(emb_path)  # (anomalib imported above, as in the stock worker: not timed)
     _seed()
@@ -288,7 +288,7 @@ def main() -> int:
         )
     # The whole fit in one process, as a PatchCore training run does it: extraction, then the coreset.
     fit_ratio = args.fit_ratio
-    from core.coreset import select_coreset
+    from core.models.coreset import select_coreset
 
     _seed()
     t1 = time.perf_counter()

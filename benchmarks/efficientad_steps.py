@@ -11,7 +11,7 @@ anomalib evaluates it: map-normalisation quantiles from the good validation imag
 AUROC and AUPRO on the test set (``core.evaluation``). Training time excludes evaluation time.
 
 The teacher: anomalib's pretrained (distilled) teacher is used when it is available (online, or seeded at
-``core.weights.efficientad_teacher_path``); otherwise only ``--teacher untrained`` runs, and every line of
+``core.models.weights.efficientad_teacher_path``); otherwise only ``--teacher untrained`` runs, and every line of
 output says so. An untrained teacher does exactly the same arithmetic (so step times are real EfficientAD
 step times) but its AUROC describes a random-feature student–teacher model, not published EfficientAD.
 
@@ -38,12 +38,13 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 
-from core import models, weights  # noqa: E402
+from core import models  # noqa: E402
 from core.cli import fmt  # noqa: E402
 from core.config import settings  # noqa: E402
 from core.data import datasets  # noqa: E402
 from core.evaluation import evaluate  # noqa: E402
 from core.latency import peak_rss_mb  # noqa: E402
+from core.models import weights  # noqa: E402
 
 COLUMNS = ["step", "train s", "s/step (since last)", "image AUROC", "pixel AUROC", "AUPRO", "image F1", "teacher"]
 # Natural photographs that ship inside installed packages (file names relative to the package folder).

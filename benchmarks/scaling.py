@@ -142,8 +142,8 @@ def stock_fit(spec, ratio: float) -> dict:
     from anomalib.engine import Engine
     from anomalib.models import Patchcore
 
-    from core import weights
     from core.data import datasets
+    from core.models import weights
 
     model = Patchcore(
         backbone=weights.resolve_backbone("tf_efficientnet_lite0"),

@@ -69,8 +69,9 @@ from core.store.artifacts import RunArtifacts, write_json  # noqa: E402
 from core.store.runs import DONE, RunRegistry  # noqa: E402
 
 if "--rss-probe" not in sys.argv:  # the peak-RSS probes import only what their path needs
-    from core import evaluation, jobs, latency, models, weights  # noqa: E402
+    from core import evaluation, jobs, latency, models  # noqa: E402
     from core.cli import fmt  # noqa: E402
+    from core.models import weights  # noqa: E402
 
 PATHS = ("stock", "torch", "openvino_fp32", "openvino_fp16")
 COLUMNS = [

@@ -264,7 +264,8 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_weights(args) -> int:
-    from core import weights
+    from core import models
+    from core.models import weights
 
     if args.action == "import":
         if not args.path:
@@ -274,7 +275,7 @@ def cmd_weights(args) -> int:
         for rel, digest in imported.sha256.items():
             print(f"  {rel}  sha256 {digest}  {imported.known.get(rel, '')}")
         return 0
-    print(table(weights.weights_overview()))
+    print(table(models.weights_overview()))
     return 0
 
 

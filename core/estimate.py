@@ -13,68 +13,28 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass, field
 
 import psutil
 
 from core.data import datasets, images
 from core.data.datasets import DatasetSpec
+from core.models.cost import REFERENCE_GFLOPS, DatasetProfile, Estimate, estimate_from_cost, fmt_duration
 
+__all__ = [
+    "DatasetProfile",
+    "Estimate",
+    "estimate_from_cost",
+    "estimate_run",
+    "fmt_duration",
+    "profile",
+    "speed_factor",
+]
+
+HEADER_SAMPLE = 24  # image headers read to learn a dataset's typical image size
 # A run the launch form and CLI call long: a line-side demo allows ~15 minutes.
 LONG_RUN_S = 15 * 60
 # Share of the machine's available memory above which a run is likely to be killed or to swap.
 MEMORY_WARN_SHARE = 0.8
-# Reference machine of the constants in the registry (2 cores): its matrix-product speed, measured with
-# ``gemm_gflops()`` (the scaling benchmark prints it with every table).
-REFERENCE_GFLOPS = 176.0
-HEADER_SAMPLE = 24
-# Reference-machine constants shared by the models' estimates (benchmarks/scaling.py, benchmarks/mvtec_benchmark.py).
-DECODE_S_PER_MEGAPIXEL = 0.009  # PNG decode + resize
-FIT_OVERHEAD_S = 3.0  # model set-up and Lightning around the fit
-RUN_OVERHEAD_S = 10.0  # process start (torch, anomalib imports), writing results
-TORCH_BASE_MB = 1450.0  # a run's process with torch, anomalib, Lightning and a backbone loaded
-
-
-@dataclass(frozen=True)
-class DatasetProfile:
-    """What a run's cost depends on, read before the run."""
-
-    n_train: int
-    n_test: int
-    megapixels: float  # mean size of a sample of the images, in millions of pixels
-
-    @property
-    def n_images(self) -> int:
-        return self.n_train + self.n_test
-
-
-@dataclass
-class Estimate:
-    seconds: float  # the whole run: fit, testing, timing, indexing
-    fit_seconds: float
-    peak_mb: float
-    parts: dict[str, float] = field(default_factory=dict)  # seconds by phase
-    facts: dict[str, float] = field(default_factory=dict)  # patches, bank size, …
-    warnings: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        parts = ", ".join(f"{k} {fmt_duration(v)}" for k, v in self.parts.items() if v >= 1)
-        return (
-            f"Expected: about {fmt_duration(self.seconds)} in all ({parts}); peak memory about "
-            f"{self.peak_mb / 1024:.1f} GB."
-        )
-
-
-def fmt_duration(seconds: float | None) -> str:
-    """12 s · 3 min 05 s · 1 h 02 min; '–' when unknown."""
-    if seconds is None:
-        return "–"
-    seconds = int(round(max(0.0, seconds)))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 @functools.cache
@@ -141,27 +101,3 @@ def estimate_run(model: str, params: dict, spec: DatasetSpec) -> Estimate | None
             "are available: it may be killed or swap."
         )
     return est
-
-
-def estimate_from_cost(p: dict, prof: DatasetProfile, slow: float, cost, epochs: int = 1) -> Estimate:
-    """The estimate of a model described by a ``models.Cost`` (reference seconds per 256² image and epoch):
-    training is ``epochs`` passes over the training images, testing one forward per test image, timing and
-    indexing one per image of the dataset."""
-    scale = (p.get("image_size", 256) / 256) ** 2
-    decode = DECODE_S_PER_MEGAPIXEL * prof.megapixels
-    train = prof.n_train * ((cost.train_s * scale) * epochs + decode) * slow
-    score = (cost.score_s * scale + decode) * slow
-    parts = {
-        "training" if epochs > 1 else "feature extraction": train,
-        "testing": prof.n_test * score,
-        "timing and indexing": (48 + prof.n_images) * score,
-    }
-    fit = FIT_OVERHEAD_S * slow + train
-    peak = TORCH_BASE_MB + cost.fixed_mb * scale + cost.fit_mb * scale * prof.n_train
-    return Estimate(
-        seconds=RUN_OVERHEAD_S * slow + fit + parts["testing"] + parts["timing and indexing"],
-        fit_seconds=fit,
-        peak_mb=peak,
-        parts=parts,
-        facts={"train images": prof.n_train, "test images": prof.n_test, "epochs": epochs},
-    )

@@ -46,8 +46,8 @@ import numpy as np
 
 from core.errors import WorkbenchError
 from core.inference import LoadedModel, RunModel, preprocess_images
+from core.models.weights import sha256_file
 from core.store.artifacts import RunArtifacts, read_json, write_json
-from core.weights import sha256_file
 
 log = logging.getLogger("workbench.export")
 

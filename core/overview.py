@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from core import models, weights
+from core import models
 from core.config import Settings
 from core.config import settings as current_settings
 from core.data import datasets
 from core.errors import WorkbenchError
+from core.models import weights
 from core.store.runs import Run
 
 
@@ -26,7 +27,7 @@ class MachineOverview:
     mvtec_root: Path
     mvtec_categories: list[str]  # categories whose train/good folder exists under mvtec_root
     custom_datasets: list[str]  # own datasets imported so far
-    weights: list[dict]  # weights.weights_overview() rows
+    weights: list[dict]  # models.weights_overview() rows
     backbones: list[str]  # PatchCore backbones usable right now
 
 
@@ -38,7 +39,7 @@ def machine_overview(cfg: Settings | None = None) -> MachineOverview:
         mvtec_root=cfg.mvtec_root,
         mvtec_categories=datasets.available_mvtec_categories(cfg),
         custom_datasets=datasets.list_custom(cfg),
-        weights=weights.weights_overview(cfg),
+        weights=models.weights_overview(cfg),
         backbones=weights.available_backbones(cfg),
     )
 

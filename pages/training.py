@@ -9,12 +9,13 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import cluster, estimate, launch, models, overview, weights
+from core import cluster, estimate, launch, models, overview
 from core.config import settings
 from core.data import datasets, importing
 from core.data.datasets import DatasetSpec
 from core.errors import WorkbenchError
 from core.jobs import cancel, worker_alive
+from core.models import weights
 from core.store.artifacts import RunArtifacts
 from core.store.runs import QUEUED, RUNNING, Run
 from pages import ui

@@ -11,9 +11,10 @@ import math
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import launch, models, weights
+from core import launch, models
 from core.config import PROJECT_ROOT
 from core.data import datasets
+from core.models import efficientad, weights
 from core.store.runs import DONE, FAILED, QUEUED, RunRegistry
 
 PAGES = {
@@ -154,7 +155,7 @@ def test_efficientad_form_comes_from_the_registry_and_states_the_cpu_time(artifa
     default_steps = models.default_params("efficientad")["max_steps"]
     assert at.number_input(key="param_efficientad_max_steps").value == default_steps  # the registry's default
     info = texts(at.info)
-    assert f"about {launch.EFFICIENTAD_S_PER_STEP['small']:.1f} s" in info and f"{default_steps} steps" in info
+    assert f"about {efficientad.EFFICIENTAD_S_PER_STEP['small']:.1f} s" in info and f"{default_steps} steps" in info
     assert "fits within ~15 minutes" in info  # the default is chosen to fit a demo
     # asking for far more steps than a demo allows says so, and suggests a number that fits
     at.number_input(key="param_efficientad_max_steps").set_value(5000).run()
@@ -164,9 +165,9 @@ def test_efficientad_form_comes_from_the_registry_and_states_the_cpu_time(artifa
 
 
 def test_the_time_estimate_suggests_steps_that_fit_in_fifteen_minutes():
-    note = launch.efficientad_time_note(5000)
+    note = efficientad.efficientad_time_note(5000)
     suggested = int(note.split("lower the steps to about ")[1].split(".")[0])
-    assert "fits within ~15 minutes" in launch.efficientad_time_note(suggested)
+    assert "fits within ~15 minutes" in efficientad.efficientad_time_note(suggested)
 
 
 # ---- training runs: in progress and history ----------------------------------------------------------------

@@ -11,8 +11,8 @@ import pytest
 import torch
 from anomalib.models.components import KCenterGreedy
 
-from core.coreset import CoresetCancelled, FastKCenterGreedy, select_coreset
 from core.errors import RunCancelled
+from core.models.coreset import CoresetCancelled, FastKCenterGreedy, select_coreset
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -181,7 +181,7 @@ def _replay_gaps(x: torch.Tensor, picks: list[int]) -> np.ndarray:
 
 @pytest.mark.parametrize("data", ["random", "clustered"])
 def test_blocked_greedy_takes_the_farthest_point_at_every_pick(data):
-    from core.coreset import BlockedKCenterGreedy
+    from core.models.coreset import BlockedKCenterGreedy
 
     x = _random(20_000, 48, 5) if data == "random" else _clustered(20_000, 48, 6)
     _seed(1)
@@ -194,7 +194,7 @@ def test_blocked_greedy_takes_the_farthest_point_at_every_pick(data):
 
 
 def test_blocked_greedy_starts_where_anomalib_starts_and_a_cap_keeps_the_first_picks():
-    from core.coreset import BlockedKCenterGreedy
+    from core.models.coreset import BlockedKCenterGreedy
 
     x = _clustered(8000, 32, 7)
     _seed(4)
@@ -213,7 +213,7 @@ def test_blocked_greedy_starts_where_anomalib_starts_and_a_cap_keeps_the_first_p
 
 
 def test_blocked_greedy_stops_early_when_every_point_is_covered():
-    from core.coreset import BlockedKCenterGreedy
+    from core.models.coreset import BlockedKCenterGreedy
 
     x = torch.cat([_random(10, 8, 0)] * 100)  # 1,000 rows, 10 distinct
     _seed(0)
@@ -222,7 +222,7 @@ def test_blocked_greedy_stops_early_when_every_point_is_covered():
 
 
 def test_blocked_greedy_reports_progress_and_cancels():
-    from core.coreset import BlockedKCenterGreedy
+    from core.models.coreset import BlockedKCenterGreedy
 
     calls: list[int] = []
     x = _clustered(20_000, 32, 8)
@@ -236,7 +236,7 @@ def test_blocked_greedy_reports_progress_and_cancels():
 
 
 def test_blocked_greedy_with_anomalibs_projection_picks_anomalibs_set():
-    from core.coreset import BlockedKCenterGreedy
+    from core.models.coreset import BlockedKCenterGreedy
 
     x = _clustered(20_000, 48, 9).relu()
     _seed(2)

@@ -13,12 +13,13 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import jobs, models, weights
+from core import jobs, models
 from core.config import PROJECT_ROOT
 from core.data import datasets
 from core.data.demo_data import make_demo_image
 from core.errors import WeightsError
 from core.inference import LoadedModel
+from core.models import weights
 from core.store.runs import RunRegistry
 from tests.conftest import MODELS_DEMO, SMALL, _offline_env
 

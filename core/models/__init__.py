@@ -23,6 +23,7 @@ from core.models.registry import (
     runnable_models,
     stock_module,
     unavailable_reason,
+    weights_overview,
 )
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "runnable_models",
     "stock_module",
     "unavailable_reason",
+    "weights_overview",
     "MAX_BANK_SIZE",
     "patchcore_layers",
     "UNTRAINED_TEACHER_WARNING",

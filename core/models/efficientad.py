@@ -6,14 +6,48 @@ a pipeline check with a random teacher is possible, and such runs are labelled e
 
 from __future__ import annotations
 
-from core import weights
 from core.config import Settings
 from core.errors import WeightsError, WorkbenchError
+from core.models import weights
+from core.models.cost import FIT_OVERHEAD_S, RUN_OVERHEAD_S, TORCH_BASE_MB, Estimate
 from core.models.registry import Hooks, ModelEntry, Param, register, resize_normalize
 
 UNTRAINED_TEACHER_WARNING = (
     "EfficientAD with an UNTRAINED (random) teacher: not a real EfficientAD result. Use only to exercise the pipeline."
 )
+
+# Seconds per EfficientAD training step on this product's reference machine (2 CPU cores, 256 px, batch 1),
+# measured with `benchmarks/efficientad_steps.py` (README: "EfficientAD on CPU"). The page's time estimate
+# uses them; a GPU is ~35× faster per step (H100: 0.036 s, benchmarks/gpu_check.sh).
+EFFICIENTAD_S_PER_STEP = {"small": 1.24, "medium": 3.8}
+# Teacher statistics, validation, testing, timing and similarity indexing around the steps, measured on MVTec
+# grid (342 images): a default 500-step run took 14.5 min end to end, 10 of them steps. Less on smaller sets.
+EFFICIENTAD_OVERHEAD_MIN = 4.5
+
+
+def efficientad_training_minutes(max_steps: int, model_size: str = "small") -> float:
+    """Minutes of training steps alone on 2 CPU cores."""
+    return max_steps * EFFICIENTAD_S_PER_STEP[model_size] / 60
+
+
+def efficientad_time_note(max_steps: int, model_size: str = "small") -> str:
+    """What the launch form tells a user about an EfficientAD run's duration on a 2-core CPU."""
+    train = efficientad_training_minutes(max_steps, model_size)
+    total = train + EFFICIENTAD_OVERHEAD_MIN
+    per_step = EFFICIENTAD_S_PER_STEP[model_size]
+    verdict = (
+        "fits within ~15 minutes"
+        if total <= 15
+        else f"is over the ~15 minutes a demo allows: lower the steps to about "
+        f"{int((15 - EFFICIENTAD_OVERHEAD_MIN) * 60 / per_step) // 50 * 50}"
+    )
+    return (
+        f"On 2 CPU cores one EfficientAD-{model_size[0].upper()} training step takes about {per_step:.1f} s: "
+        f"{max_steps} steps train in ~{train:.0f} min, plus up to ~{EFFICIENTAD_OVERHEAD_MIN:.1f} min for statistics, "
+        f"testing, timing and indexing (an MVTec-sized category), so this run {verdict}. More steps give a better "
+        "model (on grid, quality was still rising "
+        f"at 600 steps); a GPU is about 35× faster per step."
+    )
 
 
 def _build(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
@@ -57,9 +91,6 @@ def _build(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
 
 
 def _estimate(p: dict, prof, slow: float):
-    from core.estimate import FIT_OVERHEAD_S, RUN_OVERHEAD_S, TORCH_BASE_MB, Estimate
-    from core.launch import EFFICIENTAD_S_PER_STEP
-
     step = EFFICIENTAD_S_PER_STEP[p["model_size"]] * (p["image_size"] / 256) ** 2 * slow
     per_image = 0.2 * (p["image_size"] / 256) ** 2 * slow  # forward pass of teacher, student and autoencoder
     parts = {
@@ -90,8 +121,6 @@ def _unavailable(cfg: Settings) -> str | None:
 
 
 def _time_note(p: dict) -> str:
-    from core.launch import efficientad_time_note
-
     return efficientad_time_note(int(p["max_steps"]), p["model_size"])
 
 

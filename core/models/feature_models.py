@@ -20,9 +20,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from core import weights
 from core.config import Settings
 from core.errors import WeightsError
+from core.models import weights
 from core.models.registry import (
     Cost,
     Hooks,

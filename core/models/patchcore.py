@@ -1,6 +1,6 @@
 """PatchCore (Roth et al., CVPR 2022): a memory bank of pretrained patch features; no gradient training.
 
-anomalib's ``Patchcore`` with the product's coreset step (``core.coreset``: the same k-center greedy picks,
+anomalib's ``Patchcore`` with the product's coreset step (``core.models.coreset``: the same k-center greedy picks,
 minutes instead of hours at a user's scale, progress and cancellation) and a bank-size cap.
 """
 
@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from core import weights
 from core.config import Settings
 from core.errors import WeightsError
+from core.models import weights
+from core.models.cost import (
+    DECODE_S_PER_MEGAPIXEL,
+    FIT_OVERHEAD_S,
+    REFERENCE_GFLOPS,
+    RUN_OVERHEAD_S,
+    TORCH_BASE_MB,
+    Estimate,
+)
 from core.models.registry import (
     Hooks,
     ModelEntry,
@@ -53,7 +61,7 @@ def _build(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
         """anomalib's PatchCore with a fast, exact coreset step that reports progress and can be cancelled."""
 
         def fit(self) -> None:
-            from core.coreset import concat_and_clear, select_coreset
+            from core.models.coreset import concat_and_clear, select_coreset
             from core.runtime import heap_limited
 
             embedding = concat_and_clear(self.model.embedding_store)
@@ -83,14 +91,6 @@ def _build(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
 
 
 def _estimate(p: dict, prof, slow: float):
-    from core.estimate import (
-        DECODE_S_PER_MEGAPIXEL,
-        FIT_OVERHEAD_S,
-        REFERENCE_GFLOPS,
-        RUN_OVERHEAD_S,
-        TORCH_BASE_MB,
-        Estimate,
-    )
 
     backbone = weights.get_backbone(p["backbone"])
     dims, stride = backbone.feature_dims(patchcore_layers(p))

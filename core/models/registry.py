@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from core import weights
 from core.config import Settings
 from core.config import settings as current_settings
 from core.errors import WorkbenchError
+from core.models import weights
 
 
 @dataclass(frozen=True)
@@ -248,3 +248,30 @@ def backbone_argument(p: dict, cfg: Settings, pre_trained: bool) -> str:
 
 def stage_layers(p: dict, stages: tuple[int, ...]) -> list[str]:
     return list(weights.get_backbone(p["backbone"]).stage_layers(stages))
+
+
+def weights_overview(cfg: Settings | None = None) -> list[dict]:
+    """One row per known backbone/teacher with where it comes from — for the CLI and the Home page."""
+    cfg = cfg or current_settings()
+    rows = []
+    for name, backbone in weights.BACKBONES.items():
+        folder = weights.local_backbone_dir(name, cfg)
+        rows.append(
+            {
+                "weights": name,
+                "used by": backbone_users(name),
+                "status": weights.backbone_status(name, cfg),
+                "location": str(folder) if folder else backbone.hub_id,
+            }
+        )
+    for size in ("small", "medium"):
+        path = weights.efficientad_teacher_path(size)
+        rows.append(
+            {
+                "weights": f"EfficientAD teacher ({size})",
+                "used by": "EfficientAD",
+                "status": "local" if path.is_file() else ("missing" if cfg.offline else "download"),
+                "location": str(path),
+            }
+        )
+    return rows

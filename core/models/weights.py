@@ -395,32 +395,3 @@ def _record(cfg: Settings, name: str, destination: Path, source: str, sums: dict
     manifest[name] = {"path": str(destination), "source": source, "sha256": sums, "imported_at": time.time()}
     cfg.weights_dir.mkdir(parents=True, exist_ok=True)
     _manifest_path(cfg).write_text(json.dumps(manifest, indent=2))
-
-
-def weights_overview(cfg: Settings | None = None) -> list[dict]:
-    """One row per known backbone/teacher with where it comes from — for the CLI and the Home page."""
-    cfg = cfg or current_settings()
-    rows = []
-    from core.models import backbone_users
-
-    for name, backbone in BACKBONES.items():
-        folder = local_backbone_dir(name, cfg)
-        rows.append(
-            {
-                "weights": name,
-                "used by": backbone_users(name),
-                "status": backbone_status(name, cfg),
-                "location": str(folder) if folder else backbone.hub_id,
-            }
-        )
-    for size in ("small", "medium"):
-        path = efficientad_teacher_path(size)
-        rows.append(
-            {
-                "weights": f"EfficientAD teacher ({size})",
-                "used by": "EfficientAD",
-                "status": "local" if path.is_file() else ("missing" if cfg.offline else "download"),
-                "location": str(path),
-            }
-        )
-    return rows
