@@ -1,5 +1,5 @@
 """Similarity-index engines side by side: Qdrant Edge (the embedded default) vs qdrant-client local mode (the
-fallback), at 1k / 10k / 100k / 1M points, through ``core.vectorstore`` exactly as the product uses it.
+fallback), at 1k / 10k / 100k / 1M points, through ``core.similarity.vectorstore`` exactly as the product uses it.
 
     .venv/bin/python benchmarks/vectorstore_bench.py [--sizes 1000,10000,100000,1000000] [--dim 152]
         [--data clustered random] [--local-up-to 10000] [--queries 200]
@@ -96,7 +96,7 @@ def pct(times: list[float]) -> tuple[float, float]:
 def child(engine: str, n: int, dim: int, queries: int, folder: Path, kind: str = "clustered") -> dict:
     """One engine at one size, in this (child) process."""
     from core.latency import peak_rss_mb
-    from core.vectorstore import VectorStore, collection_name
+    from core.similarity.vectorstore import VectorStore, collection_name
 
     store = VectorStore(path=folder, engine=engine)
     coll = collection_name("bench", "random", dim)

@@ -336,7 +336,7 @@ def cmd_delete(args) -> int:
 
     RunRegistry().delete(args.run_id)
     try:
-        from core.vectorstore import VectorStore
+        from core.similarity.vectorstore import VectorStore
 
         VectorStore.open().delete_run(args.run_id)
     except (ImportError, WorkbenchError):
@@ -354,8 +354,8 @@ def cmd_rerun(args) -> int:
 
 
 def cmd_index(args) -> int:
-    from core.embeddings import index_run
     from core.inference import LoadedModel
+    from core.similarity.embeddings import index_run
     from core.store.runs import RunRegistry
 
     if args.run_id == "push":
@@ -375,7 +375,7 @@ def cmd_index_push(args) -> int:
     import os
 
     from core.config import settings
-    from core.vectorstore import VectorStore
+    from core.similarity.vectorstore import VectorStore
 
     if not args.url:
         raise WorkbenchError(

@@ -196,7 +196,7 @@ def _cfg_dict(cfg: Settings) -> dict:
 
 def _land(registry: RunRegistry, cfg: Settings, run_id: str, result: dict) -> str:
     """Unpack a finished task's outputs into the artifacts folder and its index into the store."""
-    from core.vectorstore import VectorStore
+    from core.similarity.vectorstore import VectorStore
 
     tmp = Path(tempfile.mkdtemp(prefix=".ray-landing-", dir=cfg.artifacts))
     try:

@@ -296,7 +296,7 @@ def execute(
         if index:
             hooks.phase("indexing")
             try:
-                from core.embeddings import index_run
+                from core.similarity.embeddings import index_run
 
                 registry.update(run_id, retrieval=index_run(run_id, loaded, cfg, hooks=hooks))
             except ImportError:

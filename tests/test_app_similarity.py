@@ -157,7 +157,7 @@ def test_a_run_without_index_explains_and_can_be_indexed_from_the_page(own_copy)
 
 
 def test_a_run_whose_points_were_deleted_says_so_and_offers_to_index_it(own_copy):
-    from core.vectorstore import VectorStore
+    from core.similarity.vectorstore import VectorStore
 
     patchcore, _ = own_copy
     VectorStore.open().delete_run(patchcore)

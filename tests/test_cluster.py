@@ -133,7 +133,7 @@ def _long_run(spec) -> str:
 
 def test_a_sweep_sent_to_the_cluster_runs_side_by_side_and_lands_like_local_runs(cluster_env):
     from core.inference import LoadedModel
-    from core.vectorstore import VectorStore
+    from core.similarity.vectorstore import VectorStore
 
     spec = _demo()
     run = jobs.submit("patchcore", spec, FAST_PATCHCORE, start=False)

@@ -12,14 +12,14 @@ import cv2
 import numpy as np
 import pytest
 
-from core import embeddings
 from core.config import settings
 from core.data import images
 from core.errors import VectorStoreError
 from core.inference import LoadedModel
+from core.similarity import embeddings
+from core.similarity.vectorstore import VectorStore
 from core.store.artifacts import RunArtifacts
 from core.store.runs import RunRegistry
-from core.vectorstore import VectorStore
 
 
 def _at(table: dict, k: int):

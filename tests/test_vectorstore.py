@@ -16,7 +16,7 @@ from qdrant_client import QdrantClient
 
 from core.config import PROJECT_ROOT, settings
 from core.errors import VectorStoreError
-from core.vectorstore import VectorStore, collection_name, loo_neighbours, point_id
+from core.similarity.vectorstore import VectorStore, collection_name, loo_neighbours, point_id
 
 DIM = 32
 COLL = collection_name("PatchCore", "wide_resnet50_2", DIM)
@@ -190,7 +190,7 @@ def test_hold_keeps_one_client_open(store: VectorStore, indexed) -> None:
 
 _INDEX_WORKER = """
 import sys, time
-from core.vectorstore import VectorStore
+from core.similarity.vectorstore import VectorStore
 from tests.test_vectorstore import COLL, clustered_run
 root, run_id, seed, start_at, engine = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 vectors, payloads, _ = clustered_run(seed)
@@ -270,7 +270,7 @@ def test_numpy_ranking_matches_qdrant(store: VectorStore) -> None:
 def test_edge_builds_an_hnsw_index_once_a_shard_grows_and_keeps_payload_indexes(artifacts: Path) -> None:
     from qdrant_edge import EdgeShard
 
-    from core.vectorstore import INDEXED_FIELDS, INDEXING_THRESHOLD_KB
+    from core.similarity.vectorstore import INDEXED_FIELDS, INDEXING_THRESHOLD_KB
 
     store = VectorStore(path=settings().qdrant_path, engine="edge")
     rng = np.random.default_rng(5)

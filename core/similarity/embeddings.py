@@ -99,7 +99,7 @@ def embed(loaded, rgbs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def collection_for(loaded, dim: int) -> str:
-    from core.vectorstore import collection_name
+    from core.similarity.vectorstore import collection_name
 
     params = models.resolve_params(loaded.model_name, loaded.params)
     space = params.get("backbone") or f"efficientad_{params.get('model_size', 'small')}"
@@ -112,8 +112,8 @@ def index_run(
     run_id: str, loaded, cfg: Settings | None = None, hooks=None, batch_size: int = 8, include_train: bool = True
 ) -> dict:
     """Embed a run's test (and train) images, store them in Qdrant, and measure retrieval precision."""
+    from core.similarity.vectorstore import VectorStore
     from core.store.runs import RunRegistry
-    from core.vectorstore import VectorStore
 
     cfg = cfg or current_settings()
     run = RunRegistry(cfg).get(run_id)
@@ -189,7 +189,7 @@ def similar(
     cfg: Settings | None = None,
 ) -> tuple[dict, list]:
     """The k nearest images of the run to ``rgb`` (a test image or an upload), best first."""
-    from core.vectorstore import VectorStore
+    from core.similarity.vectorstore import VectorStore
 
     query = query_vectors(loaded, rgb)
     collection = collection_for(loaded, query["global"].shape[0])
