@@ -8,7 +8,7 @@ images, 8 good + 18 defective test images with exact masks, 256²; ``--dataset m
 through the workbench's own model build and
 anomalib's Engine. At each checkpoint step the training clock is paused and the model is evaluated as
 anomalib evaluates it: map-normalisation quantiles from the good validation images, then image and pixel
-AUROC and AUPRO on the test set (``core.evaluation``). Training time excludes evaluation time.
+AUROC and AUPRO on the test set (``core.engine.evaluation``). Training time excludes evaluation time.
 
 The teacher: anomalib's pretrained (distilled) teacher is used when it is available (online, or seeded at
 ``core.models.weights.efficientad_teacher_path``); otherwise only ``--teacher untrained`` runs, and every line of
@@ -42,8 +42,8 @@ from core import models  # noqa: E402
 from core.cli import fmt  # noqa: E402
 from core.config import settings  # noqa: E402
 from core.data import datasets  # noqa: E402
-from core.evaluation import evaluate  # noqa: E402
-from core.latency import peak_rss_mb  # noqa: E402
+from core.engine.evaluation import evaluate  # noqa: E402
+from core.engine.latency import peak_rss_mb  # noqa: E402
 from core.models import weights  # noqa: E402
 
 COLUMNS = ["step", "train s", "s/step (since last)", "image AUROC", "pixel AUROC", "AUPRO", "image F1", "teacher"]

@@ -101,7 +101,8 @@ def stock_coreset_seconds(patches: int, dims: int, picks: int, probe: int = 20) 
 
 
 def run_product(spec, params: dict, env: dict) -> dict:
-    from core import estimate, jobs
+    from core import jobs
+    from core.engine import estimate
     from core.store.runs import RunRegistry
 
     est = estimate.estimate_run("patchcore", params, spec)
@@ -192,8 +193,8 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="aw-scaling-"))
     os.environ.update({"AW_ARTIFACTS": str(work / "artifacts"), "AW_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
-    from core import estimate
     from core.data import datasets, importing
+    from core.engine import estimate
     from core.jobs import child_env
     from core.models import MAX_BANK_SIZE
 

@@ -16,8 +16,8 @@ same 78 test images:
   model keeps the *raw* scores and maps: Engine.predict returns min-max-normalised scores (clamped to 0..1),
   so raw is compared with raw; the normalised output is also checked against our raw scores normalised
   with the same post-processor.
-- **torch**: ``core.inference.LoadedModel`` (decode + pre-process + forward + verdict);
-- **openvino_fp32 / openvino_fp16**: ``core.export.OpenVinoModel`` (exported first if needed).
+- **torch**: ``core.engine.inference.LoadedModel`` (decode + pre-process + forward + verdict);
+- **openvino_fp32 / openvino_fp16**: ``core.engine.export.OpenVinoModel`` (exported first if needed).
 
 Our three paths are timed interleaved (blocks of 4 images, then batch by batch, rotating) so that they share
 the machine's conditions. Peak RSS is measured per path in a child process (``--rss-probe``), because a
@@ -69,8 +69,9 @@ from core.store.artifacts import RunArtifacts, write_json  # noqa: E402
 from core.store.runs import DONE, RunRegistry  # noqa: E402
 
 if "--rss-probe" not in sys.argv:  # the peak-RSS probes import only what their path needs
-    from core import evaluation, jobs, latency, models  # noqa: E402
+    from core import jobs, models  # noqa: E402
     from core.cli import fmt  # noqa: E402
+    from core.engine import evaluation, latency  # noqa: E402
     from core.models import weights  # noqa: E402
 
 PATHS = ("stock", "torch", "openvino_fp32", "openvino_fp16")
@@ -105,7 +106,7 @@ def stock_module(run_dir: Path):
     from safetensors.torch import load_file
 
     from core import models
-    from core.inference import _load_state
+    from core.engine.inference import _load_state
 
     spec = json.loads((run_dir / "model.json").read_text())
     try:
@@ -187,8 +188,8 @@ def run_stock(run_dir: Path, data_path: Path, root: Path) -> dict:
 
 
 def load_path(name: str, run_dir: Path, threads: int):
-    from core.export import OpenVinoModel
-    from core.inference import LoadedModel
+    from core.engine.export import OpenVinoModel
+    from core.engine.inference import LoadedModel
 
     if name == "torch":
         return LoadedModel(run_dir)
@@ -422,7 +423,7 @@ def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
 def benchmark_run(run_id: str, args) -> tuple[list[dict], list[str]]:
     import torch
 
-    from core.export import ExportError, export_openvino, export_status
+    from core.engine.export import ExportError, export_openvino, export_status
 
     cfg = settings()
     registry = RunRegistry(cfg)

@@ -95,7 +95,7 @@ def pct(times: list[float]) -> tuple[float, float]:
 
 def child(engine: str, n: int, dim: int, queries: int, folder: Path, kind: str = "clustered") -> dict:
     """One engine at one size, in this (child) process."""
-    from core.latency import peak_rss_mb
+    from core.engine.latency import peak_rss_mb
     from core.similarity.vectorstore import VectorStore, collection_name
 
     store = VectorStore(path=folder, engine=engine)

@@ -117,7 +117,8 @@ class Bar:
 
 
 def cmd_train(args) -> int:
-    from core import estimate, jobs
+    from core import jobs
+    from core.engine import estimate
     from core.store.runs import RunRegistry
 
     spec = parse_dataset(args.dataset, args.max_train_images)
@@ -214,7 +215,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from core.inference import LoadedModel
+    from core.engine.inference import LoadedModel
     from core.runtime import set_threads
     from core.store.runs import RunRegistry
 
@@ -246,8 +247,8 @@ def cmd_predict(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    from core import latency
-    from core.inference import LoadedModel
+    from core.engine import latency
+    from core.engine.inference import LoadedModel
     from core.runtime import set_threads
     from core.store.artifacts import RunArtifacts
     from core.store.runs import RunRegistry
@@ -354,7 +355,7 @@ def cmd_rerun(args) -> int:
 
 
 def cmd_index(args) -> int:
-    from core.inference import LoadedModel
+    from core.engine.inference import LoadedModel
     from core.similarity.embeddings import index_run
     from core.store.runs import RunRegistry
 
@@ -400,7 +401,7 @@ def cmd_index_push(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from core.export import export_openvino
+    from core.engine.export import export_openvino
     from core.store.runs import RunRegistry
 
     registry = RunRegistry()

@@ -10,7 +10,7 @@ over the cluster's nodes as far as their resources allow, and Ray queues the res
 
 What a node does, and what travels (nothing assumes a shared artifacts folder):
 
-- The task runs ``core.training.execute`` against a private scratch folder on the node: a scratch run registry
+- The task runs ``core.engine.training.execute`` against a private scratch folder on the node: a scratch run registry
   holding a copy of the run's row, the run's outputs, and a scratch similarity index.
 - Progress, phase, metrics and every other registry write are also sent to a ``RunReporter`` actor that lives in
   the worker process, which writes them to the real registry: the Training page follows a remote run exactly as
@@ -121,8 +121,8 @@ def execute_on_node(run_row: dict, cfg_dict: dict, reporter) -> dict:
 
     import ray
 
-    from core import training
     from core.config import Settings
+    from core.engine import training
 
     scratch = Path(tempfile.mkdtemp(prefix="aw-ray-run-"))
     try:

@@ -3,7 +3,7 @@ paths and the threshold what-if for one run — all plain data (DataFrames / dic
 HTML report and the CLI alike.
 
 Everything is read from what a run stored (registry row, records.json, curves.json); nothing here runs a
-model. Threshold views are pure counting over the stored per-image scores (``core.evaluation``).
+model. Threshold views are pure counting over the stored per-image scores (``core.engine.evaluation``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core import evaluation
+from core.engine import evaluation
 from core.store.runs import Run
 
 # metric key → column label, in the order charts and tables show them

@@ -130,7 +130,7 @@ def worker_loop(cfg: Settings | None = None) -> None:
 
 def execute_claimed(run_id: str, cfg: Settings | None = None, echo=None, index: bool = True) -> str:
     """Claim a queued run for this process and execute it (the child side of the worker)."""
-    from core.training import execute
+    from core.engine.training import execute
 
     cfg = cfg or current_settings()
     registry = RunRegistry(cfg)

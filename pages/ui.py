@@ -10,8 +10,8 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from core import estimate
 from core.config import settings
+from core.engine import estimate
 from core.errors import WorkbenchError
 from core.store.artifacts import RunArtifacts
 from core.store.runs import DONE, Run, RunRegistry
@@ -24,7 +24,7 @@ def registry() -> RunRegistry:
 
 @st.cache_resource(max_entries=4, show_spinner="Loading model…")
 def _loaded_model(run_dir: str, mtime: float):
-    from core.inference import LoadedModel
+    from core.engine.inference import LoadedModel
     from core.runtime import set_threads
 
     set_threads()
@@ -40,7 +40,7 @@ def loaded_model(run: Run):
 
 @st.cache_resource(max_entries=4, show_spinner="Loading model…")
 def _fastest_model(run_dir: str, mtime: float):
-    from core.export import fastest_model
+    from core.engine.export import fastest_model
 
     return fastest_model(__import__("pathlib").Path(run_dir))
 

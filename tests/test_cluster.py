@@ -132,7 +132,7 @@ def _long_run(spec) -> str:
 
 
 def test_a_sweep_sent_to_the_cluster_runs_side_by_side_and_lands_like_local_runs(cluster_env):
-    from core.inference import LoadedModel
+    from core.engine.inference import LoadedModel
     from core.similarity.vectorstore import VectorStore
 
     spec = _demo()

@@ -15,7 +15,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from core import charts, comparison, evaluation
+from core import charts, comparison
+from core.engine import evaluation
 from core.report import build_html_report, heatmap_png, pick_heatmaps
 from core.store.artifacts import RunArtifacts
 from core.store.runs import DONE, Run, RunRegistry

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from core.data.demo_data import make_demo_image
-from core.inference import LoadedModel
+from core.engine.inference import LoadedModel
 from core.store.artifacts import RunArtifacts
 from core.store.runs import DONE, RunRegistry
 from tests.conftest import SMALL_DEMO

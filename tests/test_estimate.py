@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from core import estimate, models
-from core.estimate import DatasetProfile
+from core import models
+from core.engine import estimate
+from core.engine.estimate import DatasetProfile
 
 GRID_TILES = 0.0655  # megapixels of a 256x256 tile
 

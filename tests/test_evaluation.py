@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from core.errors import WorkbenchError
-from core.evaluation import (
+from core.engine.evaluation import (
     PIXEL_KEYS,
     average_metrics,
     curves,
@@ -18,6 +17,7 @@ from core.evaluation import (
     threshold_view,
     zero_escape_threshold,
 )
+from core.errors import WorkbenchError
 
 # A small test set worked out by hand.
 #   normal scores:    0.1 0.2 0.3 0.4 0.5

@@ -17,8 +17,8 @@ from core import jobs, models
 from core.config import PROJECT_ROOT
 from core.data import datasets
 from core.data.demo_data import make_demo_image
+from core.engine.inference import LoadedModel
 from core.errors import WeightsError
-from core.inference import LoadedModel
 from core.models import weights
 from core.store.runs import RunRegistry
 from tests.conftest import MODELS_DEMO, SMALL, _offline_env
@@ -142,7 +142,7 @@ def test_trained_models_write_a_loss_curve_and_one_pass_models_do_not(runs):
 
 
 def test_the_launch_estimate_covers_every_model(runs):
-    from core import estimate
+    from core.engine import estimate
 
     spec = datasets.demo(**DEMO)
     for name in BACKBONE_MODELS:

@@ -8,7 +8,7 @@ import pytest
 
 from core import overlays, viewer
 from core.data import images
-from core.inference import Prediction
+from core.engine.inference import Prediction
 
 
 def grey(h: int, w: int, value: int = 128) -> np.ndarray:

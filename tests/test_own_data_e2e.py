@@ -156,7 +156,7 @@ def test_a_set_without_abnormal_images_trains_and_scores_held_out_normals(own):
 
 
 def test_uploads_on_an_own_data_run_get_a_verdict(own):
-    from core.inference import LoadedModel
+    from core.engine.inference import LoadedModel
 
     model = LoadedModel(settings().run_dir(own["folders"]))
     clean, _ = make_demo_image("good", seed=999, size=96)

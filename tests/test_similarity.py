@@ -14,8 +14,8 @@ import pytest
 
 from core.config import settings
 from core.data import images
+from core.engine.inference import LoadedModel
 from core.errors import VectorStoreError
-from core.inference import LoadedModel
 from core.similarity import embeddings
 from core.similarity.vectorstore import VectorStore
 from core.store.artifacts import RunArtifacts

@@ -22,7 +22,7 @@ from core import models
 from core.config import PROJECT_ROOT, settings
 from core.data import images
 from core.data.images import read_image_fast
-from core.inference import LoadedModel, nearest_patch, preprocess_images
+from core.engine.inference import LoadedModel, nearest_patch, preprocess_images
 from core.store.runs import RunRegistry
 from tests.conftest import SMALL, _offline_env
 
@@ -112,7 +112,7 @@ def test_torch_path_scores_like_stock(stock_demo):
 def test_openvino_fp32_scores_like_stock(stock_demo, tmp_path):
     pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install openvino)")
     pytest.importorskip("onnxscript", reason="onnxscript is not installed (needed by anomalib's ONNX export)")
-    from core.export import OpenVinoModel, export_openvino, export_status, fastest_model
+    from core.engine.export import OpenVinoModel, export_openvino, export_status, fastest_model
 
     run_dir = tmp_path / "run"  # a copy: the session's demo run is shared with other tests
     shutil.copytree(stock_demo["run_dir"], run_dir)
@@ -162,7 +162,7 @@ def test_efficientad_torch_path_scores_like_stock(stock_efficientad):
 def test_efficientad_openvino_fp32_scores_like_stock(stock_efficientad, tmp_path):
     pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install openvino)")
     pytest.importorskip("onnxscript", reason="onnxscript is not installed (needed by anomalib's ONNX export)")
-    from core.export import OpenVinoModel, export_openvino
+    from core.engine.export import OpenVinoModel, export_openvino
 
     run_dir = tmp_path / "run"
     shutil.copytree(stock_efficientad["run_dir"], run_dir)
@@ -215,7 +215,7 @@ def test_each_backbone_model_scores_like_stock_on_the_torch_path_and_in_openvino
 
     pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install openvino)")
     pytest.importorskip("onnxscript", reason="onnxscript is not installed (needed by anomalib's ONNX export)")
-    from core.export import ExportError, OpenVinoModel, export_openvino, fastest_model
+    from core.engine.export import ExportError, OpenVinoModel, export_openvino, fastest_model
 
     run_dir = tmp_path / "run"  # a copy: the session's runs are shared with other tests
     shutil.copytree(stock["run_dir"], run_dir)

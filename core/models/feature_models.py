@@ -38,7 +38,7 @@ from core.models.registry import (
 
 
 # Models that train with gradients: no validation pass (its statistics come from the run's own test pass, see
-# core.inference.calibrate_post_processor), a fixed number of epochs.
+# core.engine.inference.calibrate_post_processor), a fixed number of epochs.
 def _epochs_trainer(p: dict) -> dict:
     return {"max_epochs": p["max_epochs"], "limit_val_batches": 0, "num_sanity_val_steps": 0}
 

@@ -73,7 +73,7 @@ class ModelEntry:
     fit_phase: str = "training"  # what the progress bar says during the fit ("feature extraction" if no gradient)
     embedding_space: Callable[[dict], str] = lambda p: ""  # names the feature space (for the vector store)
     warnings: Callable[[dict], list[str]] = lambda p: []  # shown wherever the run's results are shown
-    # (params, dataset profile, machine speed factor) -> core.estimate.Estimate, before a run starts
+    # (params, dataset profile, machine speed factor) -> core.engine.estimate.Estimate, before a run starts
     estimate: Callable[[dict, Any, float], Any] | None = None
     cost: Cost | None = None  # reference costs for the generic estimate
     # Patch features for similarity search: the torch model's submodule whose output in the scoring pass are

@@ -1,7 +1,7 @@
 """One run, start to finish: fit → save → test → evaluate → time → index.
 
 ``execute(run_id)`` is what a worker process runs. Fitting goes through anomalib's ``Engine`` (the field's
-training loop); testing, timing and indexing go through ``core.inference`` so the stored per-image records
+training loop); testing, timing and indexing go through ``core.engine.inference`` so the stored per-image records
 are exactly what the viewer and the upload flow will reproduce. Progress, phase and cancellation travel
 through the run registry.
 """
@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from core import evaluation, latency, models
+from core import models
 from core.config import Settings
 from core.config import settings as current_settings
 from core.data import images
 from core.data.datasets import DatasetSpec, build_datamodule, check_available, test_samples
+from core.engine import evaluation, latency
 from core.errors import RunCancelled, WorkbenchError, explain
 from core.store.artifacts import RunArtifacts, write_json
 from core.store.runs import CANCELLED, DONE, FAILED, RunRegistry
@@ -206,7 +207,7 @@ def test(loaded, spec: DatasetSpec, hooks: RunHooks, art: RunArtifacts, batch_si
         for i, s in enumerate(samples)
     ]
     art.save_records(records, maps, masks)
-    from core.inference import calibrate_post_processor, save_weights
+    from core.engine.inference import calibrate_post_processor, save_weights
 
     if calibrate_post_processor(loaded.module, scores, maps, threshold, metrics.get("pixel_threshold")):
         save_weights(loaded.module, art.run_dir)
@@ -237,7 +238,7 @@ def execute(
     """Run ``run_id`` (already claimed as 'running'). Returns its final status; never raises for run errors.
     ``registry``: where progress and results go (default: the one in ``cfg``; a Ray task passes one that also
     reports to the worker, see core.cluster)."""
-    from core.inference import LoadedModel, save_checkpoint
+    from core.engine.inference import LoadedModel, save_checkpoint
     from core.runtime import limit_heap_growth, set_threads, tune_malloc_for_inference
 
     cfg = cfg or current_settings()

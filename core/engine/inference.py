@@ -166,7 +166,7 @@ def nearest_in_bank_blocks(
     rows: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, block: int = 2048
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``nearest_patch`` for one tile of rows: a running minimum over blocks of the memory bank. Has no loop
-    over the rows, so it also traces into an exported graph for any batch size (core.export)."""
+    over the rows, so it also traces into an exported graph for any batch size (core.engine.export)."""
     x_sq = rows.pow(2).sum(dim=-1, keepdim=True)
     best_d = best_i = None
     for start in range(0, bank.shape[0], block):
@@ -306,7 +306,7 @@ class FastPatchcore:
 
 
 class RunModel:
-    """What every scorer of a run shares (PyTorch here, OpenVINO in core.export): the run's metadata,
+    """What every scorer of a run shares (PyTorch here, OpenVINO in core.engine.export): the run's metadata,
     decoding, thresholds and the batched ``predict``. Subclasses provide ``preprocess`` and ``forward``."""
 
     run_dir: Path

@@ -5,7 +5,7 @@
 - at batch 1 and at each batch size tried, with images/s; the best batch size is reported.
 
 ``measure`` times any scorer with the ``LoadedModel`` interface (``preprocess`` / ``forward`` / ``verdict``,
-optionally ``read_image``): the PyTorch path or ``core.export.OpenVinoModel``. Its result carries a ``paths``
+optionally ``read_image``): the PyTorch path or ``core.engine.export.OpenVinoModel``. Its result carries a ``paths``
 dict, one entry per inference path measured (``path_entry``); benchmarks/speed.py adds "stock",
 "openvino_fp32" and "openvino_fp16" beside "torch" and stores it as ``run.latency["paths"]``.
 """

@@ -1,8 +1,8 @@
 """Export a run's model to OpenVINO and score images with OpenVINO's runtime.
 
-    from core.export import export_openvino, OpenVinoModel, fastest_model
+    from core.engine.export import export_openvino, OpenVinoModel, fastest_model
     export_openvino(run_dir)                    # → run_dir/openvino/{model_fp32,model_fp16}.{xml,bin}, export.json
-    model = OpenVinoModel(run_dir, "fp32")      # same interface as core.inference.LoadedModel
+    model = OpenVinoModel(run_dir, "fp32")      # same interface as core.engine.inference.LoadedModel
     model = fastest_model(run_dir)              # the OpenVINO model if a valid export exists, else LoadedModel
 
 What the exported graph contains, and why:
@@ -11,7 +11,7 @@ What the exported graph contains, and why:
   antialiasing switched *off* in ``Resize`` (``get_exportable_transform``), because ONNX has no antialiased
   resize. Training and the PyTorch path resize *with* antialiasing, so a graph fed the 1024² image would score
   differently. The graph therefore starts after pre-processing: the input is exactly what
-  ``LoadedModel.preprocess`` produces, made by the same code (``core.inference.preprocess_images``) from the
+  ``LoadedModel.preprocess`` produces, made by the same code (``core.engine.inference.preprocess_images``) from the
   transform recorded in ``export.json``.
 - **No post-processing.** The outputs are the raw ``pred_score`` (B,) and ``anomaly_map`` (B, 1, H, W), as
   ``LoadedModel.forward`` returns them; thresholds and heat-map ranges stay the run's own.
@@ -44,8 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.engine.inference import LoadedModel, RunModel, preprocess_images
 from core.errors import WorkbenchError
-from core.inference import LoadedModel, RunModel, preprocess_images
 from core.models.weights import sha256_file
 from core.store.artifacts import RunArtifacts, read_json, write_json
 
@@ -145,7 +145,7 @@ def _unchunked_knn(torch_model):
     batch 2 it takes the chunked branch and the graph is fixed to batch 2 (raising the constant instead makes
     torch.export fail on the resulting ``batch <= c/patches`` guard). For the export the instance gets the
     unchunked branch's exact arithmetic with no branch on n. (A graph tiled over the memory bank, as
-    ``core.inference.nearest_patch`` is, was tried: no faster in OpenVINO and twice the file, since the
+    ``core.engine.inference.nearest_patch`` is, was tried: no faster in OpenVINO and twice the file, since the
     bank's slices are stored as separate constants.)"""
     from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
