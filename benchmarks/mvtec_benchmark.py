@@ -28,11 +28,12 @@ from core.runtime import limit_heap_growth  # noqa: E402
 
 limit_heap_growth()
 
-from core import comparison, jobs, models  # noqa: E402
+from core import comparison, models  # noqa: E402
 from core.cli import fmt, parse_params  # noqa: E402
 from core.config import settings  # noqa: E402
 from core.data import datasets  # noqa: E402
 from core.engine.evaluation import average_metrics  # noqa: E402
+from core.jobs import queue as jobs  # noqa: E402
 from core.models import weights  # noqa: E402
 from core.store.runs import RunRegistry  # noqa: E402
 

@@ -101,8 +101,8 @@ def stock_coreset_seconds(patches: int, dims: int, picks: int, probe: int = 20) 
 
 
 def run_product(spec, params: dict, env: dict) -> dict:
-    from core import jobs
     from core.engine import estimate
+    from core.jobs import queue as jobs
     from core.store.runs import RunRegistry
 
     est = estimate.estimate_run("patchcore", params, spec)
@@ -195,7 +195,7 @@ def main() -> int:
     os.environ.update({"AW_ARTIFACTS": str(work / "artifacts"), "AW_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
     from core.data import datasets, importing
     from core.engine import estimate
-    from core.jobs import child_env
+    from core.jobs.queue import child_env
     from core.models import MAX_BANK_SIZE
 
     user = work / "user_files"

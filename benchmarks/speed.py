@@ -69,9 +69,10 @@ from core.store.artifacts import RunArtifacts, write_json  # noqa: E402
 from core.store.runs import DONE, RunRegistry  # noqa: E402
 
 if "--rss-probe" not in sys.argv:  # the peak-RSS probes import only what their path needs
-    from core import jobs, models  # noqa: E402
+    from core import models  # noqa: E402
     from core.cli import fmt  # noqa: E402
     from core.engine import evaluation, latency  # noqa: E402
+    from core.jobs import queue as jobs  # noqa: E402
     from core.models import weights  # noqa: E402
 
 PATHS = ("stock", "torch", "openvino_fp32", "openvino_fp16")
@@ -396,7 +397,7 @@ def ensure_run(model: str, params: dict, spec, run_id: str | None) -> str:
     # In a child process with the training environment (MALLOC_MMAP_THRESHOLD_ for the coreset step), as the
     # run queue's worker does; this process keeps its inference malloc settings.
     code = (
-        "import sys; from core.jobs import execute_claimed; "
+        "import sys; from core.jobs.queue import execute_claimed; "
         f"sys.exit(0 if execute_claimed({run.id!r}, index=False) == 'done' else 1)"
     )
     subprocess.run([sys.executable, "-c", code], env=jobs.child_env(), check=False)

@@ -117,8 +117,8 @@ class Bar:
 
 
 def cmd_train(args) -> int:
-    from core import jobs
     from core.engine import estimate
+    from core.jobs import queue as jobs
     from core.store.runs import RunRegistry
 
     spec = parse_dataset(args.dataset, args.max_train_images)
@@ -325,7 +325,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    from core import jobs
+    from core.jobs import queue as jobs
 
     run = jobs.cancel(args.run_id, force_after_s=args.force_after)
     print(f"run {run.id}: {run.status} {run.message}")
@@ -347,7 +347,7 @@ def cmd_delete(args) -> int:
 
 
 def cmd_rerun(args) -> int:
-    from core import jobs
+    from core.jobs import queue as jobs
 
     run = jobs.rerun(args.run_id)
     print(f"queued run {run.id} (same parameters as {args.run_id})")
@@ -412,14 +412,14 @@ def cmd_export(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from core.jobs import worker_loop
+    from core.jobs.queue import worker_loop
 
     worker_loop()
     return 0
 
 
 def cmd_execute(args) -> int:
-    from core.jobs import execute_claimed
+    from core.jobs.queue import execute_claimed
 
     return 0 if execute_claimed(args.run_id) == "done" else 1
 

@@ -3,7 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from core import launch, models, overview
+from core import models, overview
+from core.jobs import launch
 from pages import ui
 
 st.title("Anomaly Workbench")

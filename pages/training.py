@@ -9,13 +9,14 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import cluster, launch, models, overview
+from core import models, overview
 from core.config import settings
 from core.data import datasets, importing
 from core.data.datasets import DatasetSpec
 from core.engine import estimate
 from core.errors import WorkbenchError
-from core.jobs import cancel, worker_alive
+from core.jobs import cluster, launch
+from core.jobs.queue import cancel, worker_alive
 from core.models import weights
 from core.store.artifacts import RunArtifacts
 from core.store.runs import QUEUED, RUNNING, Run

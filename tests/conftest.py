@@ -79,8 +79,8 @@ def _offline_env(root: Path) -> dict:
 @pytest.fixture(scope="session")
 def demo_runs_root(tmp_path_factory) -> tuple[Path, list[str]]:
     """An artifacts folder with two finished demo runs (PatchCore and EfficientAD), trained once per session."""
-    from core import jobs
     from core.data import datasets
+    from core.jobs import queue as jobs
 
     root = tmp_path_factory.mktemp("demo_runs")
     with pytest.MonkeyPatch.context() as mp:
@@ -111,8 +111,8 @@ def demo_runs(demo_runs_root, monkeypatch) -> list[str]:
 def grid_run(tmp_path_factory):
     """One PatchCore run on real MVTec grid (EfficientNet-Lite0, 1 % coreset, indexed), shared by the real-data
     tests; None where ../shared has no grid (those tests are skipped before they ask for it)."""
-    from core import jobs
     from core.data import datasets
+    from core.jobs import queue as jobs
     from core.store.runs import RunRegistry
 
     root = tmp_path_factory.mktemp("grid_run")
@@ -143,8 +143,8 @@ MODELS_DEMO = dict(n_train=12, n_test_good=4, n_test_per_defect=2, size=128, see
 def trained_models(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """(artifacts root, {model: run id}): every backbone model beyond PatchCore trained once per session on the
     demo data, offline, on the bundled EfficientNet-Lite0, with its small settings."""
-    from core import jobs
     from core.data import datasets
+    from core.jobs import queue as jobs
     from core.store.runs import DONE, RunRegistry
 
     root = tmp_path_factory.mktemp("models")

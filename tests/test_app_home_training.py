@@ -11,9 +11,10 @@ import math
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import launch, models
+from core import models
 from core.config import PROJECT_ROOT
 from core.data import datasets
+from core.jobs import launch
 from core.models import efficientad, weights
 from core.store.runs import DONE, FAILED, QUEUED, RunRegistry
 

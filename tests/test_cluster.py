@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from core import jobs
 from core.config import PROJECT_ROOT
 from core.data import datasets
+from core.jobs import queue as jobs
 from core.store.artifacts import RunArtifacts
 from core.store.runs import CANCELLED, DONE, FAILED, RUNNING, RunRegistry
 from tests.conftest import FAST_PATCHCORE, _offline_env

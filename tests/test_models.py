@@ -13,12 +13,13 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import jobs, models
+from core import models
 from core.config import PROJECT_ROOT
 from core.data import datasets
 from core.data.demo_data import make_demo_image
 from core.engine.inference import LoadedModel
 from core.errors import WeightsError
+from core.jobs import queue as jobs
 from core.models import weights
 from core.store.runs import RunRegistry
 from tests.conftest import MODELS_DEMO, SMALL, _offline_env

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import jobs
 from core.config import PROJECT_ROOT, settings
 from core.data import datasets, importing
 from core.data.demo_data import make_demo_image
+from core.jobs import queue as jobs
 from core.store.artifacts import RunArtifacts
 from core.store.runs import DONE, RunRegistry
 from tests.conftest import FAST_PATCHCORE, _offline_env

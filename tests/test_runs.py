@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from core import jobs
 from core.errors import RunError
+from core.jobs import queue as jobs
 from core.store.runs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, RunRegistry
 
 

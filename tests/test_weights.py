@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from core import jobs, models
+from core import models
 from core.data.datasets import demo
 from core.errors import WeightsError, WorkbenchError
+from core.jobs import queue as jobs
 from core.models import weights
 from tests.conftest import SHARED_LITE0
 

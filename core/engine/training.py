@@ -237,7 +237,7 @@ def execute(
 ) -> str:
     """Run ``run_id`` (already claimed as 'running'). Returns its final status; never raises for run errors.
     ``registry``: where progress and results go (default: the one in ``cfg``; a Ray task passes one that also
-    reports to the worker, see core.cluster)."""
+    reports to the worker, see core.jobs.cluster)."""
     from core.engine.inference import LoadedModel, save_checkpoint
     from core.runtime import limit_heap_growth, set_threads, tune_malloc_for_inference
 

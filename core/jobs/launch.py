@@ -13,11 +13,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import jobs
 from core.config import Settings
 from core.config import settings as current_settings
 from core.data import datasets, importing
 from core.errors import WeightsError
+from core.jobs import queue as jobs
 from core.models import weights
 from core.store.runs import QUEUED, Run, RunRegistry
 

@@ -5,7 +5,7 @@
 (``aw execute ID``): a crash or out-of-memory kill takes down only that run, the memory of one
 run is returned before the next starts, and the app never blocks. Runs are sequential on purpose: on a
 2-core CPU two trainings at once are each more than twice as slow. With ``AW_RAY_ADDRESS`` set, the worker
-sends the queued runs to that Ray cluster instead, all at once (``core.cluster``).
+sends the queued runs to that Ray cluster instead, all at once (``core.jobs.cluster``).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def ensure_worker(cfg: Settings | None = None) -> bool:
 
 def worker_loop(cfg: Settings | None = None) -> None:
     """Execute queued runs until none is left. Only one worker holds the lock; others exit at once.
-    With ``AW_RAY_ADDRESS`` set the runs go to that Ray cluster instead (core.cluster)."""
+    With ``AW_RAY_ADDRESS`` set the runs go to that Ray cluster instead (core.jobs.cluster)."""
     cfg = cfg or current_settings()
     cfg.artifacts.mkdir(parents=True, exist_ok=True)
     with open(_lock_path(cfg), "a+") as lock:
@@ -106,7 +106,7 @@ def worker_loop(cfg: Settings | None = None) -> None:
             return
         registry = RunRegistry(cfg)
         registry.recover_interrupted()
-        from core import cluster
+        from core.jobs import cluster
 
         if cluster.address(cfg):
             cluster.run_queue(cfg)
@@ -148,7 +148,7 @@ def cancel(run_id: str, cfg: Settings | None = None, force_after_s: float = 0.0)
         while time.time() < deadline and registry.get(run_id).status == RUNNING:
             time.sleep(0.2)
         run = registry.get(run_id)
-        # A run on a Ray cluster has the worker's pid: the worker kills its task itself (core.cluster).
+        # A run on a Ray cluster has the worker's pid: the worker kills its task itself (core.jobs.cluster).
         if run.status == RUNNING and not run.extra.get("ray") and process_alive(run.pid, run.pid_started):
             os.kill(run.pid, signal.SIGTERM)
     return registry.get(run_id)

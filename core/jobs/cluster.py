@@ -1,7 +1,7 @@
 """Runs on a Ray cluster: when ``AW_RAY_ADDRESS`` is set, the queue worker sends each queued run to the cluster.
 
-Without ``AW_RAY_ADDRESS`` nothing here is used: the local worker (``core.jobs``) runs one run at a time in a child
-process, as before.
+Without ``AW_RAY_ADDRESS`` nothing here is used: the local worker (``core.jobs.queue``) runs one run at a time in a
+child process, as before.
 
 With it, the worker (still one process on the machine that holds the run registry, started by the app or by
 ``aw worker``) connects to the cluster and submits every queued run at once as a Ray task with a
