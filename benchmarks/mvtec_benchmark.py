@@ -10,7 +10,7 @@ its peak RSS is its own), and the dashboard shows it too. Every model named (``a
 AW_MVTEC_ROOT; the backbone is the registry's choice for this machine (anomalib's default online, the bundled
 EfficientNet-Lite0 offline) unless ``--backbone`` says otherwise. EfficientAD runs only where its real
 pretrained teacher is available (an untrained-teacher run is never presented as a result). Published numbers
-for the same models follow (``core.comparison.REFERENCES``), labelled as such, and the measured per-image costs
+for the same models follow (``core.views.comparison.REFERENCES``), labelled as such, and the measured per-image costs
 that the registry's time estimates use.
 """
 
@@ -28,7 +28,7 @@ from core.runtime import limit_heap_growth  # noqa: E402
 
 limit_heap_growth()
 
-from core import comparison, models  # noqa: E402
+from core import models  # noqa: E402
 from core.cli import fmt, parse_params  # noqa: E402
 from core.config import settings  # noqa: E402
 from core.data import datasets  # noqa: E402
@@ -36,6 +36,7 @@ from core.engine.evaluation import average_metrics  # noqa: E402
 from core.jobs import queue as jobs  # noqa: E402
 from core.models import weights  # noqa: E402
 from core.store.runs import RunRegistry  # noqa: E402
+from core.views import comparison  # noqa: E402
 
 COLUMNS = [
     "model",

@@ -1,18 +1,18 @@
 """Compare models: quality metrics, speed, curves and score distributions of finished runs side by side,
 a threshold what-if for one run, and exports (CSV table, self-contained HTML report).
 
-A thin view: numbers come from ``core.comparison``, figures from ``core.charts``, the report from
-``core.report``. Everything is read from stored run artifacts; no model is run on this page.
+A thin view: numbers come from ``core.views.comparison``, figures from ``core.views.charts``, the report from
+``core.views.report``. Everything is read from stored run artifacts; no model is run on this page.
 """
 
 import math
 
 import streamlit as st
 
-from core import charts, comparison
 from core.errors import WorkbenchError
-from core.report import build_html_report
 from core.store.artifacts import RunArtifacts
+from core.views import charts, comparison
+from core.views.report import build_html_report
 from pages import ui
 
 st.title("Compare models")

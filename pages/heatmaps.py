@@ -1,6 +1,6 @@
 """Heatmap viewer: where each model looks, on the test set, next to a second model, and on your own images.
 
-A thin view: filtering/outcomes/uploads live in ``core.viewer``, pictures in ``core.overlays``. Test-set
+A thin view: filtering/outcomes/uploads live in ``core.views.viewer``, pictures in ``core.views.overlays``. Test-set
 pictures come from the run's stored maps, so browsing never reruns a model; only uploads are scored live
 (through the run's cached model).
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import overlays, viewer
-from core.viewer import OUTCOME_HELP, OUTCOMES
+from core.views import overlays, viewer
+from core.views.viewer import OUTCOME_HELP, OUTCOMES
 from pages import ui
 
 CARD_SIDE = 384  # cards are ~300 px wide on screen; the detail view uses overlays.DISPLAY_MAX_SIDE

@@ -3,8 +3,9 @@
 import pandas as pd
 import streamlit as st
 
-from core import models, overview
+from core import models
 from core.jobs import launch
+from core.views import overview
 from pages import ui
 
 st.title("Anomaly Workbench")

@@ -1,7 +1,7 @@
 """Similar cases: the nearest images of a run to a test image or an upload, through the run's Qdrant index.
 
-A thin view over ``core.similarity.embeddings`` (embedding + search) and ``core.overlays`` (pictures). The query is
-embedded with the run's own cached model; test-image neighbours show their stored anomaly maps, train-image
+A thin view over ``core.similarity.embeddings`` (embedding + search) and ``core.views.overlays`` (pictures). The
+query is embedded with the run's own cached model; test-image neighbours show their stored anomaly maps, train-image
 neighbours get theirs computed on the fly (cached), since training does not store maps for them.
 """
 
@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from core import overlays, viewer
 from core.config import settings
 from core.data import images
 from core.errors import VectorStoreError, WorkbenchError
 from core.similarity import embeddings
 from core.similarity.vectorstore import VectorStore
+from core.views import overlays, viewer
 from pages import ui
 
 CARD_SIDE = 320  # a card is ~250 px wide on screen

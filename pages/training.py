@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import models, overview
+from core import models
 from core.config import settings
 from core.data import datasets, importing
 from core.data.datasets import DatasetSpec
@@ -20,6 +20,7 @@ from core.jobs.queue import cancel, worker_alive
 from core.models import weights
 from core.store.artifacts import RunArtifacts
 from core.store.runs import QUEUED, RUNNING, Run
+from core.views import overview
 from pages import ui
 
 st.title("Training runs")

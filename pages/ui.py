@@ -216,7 +216,7 @@ def param_input(param, key: str, default=None, format_func=None):
 
 
 def run_table_config() -> dict:
-    """Column formats for ``core.overview.runs_frame`` tables (Home, Training runs)."""
+    """Column formats for ``core.views.overview.runs_frame`` tables (Home, Training runs)."""
     metric = lambda label: st.column_config.NumberColumn(label, format="%.3f")  # noqa: E731
     return {
         "id": st.column_config.TextColumn("run id"),

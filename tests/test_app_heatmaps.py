@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import viewer
 from core.config import PROJECT_ROOT, settings
 from core.store.artifacts import RunArtifacts
+from core.views import viewer
 
 PAGE = "pages/heatmaps.py"
 

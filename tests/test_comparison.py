@@ -15,11 +15,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from core import charts, comparison
 from core.engine import evaluation
-from core.report import build_html_report, heatmap_png, pick_heatmaps
 from core.store.artifacts import RunArtifacts
 from core.store.runs import DONE, Run, RunRegistry
+from core.views import charts, comparison
+from core.views.report import build_html_report, heatmap_png, pick_heatmaps
 
 
 def fake_run(run_id: str, model: str, category: str, created_at: float, **metrics) -> Run:

@@ -1,4 +1,4 @@
-"""Heatmap pictures (core.overlays) and the viewer's outcome/filter/sort/upload logic (core.viewer)."""
+"""Heatmap pictures (core.views.overlays) and the viewer's outcome/filter/sort/upload logic (core.views.viewer)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import overlays, viewer
 from core.data import images
 from core.engine.inference import Prediction
+from core.views import overlays, viewer
 
 
 def grey(h: int, w: int, value: int = 128) -> np.ndarray:

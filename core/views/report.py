@@ -17,50 +17,14 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from core import charts, comparison
 from core.data.images import read_image, to_png_bytes
 from core.errors import WorkbenchError
 from core.store.artifacts import RunArtifacts, read_json
 from core.store.runs import Run, RunRegistry
-
-try:  # the shared overlay (same colours as the heatmap viewer) when that module is there
-    from core.overlays import overlay as _shared_overlay
-except ImportError:  # pragma: no cover - depends on what is installed alongside
-    _shared_overlay = None
+from core.views import charts, comparison
+from core.views.overlays import overlay  # the heatmap viewer's colours, so a report looks like the app
 
 HEATMAP_MAX_SIDE = 320  # keeps a report with many runs to a few MB
-
-
-def _local_overlay(
-    image_rgb: np.ndarray,
-    anomaly_map: np.ndarray,
-    opacity: float = 0.5,
-    vmin: float | None = None,
-    vmax: float | None = None,
-) -> np.ndarray:
-    """JET colours of the map (resized to the photo, fixed vmin/vmax scale) blended over the photo."""
-    h, w = image_rgb.shape[:2]
-    m = cv2.resize(np.asarray(anomaly_map, dtype=np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    lo = float(m.min()) if vmin is None else float(vmin)
-    hi = float(m.max()) if vmax is None else float(vmax)
-    unit = np.clip((m - lo) / (hi - lo), 0, 1) if hi > lo else (m > lo).astype(np.float32)
-    heat = cv2.applyColorMap(np.round(unit * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-    return cv2.addWeighted(np.ascontiguousarray(image_rgb), 1 - opacity, np.ascontiguousarray(heat), opacity, 0)
-
-
-def overlay(
-    image_rgb: np.ndarray,
-    anomaly_map: np.ndarray,
-    opacity: float = 0.5,
-    vmin: float | None = None,
-    vmax: float | None = None,
-) -> np.ndarray:
-    if _shared_overlay is not None:
-        try:
-            return _shared_overlay(image_rgb, anomaly_map, opacity, vmin, vmax)
-        except (TypeError, ValueError):  # a changed signature must not break the report
-            pass
-    return _local_overlay(image_rgb, anomaly_map, opacity, vmin, vmax)
 
 
 # --------------------------------------------------------------------------- heatmap pictures

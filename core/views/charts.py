@@ -1,5 +1,5 @@
 """Plotly figure builders for comparing runs. No Streamlit here: the page, the HTML report and notebooks
-all draw the same figures from the plain tables of ``core.comparison``.
+all draw the same figures from the plain tables of ``core.views.comparison``.
 
 Every builder accepts empty input and then returns a figure that says "no data" instead of raising, so a
 view with one run, or a run without pixel masks, still renders.
@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from core.comparison import AVERAGE, METRICS, PATH_LABELS, PUBLISHED
+from core.views.comparison import AVERAGE, METRICS, PATH_LABELS, PUBLISHED
 
 TEMPLATE = "plotly_white"
 PALETTE = qualitative.Plotly + qualitative.D3

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core import overlays
 from core.data import images
 from core.errors import ImageError
 from core.store.artifacts import RunArtifacts, read_json
+from core.views import overlays
 
 OUTCOMES = ("TP", "FP", "TN", "FN")
 OUTCOME_HELP = {
