@@ -7,7 +7,7 @@ decoded with OpenCV, resized with the model's own pre-processor transform and ru
 too, which is why an uploaded image and a test image of the same run are scored identically.
 
 Where the time goes (profiled on 1024² grid PNGs, 2 cores) and what is done about it — each step gives the
-same numbers as the stock step it replaces (tests/test_speed_equivalence.py, benchmarks/speed.py):
+same numbers as the stock step it replaces (tests/engine/test_inference.py, benchmarks/speed.py):
 
 - decode: ``images.read_image`` lets Pillow read the EXIF orientation first, and for a PNG Pillow's
   ``getexif`` decodes the whole image to look for an eXIf chunk after the pixels — every PNG was decoded

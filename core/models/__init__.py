@@ -1,7 +1,10 @@
 """Model registry: a name → an anomalib model with documented, validated parameters (see ``registry``).
 
 One module per model family registers its entries: ``patchcore``, ``efficientad``, ``feature_models`` (PaDiM,
-DFM, STFPM, FastFlow, FRE).
+DFM, STFPM, FastFlow, FRE). ``weights`` finds backbone and teacher weights (bundled, local, hub); ``coreset`` is
+PatchCore's fast k-center greedy; ``cost`` holds the estimate types every entry's cost hook returns.
+
+Layer 4 of core: imports ``core.data``, ``core.store`` and the ground floor only.
 """
 
 from core.models import efficientad, feature_models, patchcore  # noqa: E402,F401  (each registers its entries)

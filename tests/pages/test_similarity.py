@@ -1,6 +1,6 @@
 """The Similar cases page, driven like a user would with Streamlit's AppTest (real models, real embedded Qdrant).
 
-Opened through app.py + switch_page, as in the real app (see tests/test_app_heatmaps.py for why).
+Opened through app.py + switch_page, as in the real app (see tests/pages/test_heatmaps.py for why).
 """
 
 from __future__ import annotations

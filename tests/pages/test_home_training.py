@@ -142,6 +142,8 @@ def test_launching_a_demo_patchcore_run_from_the_form_queues_it(artifacts):
 
 def test_launching_on_an_mvtec_category_missing_offline_shows_an_error_not_a_traceback(artifacts):
     at = open_app("pages/training.py")
+    assert at.radio(key="source").value == "Demo dataset"  # no MVTec category on disk: the form opens on the demo
+    at.radio(key="source").set_value("MVTec AD categories").run()
     at.multiselect(key="mvtec_cats").set_value(["bottle", "carpet"]).run()
     at.button(key="launch").click().run()
     assert not at.exception
