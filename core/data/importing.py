@@ -35,10 +35,13 @@ import shutil
 import stat
 import time
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+
+import numpy as np
 
 from core.config import Settings
 from core.config import settings as current_settings
@@ -135,31 +138,51 @@ def defect_groups(abnormal_dir: Path) -> list[AbnormalImage]:
 
 
 class MaskIndex:
-    """Masks under a folder, found by image name: the same relative folder wins, then a folder named like the
-    defect type, then a name that is unique in the whole tree. Ambiguous names pair with nothing."""
+    """Masks under a folder, paired with abnormal images by file name (``x.png`` ↔ ``x.png``, ``x_mask.png``, …).
+
+    The rule (README, "Own images"): when the masks folder has sub-folders, they are defect types and an image's
+    mask must come from its own type (the same relative folder as the image, or a folder named like its type);
+    pairing across types happens only for a flat masks folder. A name that matches in several places, or a flat
+    mask that several images of different types would share, pairs with nothing and is reported, never guessed.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.by_stem: dict[str, list[Path]] = {}
         for p in images.list_images(root, recursive=True):
             self.by_stem.setdefault(_mask_stem(p), []).append(p)
-        self.used: set[Path] = set()
+        self.typed = any(p.parent != root for paths in self.by_stem.values() for p in paths)
+        self.used: dict[Path, AbnormalImage] = {}
+        self.ambiguous: list[str] = []  # one line per image whose mask could not be told apart
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.by_stem.values())
 
+    def _folders(self, mask: Path) -> tuple[PurePosixPath, set[str]]:
+        rel = PurePosixPath(mask.parent.relative_to(self.root).as_posix())
+        return rel, {_defect_name(part) for part in rel.parts}
+
     def find(self, image: AbnormalImage) -> Path | None:
         candidates = self.by_stem.get(image.path.stem, [])
+        if self.typed:
+            same_tree = [c for c in candidates if self._folders(c)[0] == image.rel_parent != PurePosixPath(".")]
+            same_type = [c for c in candidates if image.defect in self._folders(c)[1]]
+            candidates = same_tree or same_type
         if len(candidates) > 1:
-            same_tree = [
-                c for c in candidates if PurePosixPath(c.parent.relative_to(self.root).as_posix()) == image.rel_parent
-            ]
-            same_type = [c for c in candidates if image.defect in c.relative_to(self.root).parts[:-1]]
-            candidates = same_tree if len(same_tree) == 1 else same_type
-        if len(candidates) != 1:
+            places = ", ".join(c.relative_to(self.root).as_posix() for c in candidates[:3])
+            self.ambiguous.append(f"{image.defect}/{image.path.name}: several masks match ({places})")
             return None
-        self.used.add(candidates[0])
-        return candidates[0]
+        if not candidates:
+            return None
+        mask = candidates[0]
+        other = self.used.get(mask)
+        if other is not None and other.defect != image.defect:
+            self.ambiguous.append(
+                f"{image.defect}/{image.path.name}: its mask {mask.name} also matches {other.defect}/{other.path.name}"
+            )
+            return None
+        self.used[mask] = image
+        return mask
 
     def unused(self) -> list[Path]:
         return sorted(p for paths in self.by_stem.values() for p in paths if p not in self.used)
@@ -223,17 +246,35 @@ class _Placer:
         return target
 
     def mask(self, source: Path, image_target: Path, defect: str) -> bool:
+        """Place a mask for an image already placed. A mask of another size is resized to the image
+        (nearest neighbour, so it stays binary) and a colour mask is read as "any non-black pixel is defect";
+        both are named in the report, so nobody is surprised by pixel metrics later."""
         try:
-            mask = images.read_mask(source)
+            raw = images.read_image(source)
+            size = images.image_size(image_target)
+            shape = (size[1], size[0]) if size else None
+            mask = images.read_mask(source, shape=shape)
         except ImageError as exc:
             self.report.skipped.append((str(source), str(exc)))
             return False
+        if shape is not None and raw.shape[:2] != shape:
+            self.report.notes.append(
+                f"The mask {source.name} is {raw.shape[1]}×{raw.shape[0]} for a {shape[1]}×{shape[0]} image: "
+                "resized to the image (nearest neighbour)."
+            )
+        if not _grey_pixels(raw):
+            self.report.notes.append(f"The mask {source.name} is in colour: any non-black pixel counts as defect.")
         target = self.staging / "ground_truth" / defect / f"{image_target.stem}_mask.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(images.to_png_bytes(mask))
         if not mask.any():
             self.report.notes.append(f"The mask {source.name} is empty (no defect pixels).")
         return True
+
+
+def _grey_pixels(rgb: np.ndarray) -> bool:
+    """Whether an RGB array is really grey (three equal channels), as masks saved in RGB often are."""
+    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
 
 
 def _link(source: Path, target: Path, move: bool) -> str:
@@ -383,6 +424,12 @@ def _notes(
                 f"{len(missing_mask)} of {n_abnormal} abnormal image(s) have no mask "
                 f"(e.g. {', '.join(missing_mask[:3])}): they count for image metrics; pixel metrics use "
                 f"the {n_abnormal - len(missing_mask)} that have one."
+            )
+        if masks.ambiguous:
+            report.notes.append(
+                f"{len(masks.ambiguous)} abnormal image(s) were left without a mask because it could not be told "
+                f"which mask is theirs: {'; '.join(masks.ambiguous[:3])}. Put masks under a folder named like the "
+                "defect type (masks/scratch/x1.png) or give them unique names."
             )
         unused = masks.unused()
         if unused:
@@ -535,8 +582,15 @@ def _unpack(zip_path: Path, into: Path) -> int:
                 raise DatasetError(f"The zip member '{info.filename}' leaves the upload folder; refused.")
             target.parent.mkdir(parents=True, exist_ok=True)
             # ZipExtFile stops at the declared size and checks the CRC: a lying header can't overfill the disk.
-            with archive.open(info) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+            try:
+                with archive.open(info) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+                # A damaged copy, or a header that lies about the data (CRC mismatch): refuse the whole zip.
+                raise DatasetError(
+                    f"{Path(zip_path).name} is damaged: its member '{info.filename}' cannot be read ({exc}). "
+                    "Nothing was imported; copy the zip again or re-create it."
+                ) from None
     return len(members)
 
 
