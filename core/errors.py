@@ -83,3 +83,7 @@ def _image_being_read(exc: BaseException) -> str | None:
     if in_decoder or type(exc).__name__ in {"UnidentifiedImageError", "DecompressionBombError"}:
         return path or "a dataset image"
     return None
+
+
+class ReadOnlyError(WorkbenchError):
+    """A write action was asked for where writing is not allowed (AW_READ_ONLY=1 or a viewer's login)."""

@@ -48,6 +48,7 @@ from core.config import settings as current_settings
 from core.data import images
 from core.data.datasets import DatasetSpec, custom_root
 from core.errors import DatasetError, ImageError
+from core.store import access
 
 ProgressFn = Callable[[int, int], None]
 
@@ -347,6 +348,9 @@ def import_images(
     cfg = cfg or current_settings()
     t0 = time.perf_counter()
     name = safe_name(name)
+    access.check_write(
+        "import dataset", cfg, name=name, replace=replace, images=len(train_normals) + len(test_normals) + len(abnormal)
+    )
     check_replaceable(name, replace, cfg)
     root = custom_root(cfg)
     final = root / name
@@ -481,6 +485,7 @@ def import_folder(
 ) -> ImportReport:
     """Import own folders (see module docstring). Without ``normal_test_dir`` a deterministic
     ``test_fraction`` of the normal images is held out for testing. ``move`` is for files that are ours."""
+    access.ensure_writable("import dataset")  # before scanning thousands of files
     normal_dir = _existing_dir(normal_dir, "Normal-images")
     normals = images.list_images(normal_dir, recursive=True)
     if not normals:
@@ -623,6 +628,7 @@ def import_zip(
     the unpacked folder is removed afterwards."""
     cfg = cfg or current_settings()
     name = safe_name(name)
+    access.check_write("import dataset", cfg, name=name, zip=Path(zip_path).name, replace=replace)
     check_replaceable(name, replace, cfg)  # before unpacking gigabytes
     raw = cfg.datasets_dir / "uploads" / f".{name}-{os.getpid()}-{int(time.time() * 1000)}"
     try:

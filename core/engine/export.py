@@ -47,7 +47,9 @@ import numpy as np
 from core.engine.inference import LoadedModel, RunModel, preprocess_images
 from core.errors import WorkbenchError
 from core.models.weights import sha256_file
+from core.store import access
 from core.store.artifacts import RunArtifacts, read_json, write_json
+from core.store.versions import RunVersions
 
 log = logging.getLogger("workbench.export")
 
@@ -191,6 +193,7 @@ def export_openvino(run_dir: Path, precisions: tuple[str, ...] = PRECISIONS, n_c
 
     Raises ExportError if OpenVINO is missing, the model cannot be exported, or an export disagrees with
     the PyTorch model beyond ``TOLERANCE``; an earlier valid export is then left as it was."""
+    access.check_write("export model", run=Path(run_dir).name, precisions=list(precisions))
     if not openvino_available():
         raise ExportError("OpenVINO is not installed: pip install openvino (see requirements.txt).")
     import anomalib
@@ -432,6 +435,8 @@ def fastest_model(run_dir: Path, precision: str = "fp32"):
     PyTorch ``LoadedModel``. fp32 by default: on CPU both precisions compute in f32 at the same speed, and
     fp32 keeps the scores within 1e-3 of the PyTorch model (fp16 only halves the file)."""
     ok, why = export_status(run_dir, precision)
+    if ok and RunVersions(run_dir).current() != 1:  # the export is of the trained model; feedback made a newer one
+        ok, why = False, f"the run's current version is v{RunVersions(run_dir).current()}; the export is of v1"
     if ok:
         try:
             return OpenVinoModel(run_dir, precision)

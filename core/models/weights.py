@@ -21,6 +21,7 @@ from pathlib import Path
 from core.config import Settings
 from core.config import settings as current_settings
 from core.errors import WeightsError
+from core.store import access
 
 # sha256 of files we know to be genuine ImageNet weights (checked on import; unknown files are still accepted).
 KNOWN_SHA256 = {
@@ -338,6 +339,7 @@ def import_weights(source: Path, name: str | None = None, cfg: Settings | None =
     EfficientAD teacher files (``pretrained_teacher_small.pth`` / ``_medium.pth``) go where anomalib looks.
     """
     cfg = cfg or current_settings()
+    access.check_write("import weights", cfg, source=str(source), name=name)
     source = Path(source).expanduser().resolve()
     if not source.exists():
         raise WeightsError(f"Nothing to import: {source} does not exist.")

@@ -26,6 +26,7 @@ import psutil
 from core.config import Settings
 from core.config import settings as current_settings
 from core.errors import RunError
+from core.store import access
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED = (DONE, FAILED, CANCELLED)
@@ -170,6 +171,7 @@ class RunRegistry:
 
     # -- create / read ------------------------------------------------------------------------------
     def create(self, model: str, dataset: dict, params: dict, seed: int = 0) -> Run:
+        access.check_write("queue run", self.cfg, model=model, dataset=dataset.get("category"), params=params)
         run = Run(
             id=new_run_id(),
             created_at=time.time(),
@@ -291,6 +293,7 @@ class RunRegistry:
 
     def request_cancel(self, run_id: str) -> Run:
         """Queued runs are cancelled at once; a running one stops at its next progress report."""
+        access.check_write("cancel run", self.cfg, run_id=run_id)
         run = self.get(run_id)
         if run.status == QUEUED:
             self.finish(run_id, CANCELLED, message="cancelled before it started")
@@ -305,6 +308,7 @@ class RunRegistry:
 
     def delete(self, run_id: str) -> None:
         """Remove the run, its artifacts folder and (if any) its similarity-index points."""
+        access.check_write("delete run", self.cfg, run_id=run_id)
         run = self.get(run_id)
         if run.status == RUNNING and process_alive(run.pid, run.pid_started):
             raise RunError(f"Run {run_id} is still running; cancel it first.")
