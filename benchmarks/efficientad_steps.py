@@ -39,7 +39,7 @@ if __name__ == "__main__":
 import numpy as np  # noqa: E402
 
 from core import models  # noqa: E402
-from core.cli import fmt  # noqa: E402
+from core.cli.format import fmt  # noqa: E402
 from core.config import settings  # noqa: E402
 from core.data import datasets  # noqa: E402
 from core.engine.evaluation import evaluate  # noqa: E402

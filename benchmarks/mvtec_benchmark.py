@@ -29,7 +29,7 @@ from core.runtime import limit_heap_growth  # noqa: E402
 limit_heap_growth()
 
 from core import models  # noqa: E402
-from core.cli import fmt, parse_params  # noqa: E402
+from core.cli.format import fmt, parse_params  # noqa: E402
 from core.config import settings  # noqa: E402
 from core.data import datasets  # noqa: E402
 from core.engine.evaluation import average_metrics  # noqa: E402

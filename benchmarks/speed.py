@@ -70,7 +70,7 @@ from core.store.runs import DONE, RunRegistry  # noqa: E402
 
 if "--rss-probe" not in sys.argv:  # the peak-RSS probes import only what their path needs
     from core import models  # noqa: E402
-    from core.cli import fmt  # noqa: E402
+    from core.cli.format import fmt  # noqa: E402
     from core.engine import evaluation, latency  # noqa: E402
     from core.jobs import queue as jobs  # noqa: E402
     from core.models import weights  # noqa: E402

@@ -129,8 +129,7 @@ def index_button(run, key: str) -> None:
         return
     with ui.friendly_errors():
         model = ui.loaded_model(run)
-        result = embeddings.index_run(run.id, model, hooks=ProgressHooks())
-        ui.registry().update(run.id, retrieval=result)
+        result = embeddings.index_and_record(run.id, model, hooks=ProgressHooks(), registry=ui.registry())
         st.toast(f"Indexed {result['points']} images of run {run.id}.", icon=":material/check_circle:")
         st.rerun()
 
@@ -306,22 +305,11 @@ st.caption(
     "to a photo you upload, found by its own model's features in the similarity index (Qdrant)."
 )
 
-run = ui.pick_run("Run", key="sim_run")
-if run is None:
-    st.stop()
-with ui.friendly_errors():  # a run made by an older build may have parameters this build no longer knows
-    ui.show_warnings(run)
-
+run = ui.open_run("sim_run")
 if not is_indexed(run):
     not_indexed(run)
     st.stop()
-
-records = None
-with ui.friendly_errors():
-    records, maps, masks = ui.run_records(run)
-    dcfg = viewer.display_settings(ui.registry().run_dir(run.id))
-if records is None:
-    st.stop()
+records, maps, masks, dcfg = ui.open_records(run)
 
 left, right = st.columns([2, 3])
 with left:

@@ -5,16 +5,21 @@ Pages are thin views over ``core``; this module only adapts ``core`` to Streamli
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import streamlit as st
 
 from core.config import settings
 from core.engine import estimate
 from core.errors import WorkbenchError
+from core.models import get_entry, model_warnings
+from core.runtime import set_threads
 from core.store.artifacts import RunArtifacts
 from core.store.runs import DONE, Run, RunRegistry
+from core.views import viewer
 
 
 def registry() -> RunRegistry:
@@ -24,11 +29,10 @@ def registry() -> RunRegistry:
 
 @st.cache_resource(max_entries=4, show_spinner="Loading model…")
 def _loaded_model(run_dir: str, mtime: float):
-    from core.engine.inference import LoadedModel
-    from core.runtime import set_threads
+    from core.engine.inference import LoadedModel  # torch: loaded when a page first needs a model, not at start-up
 
     set_threads()
-    return LoadedModel(__import__("pathlib").Path(run_dir))
+    return LoadedModel(Path(run_dir))
 
 
 def loaded_model(run: Run):
@@ -40,9 +44,9 @@ def loaded_model(run: Run):
 
 @st.cache_resource(max_entries=4, show_spinner="Loading model…")
 def _fastest_model(run_dir: str, mtime: float):
-    from core.engine.export import fastest_model
+    from core.engine.export import fastest_model  # torch: loaded when a page first needs a model, not at start-up
 
-    return fastest_model(__import__("pathlib").Path(run_dir))
+    return fastest_model(Path(run_dir))
 
 
 def fastest_model(run: Run):
@@ -55,7 +59,7 @@ def fastest_model(run: Run):
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _records(run_dir: str, mtime: float):
-    art = RunArtifacts(__import__("pathlib").Path(run_dir))
+    art = RunArtifacts(Path(run_dir))
     return art.records, art.maps, art.masks
 
 
@@ -67,8 +71,6 @@ def run_records(run: Run):
 
 
 def run_label(run: Run) -> str:
-    from core.models import get_entry
-
     entry = get_entry(run.model)
     detail = run.params.get("backbone") or run.params.get("model_size") or ""
     return f"{entry.label} ({detail}) · {run.category} · {run.id}"
@@ -116,8 +118,6 @@ def pick_run(label: str, key: str, runs: list[Run] | None = None) -> Run | None:
         st.info("No finished runs yet. Train one on the **Training runs** page (the demo dataset takes seconds).")
         st.page_link("pages/training.py", label="Go to Training runs", icon=":material/model_training:")
         return None
-    from core.models import model_warnings
-
     # Real results first (newest first within each group): a demo should open on a run that means something,
     # not on a pipeline check such as an untrained-teacher EfficientAD.
     runs = sorted(runs, key=lambda r: bool(model_warnings(r.model, r.params)))
@@ -129,16 +129,35 @@ def pick_run(label: str, key: str, runs: list[Run] | None = None) -> Run | None:
     return by_id.get(chosen)
 
 
+def open_run(key: str, runs: list[Run] | None = None) -> Run:
+    """A page's opening: pick one of ``runs`` (default: the finished ones, see ``pick_run``) and show its caveats.
+    Stops the page when there is no run to show."""
+    run = pick_run("Run", key=key, runs=runs)
+    if run is None:
+        st.stop()
+    with friendly_errors():  # a run made by an older build may have parameters this build no longer knows
+        show_warnings(run)
+    return run
+
+
+def open_records(run: Run) -> tuple:
+    """(records, anomaly maps, ground-truth masks, display settings) of a finished run. Shows why and stops the
+    page when they cannot be read."""
+    records = None
+    with friendly_errors():
+        records, maps, masks = run_records(run)
+        display = viewer.display_settings(registry().run_dir(run.id))
+    if records is None:
+        st.stop()
+    return records, maps, masks, display
+
+
 def pipeline_check(run: Run) -> bool:
     """True for runs whose numbers are not a quality result (e.g. an untrained EfficientAD teacher)."""
-    from core.models import model_warnings
-
     return bool(model_warnings(run.model, run.params))
 
 
 def show_warnings(run: Run) -> None:
-    from core.models import model_warnings
-
     for warning in model_warnings(run.model, run.params):
         st.warning(warning, icon=":material/warning:")
 
@@ -199,8 +218,6 @@ def param_input(param, key: str, default=None, format_func=None):
     if param.kind == "float":
         # One step = a tenth of the default's order of magnitude (0.1 → 0.01, 1e-4 → 1e-5); %g keeps
         # small values such as learning rates readable.
-        import math
-
         step = 10 ** (math.floor(math.log10(abs(default))) - 1) if default else 0.01
         return st.number_input(
             label,

@@ -33,12 +33,12 @@ Features are processed on the CPU; exactness is versus anomalib on the CPU.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from core.errors import RunCancelled
 
@@ -55,10 +55,12 @@ _PCA_COMPONENTS = 15
 # Centres also get a finer lower bound (more components), used before computing centre-centre distances.
 _PCA_COMPONENTS_CENTRES = 63
 _PCA_SAMPLE = 32768
-# Most argmax picks taken at once (all provably the next picks, see _greedy_loop.accepted).
+# Most argmax picks taken at once (all provably the next picks, see _PrunedState.leading_argmaxes).
 _MAX_BATCH = 256
 # Scanning cluster members costs about this many times a point of the dense lower-bound scan.
 _SPARSE_COST = 10
+# Clusters up to this size are scanned whole instead of binary-searched.
+_SMALL_CLUSTER = 128
 _DENSE_CHUNK = 32768
 # Above n / this many exact distances per centre, full passes over all rows are cheaper than gathers.
 _FULL_PASS_FRACTION = 4
@@ -248,12 +250,7 @@ class FastKCenterGreedy:
         # Thousands of small operations: one thread avoids OpenMP/BLAS wake-up and spin costs (and changes
         # no value: every distance is a per-row reduction).
         threads = torch.get_num_threads()
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn (an anomalib dependency)
-            limits = contextlib.nullcontext()
-        else:
-            limits = threadpool_limits(limits=1)
+        limits = threadpool_limits(limits=1)  # BLAS/OpenMP pools too (threadpoolctl comes with scikit-learn)
         try:
             torch.set_num_threads(1)
             with limits:
@@ -265,73 +262,85 @@ class FastKCenterGreedy:
     def _greedy_loop(
         self, features: torch.Tensor, start: int, z: np.ndarray, scale: float, mean: np.ndarray, basis2: np.ndarray
     ) -> list[int]:
+        """anomalib's picks, in batches: each batch is the next candidates in argmax order that provably are the
+        next argmaxes; then its distances are applied together."""
         self._setup_reporting()
-        n = features.shape[0]
         k_total = self.coreset_size
-        abs_margin = _ABS_FACTOR * scale + 1e-30
-        rel = 1.0 + _REL
-        md_t = torch.empty(n, dtype=features.dtype)  # anomalib's min_distances, shape (n,) not (n, 1)
-        md = md_t.numpy()
-        f_np = features.numpy()
-        take = np.take
-        mark = np.zeros(n, dtype=bool)
-        owner = np.zeros(n, dtype=np.int64)  # each point's cluster (nearest centre so far)
-        zn2 = np.einsum("ij,ij->i", z, z)  # |Z x|^2, for the dense scan
-        empty_i = np.empty(0, dtype=np.int64)
-        empty_f = np.empty(0, dtype=md.dtype)
+        state = _PrunedState(features, z, scale, mean, basis2, n_clusters=k_total)
+        selected = [start]
+        self._report(1)
+        state.start_at(start)
+        want = 8
+        while len(selected) < k_total:
+            remaining = k_total - len(selected)
+            if state.all_covered():
+                # every min distance is 0: anomalib's torch.max keeps returning the first index
+                selected.extend([state.first_argmax()] * remaining)
+                break
+            lc = min(want, remaining, max(8, self._tick))  # no batch spans more than ~1 % (progress)
+            clusters, cand, cmd = state.next_candidates(lc)
+            b = state.leading_argmaxes(cand, cmd)
+            batch = cand[:b]
+            want = min(2 * want, _MAX_BATCH) if b == lc else max(8, 2 * b)
+            state.select(batch, clusters, lc)
+            selected.extend(batch.tolist())
+            # anomalib never applies the distances of its last pick; neither do we (same min_distances)
+            upd = batch if len(selected) < k_total else batch[:-1]
+            if len(upd):
+                state.apply_centres(upd)
+            self._report(len(selected))
 
-        def exact(rows: np.ndarray, centers: np.ndarray, center_rows: np.ndarray | None = None) -> np.ndarray:
-            """anomalib's ``torch.linalg.norm(features[rows] - features[center], dim=1)``, row by row the same
-            value as its full computation (the difference is elementwise; the norm is a per-row reduction).
-            ``centers`` indexes ``center_rows`` when given (a small, cache-resident copy), else the features."""
-            sub = torch.from_numpy(take(f_np, rows, axis=0))
-            sub.sub_(torch.from_numpy(take(f_np if center_rows is None else center_rows, centers, axis=0)))
-            return torch.linalg.vector_norm(sub, ord=2, dim=1).numpy()
+        self.min_distances = state.md_t.unsqueeze(1)
+        state.stats["iterations"] = k_total - 1
+        self.stats = state.stats
+        return selected
 
-        # One cluster per centre whose distances were applied, in selection order. Members (never a selected
-        # point) are sorted by (-min_distance, index): the first is the cluster's farthest point (smallest
-        # index among ties) and the points that a new centre can move are a prefix.
-        n_cl = k_total
-        mem: list[np.ndarray] = []
-        key: list[np.ndarray] = []  # -min_distance of the members, ascending
-        rad = np.full(n_cl, -np.inf)  # the cluster's largest min_distance (-inf: empty)
-        thr2 = np.full(n_cl, -1.0)  # (2 rad (1+rel) + abs)^2, -1 for an empty cluster
-        csize = np.zeros(n_cl, dtype=np.int64)
-        cz = np.zeros((n_cl, z.shape[1]), dtype=np.float64)  # centres' lower-bound coordinates
-        cz2 = np.zeros(n_cl, dtype=np.float64)
-        cz_hi = np.zeros((n_cl, basis2.shape[1] + 1), dtype=np.float32)  # finer ones (more components)
 
-        def set_cluster(a: int, members: np.ndarray, keys: np.ndarray) -> None:
-            mem[a] = members
-            key[a] = keys
-            csize[a] = len(members)
-            if len(keys):
-                r = -float(keys[0])
-                rad[a] = r
-                t = 2.0 * r * rel + abs_margin
-                thr2[a] = t * t
-            else:
-                rad[a] = -np.inf
-                thr2[a] = -1.0
+class _PrunedState:
+    """What the pruned selection knows between picks, and the steps that change it.
 
-        def add_centres(centres: np.ndarray) -> int:
-            """Register lower-bound coordinates for new centres; return the first new cluster id."""
-            first = len(mem)
-            last = first + len(centres)
-            zc = take(z, centres, axis=0).astype(np.float64)
-            cz[first:last] = zc
-            cz2[first:last] = np.einsum("ij,ij->i", zc, zc)
-            x = take(f_np, centres, axis=0).astype(np.float64) - mean
-            p = x @ basis2
-            cz_hi[first:last, :-1] = p
-            cz_hi[first:last, -1] = np.sqrt(np.maximum(np.einsum("ij,ij->i", x, x) - np.einsum("ij,ij->i", p, p), 0))
-            mem.extend([np.empty(0, dtype=np.int64)] * len(centres))
-            key.extend([np.empty(0, dtype=md.dtype)] * len(centres))
-            return first
+    ``md`` is anomalib's ``min_distances``. Every point that is not a centre belongs to the cluster of its
+    nearest centre so far: one cluster per centre whose distances were applied, in selection order. Members
+    (never a selected point) are sorted by (-min_distance, index): the first is the cluster's farthest point
+    (smallest index among ties) and the points that a new centre can move are a prefix.
+    """
 
-        dense_streak = [0]
-        small = 128  # clusters up to this size are scanned whole instead of binary-searched
-        stats = {
+    def __init__(
+        self,
+        features: torch.Tensor,
+        z: np.ndarray,
+        scale: float,
+        mean: np.ndarray,
+        basis2: np.ndarray,
+        n_clusters: int,
+    ) -> None:
+        n = features.shape[0]
+        self.n = n
+        self.features = features
+        self.f_np = features.numpy()
+        self.z = z  # the points' lower-bound coordinates (see _lower_bound_coords)
+        self.zn2 = np.einsum("ij,ij->i", z, z)  # |Z x|^2, for the dense scan
+        self.mean = mean
+        self.basis2 = basis2
+        self.abs_margin = _ABS_FACTOR * scale + 1e-30
+        self.rel = 1.0 + _REL
+        self.md_t = torch.empty(n, dtype=features.dtype)  # anomalib's min_distances, shape (n,) not (n, 1)
+        self.md = self.md_t.numpy()
+        self.mark = np.zeros(n, dtype=bool)  # scratch flags for the points being moved or selected
+        self.owner = np.zeros(n, dtype=np.int64)  # each point's cluster (nearest centre so far)
+        self.empty_i = np.empty(0, dtype=np.int64)
+        self.empty_f = np.empty(0, dtype=self.md.dtype)
+        self.mem: list[np.ndarray] = []  # each cluster's members
+        self.key: list[np.ndarray] = []  # -min_distance of the members, ascending
+        self.rad = np.full(n_clusters, -np.inf)  # the cluster's largest min_distance (-inf: empty)
+        self.thr2 = np.full(n_clusters, -1.0)  # (2 rad (1+rel) + abs)^2, -1 for an empty cluster
+        self.csize = np.zeros(n_clusters, dtype=np.int64)
+        self.cz = np.zeros((n_clusters, z.shape[1]), dtype=np.float64)  # centres' lower-bound coordinates
+        self.cz2 = np.zeros(n_clusters, dtype=np.float64)
+        self.cz_hi = np.zeros((n_clusters, basis2.shape[1] + 1), dtype=np.float32)  # finer ones (more components)
+        self.dense_streak = 0  # updates in a row that used the dense scan
+        self.full_buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.stats = {
             "batches": 0,
             "candidate_clusters": 0,
             "scanned_points": 0,
@@ -341,233 +350,292 @@ class FastKCenterGreedy:
             "full_passes": 0,
         }
 
-        def candidates_sparse(k: int, first: int, u: int, zc32: np.ndarray):
-            """(points, centre slots, their min distances) that may get closer, found cluster by cluster;
-            or None when the clusters to scan are so large that the dense scan is cheaper."""
-            zc = cz[first : first + u]
-            # 1. (cluster a, centre c) pairs where a can hold a point closer to c than to a: d(c, a) < 2 rad(a)
-            pa_l, pc_l = [], []
-            for lo in range(0, k, _DENSE_CHUNK):
-                hi = min(k, lo + _DENSE_CHUNK)
-                lb = cz[lo:hi] @ zc.T
-                lb *= -2.0
-                lb += cz2[lo:hi, None]
-                lb += cz2[None, first : first + u]
-                r, c = np.nonzero(lb < thr2[lo:hi, None])
-                pa_l.append(r + lo)
-                pc_l.append(c)
-            pa = np.concatenate(pa_l)
-            pc = np.concatenate(pc_l)
-            g2 = take(cz_hi, pa, axis=0)
-            g2 -= take(cz_hi, pc + first, axis=0)
-            lbc2 = np.einsum("ij,ij->i", g2, g2)  # finer lower bound of d(c, a)^2
-            keep = np.flatnonzero(lbc2 < take(thr2, pa))
-            pa = take(pa, keep)
-            pc = take(pc, keep)
-            stats["candidate_clusters"] += len(pa)
-            # 2. per point x of a: d(c, a) < 2 md(x), i.e. md(x) > lim; a sorted prefix of a
-            lim = (np.sqrt(np.maximum(take(lbc2, keep), 0.0)) - abs_margin) / (2.0 * rel)
-            pa_list = pa.tolist()
-            parts = [mem[a] for a in pa_list]
-            kparts = [key[a] for a in pa_list]
-            plens = csize[pa]
-            for j in np.flatnonzero(plens > small).tolist():
-                p = int(np.searchsorted(kparts[j], -lim[j], side="left"))
-                parts[j] = parts[j][:p]
-                kparts[j] = kparts[j][:p]
-                plens[j] = p
-            if int(plens.sum()) * _SPARSE_COST > n * u:
-                return None
-            if len(parts) == 0:
-                return empty_i, empty_i, empty_f
-            allm = np.concatenate(parts) if len(parts) > 1 else parts[0]
-            allk = np.concatenate(kparts) if len(kparts) > 1 else kparts[0]
-            stats["scanned_points"] += len(allm)
-            pair = np.repeat(np.arange(len(pa)), plens)
-            mdp = -allk  # the members' min_distances, in member order
-            s1 = np.flatnonzero(mdp > take(lim, pair))
-            pts = take(allm, s1)
-            mdp = take(mdp, s1)
-            cen = take(pc, take(pair, s1))
-            # 3. PCA lower bound: ||Z x - Z c|| < md(x)
-            g = take(z, pts, axis=0)
-            g -= take(zc32, cen, axis=0)
-            lbp = np.einsum("ij,ij->i", g, g)
-            bnd = mdp * rel + abs_margin
-            s2 = np.flatnonzero(lbp < bnd * bnd)
-            stats["bound_checks"] += len(pts)
-            return take(pts, s2), take(cen, s2), take(mdp, s2)
+    # ---- the picks ----------------------------------------------------------------------------------------
 
-        def candidates_dense(u: int, zc32: np.ndarray):
-            """The same test, ||Z x - Z c|| < md(x), for every point and centre at once (a matrix product)."""
-            czn = np.einsum("ij,ij->i", zc32, zc32)
-            # float32 |x|^2 + |c|^2 - 2 x.c is off by at most ~24 eps (|x|^2 + |c|^2): allow 64 eps
-            slack = np.float32(64 * np.finfo(np.float32).eps)
-            pts_l, cen_l = [], []
-            for lo in range(0, n, _DENSE_CHUNK):
-                hi = min(n, lo + _DENSE_CHUNK)
-                blk = z[lo:hi] @ zc32.T
-                blk *= -2.0
-                blk += zn2[lo:hi, None]
-                blk += czn[None, :]
-                b = md[lo:hi] * np.float32(rel) + np.float32(abs_margin)
-                b *= b
-                b += slack * (zn2[lo:hi] + czn.max())
-                r, c = np.nonzero(blk < b[:, None])
-                pts_l.append(r + lo)
-                cen_l.append(c)
-            stats["bound_checks"] += n * u
-            stats["dense_updates"] += 1
-            pts = np.concatenate(pts_l)
-            cen = np.concatenate(cen_l)
-            return pts, cen, take(md, pts)
-
-        full_buffers: list[torch.Tensor] = []
-
-        def candidates_full(centres: np.ndarray):
-            """Every point whose distance to a centre is below its min distance, by full passes."""
-            if not full_buffers:
-                full_buffers.extend([torch.empty_like(features), torch.empty(n, dtype=features.dtype)])
-            buf, dist = full_buffers
-            pts_l, cen_l = [], []
-            for i, c in enumerate(centres.tolist()):
-                torch.sub(features, features[c], out=buf)
-                torch.linalg.vector_norm(buf, ord=2, dim=1, out=dist)
-                p = np.flatnonzero(dist.numpy() < md)
-                pts_l.append(p)
-                cen_l.append(np.full(len(p), i, dtype=np.int64))
-            stats["full_passes"] += len(centres)
-            pts = np.concatenate(pts_l)
-            return pts, np.concatenate(cen_l), take(md, pts)
-
-        def update(centres: np.ndarray) -> None:
-            """Apply the distances to ``centres`` (min_distances = min(min_distances, d(., c)) for each c)."""
-            k = len(mem)
-            first = add_centres(centres)
-            u = len(centres)
-            zc32 = take(z, centres, axis=0)
-            # while the clusters are huge, the dense scan wins: retry the cluster-by-cluster one now and then
-            found = None
-            if dense_streak[0] % 4 == 0:
-                found = candidates_sparse(k, first, u, zc32)
-            dense_streak[0] = 0 if found is not None else dense_streak[0] + 1
-            pe, ce, mdp = found if found is not None else candidates_dense(u, zc32)
-            if len(pe) * _FULL_PASS_FRACTION > n * u:
-                # the bounds prune little here (unstructured data): plain passes over all rows are cheaper
-                pe, ce, mdp = candidates_full(centres)
-            stats["exact_distances"] += len(pe)
-            if len(pe) == 0:
-                return
-            # 4. anomalib's distances for the survivors; keep those below the current minimum
-            d = exact(pe, ce, take(f_np, centres, axis=0))
-            mv = np.flatnonzero(d < mdp)
-            if len(mv) == 0:
-                return
-            mp = take(pe, mv)
-            mc = take(ce, mv)
-            mdv = take(d, mv)
-            if len(mp) != len(np.unique(mp)):  # a point moved by several centres: keep the nearest
-                o = np.lexsort((mc, mdv, mp))
-                mp, mc, mdv = mp[o], mc[o], mdv[o]
-                first_of = np.ones(len(mp), dtype=bool)
-                first_of[1:] = mp[1:] != mp[:-1]
-                mp, mc, mdv = mp[first_of], mc[first_of], mdv[first_of]
-            md[mp] = mdv
-            mark[mp] = True
-            for a in np.unique(take(owner, mp)).tolist():  # the clusters they leave
-                m_a = mem[a]
-                kept = ~take(mark, m_a)
-                set_cluster(a, m_a[kept], key[a][kept])
-            mark[mp] = False
-            owner[mp] = mc + first
-            o = np.lexsort((mp, -mdv, mc))  # by centre, then (-min_distance, index)
-            counts = np.bincount(mc, minlength=u)
-            bounds = np.zeros(u + 1, dtype=np.int64)
-            np.cumsum(counts, out=bounds[1:])
-            mp = mp[o]
-            negd = -mdv[o]
-            for i in np.flatnonzero(counts).tolist():
-                lo, hi = int(bounds[i]), int(bounds[i + 1])
-                set_cluster(first + i, mp[lo:hi], negd[lo:hi])
-
-        def accepted(cand: np.ndarray, cmd: np.ndarray) -> int:
-            """How many leading candidates are the next argmaxes: y_l is, as long as none of y_1..y_(l-1)
-            lowers its distance (every other distance can only go down)."""
-            if len(cand) < 2:
-                return len(cand)
-            zc = take(z, cand, axis=0).astype(np.float64)
-            n2 = np.einsum("ij,ij->i", zc, zc)
-            lb = zc @ zc.T
-            lb *= -2.0
-            lb += n2[:, None]
-            lb += n2[None, :]
-            bnd = cmd * rel + abs_margin
-            rows, cols = np.nonzero(np.tril(lb < (bnd * bnd)[:, None], -1))
-            if len(rows) == 0:
-                return len(cand)
-            d = exact(take(cand, rows), take(cand, cols))
-            hit = rows[d < take(cmd, rows)]
-            return int(hit.min()) if len(hit) else len(cand)
-
-        # first centre: the full computation, as anomalib does
-        selected = [start]
-        self._report(1)
-        torch.linalg.vector_norm(features - features[start], ord=2, dim=1, out=md_t)
-        stats["exact_distances"] += n
-        add_centres(np.array([start], dtype=np.int64))
+    def start_at(self, start: int) -> None:
+        """The first centre: the full computation, as anomalib does; every other point joins its cluster."""
+        n, md = self.n, self.md
+        torch.linalg.vector_norm(self.features - self.features[start], ord=2, dim=1, out=self.md_t)
+        self.stats["exact_distances"] += n
+        self.add_centres(np.array([start], dtype=np.int64))
         rest = np.flatnonzero(np.arange(n) != start)
         order = np.lexsort((rest, -md[rest]))
-        set_cluster(0, rest[order], -md[rest[order]])
+        self.set_cluster(0, rest[order], -md[rest[order]])
         md[start] = 0.0
 
-        want = 8
-        while len(selected) < k_total:
-            remaining = k_total - len(selected)
-            k = len(mem)
-            top = rad[:k].max()
-            if not top > 0:
-                # every min distance is 0: anomalib's torch.max keeps returning the first index
-                selected.extend([int(torch.max(md_t, dim=0)[1])] * remaining)
-                break
-            # the next candidates in argmax order: the heads of the clusters with the largest radii
-            lc = min(want, remaining, max(8, self._tick))  # no batch spans more than ~1 % (progress)
-            rk = rad[:k]
-            cl = np.flatnonzero(rk >= np.partition(rk, k - lc)[k - lc]) if k > lc else np.flatnonzero(rk > 0)
-            heads = [mem[a][:lc] for a in cl.tolist()]
-            hkeys = [key[a][:lc] for a in cl.tolist()]
-            hp = np.concatenate(heads) if len(heads) > 1 else heads[0]
-            hk = np.concatenate(hkeys) if len(hkeys) > 1 else hkeys[0]
-            o = np.lexsort((hp, hk))[:lc]
-            cand = take(hp, o)
-            cmd = -take(hk, o).astype(np.float64)
-            pos = cmd > 0
-            if not pos.all():
-                cand, cmd = cand[pos], cmd[pos]
-            b = accepted(cand, cmd)
-            batch = cand[:b]
-            want = min(2 * want, _MAX_BATCH) if b == lc else max(8, 2 * b)
-            stats["batches"] += 1
-            # select them: distance 0, out of their clusters
-            md[batch] = 0.0
-            mark[batch] = True
-            for a in cl.tolist():
-                h = mem[a][:lc]
-                hit = take(mark, h)
-                if hit.any():
-                    kept = np.concatenate((h[~hit], mem[a][lc:]))
-                    set_cluster(a, kept, np.concatenate((key[a][:lc][~hit], key[a][lc:])))
-            mark[batch] = False
-            selected.extend(batch.tolist())
-            # anomalib never applies the distances of its last pick; neither do we (same min_distances)
-            upd = batch if len(selected) < k_total else batch[:-1]
-            if len(upd):
-                update(upd)
-            self._report(len(selected))
+    def all_covered(self) -> bool:
+        """True when every min distance is 0 (no cluster has a point left at a positive distance)."""
+        return not self.rad[: len(self.mem)].max() > 0
 
-        self.min_distances = md_t.unsqueeze(1)
-        stats["iterations"] = k_total - 1
-        self.stats = stats
-        return selected
+    def first_argmax(self) -> int:
+        return int(torch.max(self.md_t, dim=0)[1])
+
+    def next_candidates(self, lc: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(clusters looked at, the next ``lc`` candidates in argmax order, their min distances): the heads of
+        the clusters with the largest radii."""
+        take, mem, key = np.take, self.mem, self.key
+        k = len(mem)
+        rk = self.rad[:k]
+        cl = np.flatnonzero(rk >= np.partition(rk, k - lc)[k - lc]) if k > lc else np.flatnonzero(rk > 0)
+        heads = [mem[a][:lc] for a in cl.tolist()]
+        hkeys = [key[a][:lc] for a in cl.tolist()]
+        hp = np.concatenate(heads) if len(heads) > 1 else heads[0]
+        hk = np.concatenate(hkeys) if len(hkeys) > 1 else hkeys[0]
+        o = np.lexsort((hp, hk))[:lc]
+        cand = take(hp, o)
+        cmd = -take(hk, o).astype(np.float64)
+        pos = cmd > 0
+        if not pos.all():
+            cand, cmd = cand[pos], cmd[pos]
+        return cl, cand, cmd
+
+    def leading_argmaxes(self, cand: np.ndarray, cmd: np.ndarray) -> int:
+        """How many leading candidates are the next argmaxes: y_l is, as long as none of y_1..y_(l-1)
+        lowers its distance (every other distance can only go down)."""
+        if len(cand) < 2:
+            return len(cand)
+        take = np.take
+        zc = take(self.z, cand, axis=0).astype(np.float64)
+        n2 = np.einsum("ij,ij->i", zc, zc)
+        lb = zc @ zc.T
+        lb *= -2.0
+        lb += n2[:, None]
+        lb += n2[None, :]
+        bnd = cmd * self.rel + self.abs_margin
+        rows, cols = np.nonzero(np.tril(lb < (bnd * bnd)[:, None], -1))
+        if len(rows) == 0:
+            return len(cand)
+        d = self.exact(take(cand, rows), take(cand, cols))
+        hit = rows[d < take(cmd, rows)]
+        return int(hit.min()) if len(hit) else len(cand)
+
+    def select(self, batch: np.ndarray, clusters: np.ndarray, lc: int) -> None:
+        """Select a batch of candidates (taken from the first ``lc`` members of ``clusters``): distance 0, out
+        of their clusters."""
+        mem, key, mark = self.mem, self.key, self.mark
+        self.stats["batches"] += 1
+        self.md[batch] = 0.0
+        mark[batch] = True
+        for a in clusters.tolist():
+            h = mem[a][:lc]
+            hit = np.take(mark, h)
+            if hit.any():
+                kept = np.concatenate((h[~hit], mem[a][lc:]))
+                self.set_cluster(a, kept, np.concatenate((key[a][:lc][~hit], key[a][lc:])))
+        mark[batch] = False
+
+    def apply_centres(self, centres: np.ndarray) -> None:
+        """Apply the distances to ``centres`` (min_distances = min(min_distances, d(., c)) for each c)."""
+        take = np.take
+        k = len(self.mem)
+        first = self.add_centres(centres)
+        pe, ce, mdp = self.candidates(centres, k, first)
+        self.stats["exact_distances"] += len(pe)
+        if len(pe) == 0:
+            return
+        # 4. anomalib's distances for the survivors; keep those below the current minimum
+        d = self.exact(pe, ce, take(self.f_np, centres, axis=0))
+        mv = np.flatnonzero(d < mdp)
+        if len(mv) == 0:
+            return
+        mp, mc, mdv = nearest_centre_per_point(take(pe, mv), take(ce, mv), take(d, mv))
+        self.md[mp] = mdv
+        self.move_to_new_clusters(mp, mc, mdv, first, len(centres))
+
+    # ---- clusters and centres -----------------------------------------------------------------------------
+
+    def set_cluster(self, a: int, members: np.ndarray, keys: np.ndarray) -> None:
+        self.mem[a] = members
+        self.key[a] = keys
+        self.csize[a] = len(members)
+        if len(keys):
+            r = -float(keys[0])
+            self.rad[a] = r
+            t = 2.0 * r * self.rel + self.abs_margin
+            self.thr2[a] = t * t
+        else:
+            self.rad[a] = -np.inf
+            self.thr2[a] = -1.0
+
+    def add_centres(self, centres: np.ndarray) -> int:
+        """Register lower-bound coordinates for new centres (and empty clusters); return the first new
+        cluster id."""
+        take = np.take
+        first = len(self.mem)
+        last = first + len(centres)
+        zc = take(self.z, centres, axis=0).astype(np.float64)
+        self.cz[first:last] = zc
+        self.cz2[first:last] = np.einsum("ij,ij->i", zc, zc)
+        x = take(self.f_np, centres, axis=0).astype(np.float64) - self.mean
+        p = x @ self.basis2
+        self.cz_hi[first:last, :-1] = p
+        self.cz_hi[first:last, -1] = np.sqrt(np.maximum(np.einsum("ij,ij->i", x, x) - np.einsum("ij,ij->i", p, p), 0))
+        self.mem.extend([np.empty(0, dtype=np.int64)] * len(centres))
+        self.key.extend([np.empty(0, dtype=self.md.dtype)] * len(centres))
+        return first
+
+    def move_to_new_clusters(self, mp: np.ndarray, mc: np.ndarray, mdv: np.ndarray, first: int, u: int) -> None:
+        """Points ``mp`` are now nearest to new centre ``mc`` (of ``u``, clusters from ``first`` on), at
+        ``mdv``: out of the clusters they leave, into the new ones in (-min_distance, index) order."""
+        mem, key, mark, owner = self.mem, self.key, self.mark, self.owner
+        mark[mp] = True
+        for a in np.unique(np.take(owner, mp)).tolist():  # the clusters they leave
+            m_a = mem[a]
+            kept = ~np.take(mark, m_a)
+            self.set_cluster(a, m_a[kept], key[a][kept])
+        mark[mp] = False
+        owner[mp] = mc + first
+        o = np.lexsort((mp, -mdv, mc))  # by centre, then (-min_distance, index)
+        counts = np.bincount(mc, minlength=u)
+        bounds = np.zeros(u + 1, dtype=np.int64)
+        np.cumsum(counts, out=bounds[1:])
+        mp = mp[o]
+        negd = -mdv[o]
+        for i in np.flatnonzero(counts).tolist():
+            lo, hi = int(bounds[i]), int(bounds[i + 1])
+            self.set_cluster(first + i, mp[lo:hi], negd[lo:hi])
+
+    # ---- which points a new centre may move ---------------------------------------------------------------
+
+    def candidates(self, centres: np.ndarray, k: int, first: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(points, centre slots, their min distances) that may get closer to one of ``centres``: cluster by
+        cluster, by the dense scan, or by full passes, whichever is cheapest."""
+        u = len(centres)
+        zc32 = np.take(self.z, centres, axis=0)
+        # while the clusters are huge, the dense scan wins: retry the cluster-by-cluster one now and then
+        found = None
+        if self.dense_streak % 4 == 0:
+            found = self.candidates_sparse(k, first, u, zc32)
+        self.dense_streak = 0 if found is not None else self.dense_streak + 1
+        pe, ce, mdp = found if found is not None else self.candidates_dense(u, zc32)
+        if len(pe) * _FULL_PASS_FRACTION > self.n * u:
+            # the bounds prune little here (unstructured data): plain passes over all rows are cheaper
+            pe, ce, mdp = self.candidates_full(centres)
+        return pe, ce, mdp
+
+    def candidates_sparse(self, k: int, first: int, u: int, zc32: np.ndarray):
+        """(points, centre slots, their min distances) that may get closer, found cluster by cluster;
+        or None when the clusters to scan are so large that the dense scan is cheaper."""
+        take, cz, cz2, cz_hi, thr2 = np.take, self.cz, self.cz2, self.cz_hi, self.thr2
+        rel, abs_margin, stats = self.rel, self.abs_margin, self.stats
+        zc = cz[first : first + u]
+        # 1. (cluster a, centre c) pairs where a can hold a point closer to c than to a: d(c, a) < 2 rad(a)
+        pa_l, pc_l = [], []
+        for lo in range(0, k, _DENSE_CHUNK):
+            hi = min(k, lo + _DENSE_CHUNK)
+            lb = cz[lo:hi] @ zc.T
+            lb *= -2.0
+            lb += cz2[lo:hi, None]
+            lb += cz2[None, first : first + u]
+            r, c = np.nonzero(lb < thr2[lo:hi, None])
+            pa_l.append(r + lo)
+            pc_l.append(c)
+        pa = np.concatenate(pa_l)
+        pc = np.concatenate(pc_l)
+        g2 = take(cz_hi, pa, axis=0)
+        g2 -= take(cz_hi, pc + first, axis=0)
+        lbc2 = np.einsum("ij,ij->i", g2, g2)  # finer lower bound of d(c, a)^2
+        keep = np.flatnonzero(lbc2 < take(thr2, pa))
+        pa = take(pa, keep)
+        pc = take(pc, keep)
+        stats["candidate_clusters"] += len(pa)
+        # 2. per point x of a: d(c, a) < 2 md(x), i.e. md(x) > lim; a sorted prefix of a
+        lim = (np.sqrt(np.maximum(take(lbc2, keep), 0.0)) - abs_margin) / (2.0 * rel)
+        pa_list = pa.tolist()
+        parts = [self.mem[a] for a in pa_list]
+        kparts = [self.key[a] for a in pa_list]
+        plens = self.csize[pa]
+        for j in np.flatnonzero(plens > _SMALL_CLUSTER).tolist():
+            p = int(np.searchsorted(kparts[j], -lim[j], side="left"))
+            parts[j] = parts[j][:p]
+            kparts[j] = kparts[j][:p]
+            plens[j] = p
+        if int(plens.sum()) * _SPARSE_COST > self.n * u:
+            return None
+        if len(parts) == 0:
+            return self.empty_i, self.empty_i, self.empty_f
+        allm = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        allk = np.concatenate(kparts) if len(kparts) > 1 else kparts[0]
+        stats["scanned_points"] += len(allm)
+        pair = np.repeat(np.arange(len(pa)), plens)
+        mdp = -allk  # the members' min_distances, in member order
+        s1 = np.flatnonzero(mdp > take(lim, pair))
+        pts = take(allm, s1)
+        mdp = take(mdp, s1)
+        cen = take(pc, take(pair, s1))
+        # 3. PCA lower bound: ||Z x - Z c|| < md(x)
+        g = take(self.z, pts, axis=0)
+        g -= take(zc32, cen, axis=0)
+        lbp = np.einsum("ij,ij->i", g, g)
+        bnd = mdp * rel + abs_margin
+        s2 = np.flatnonzero(lbp < bnd * bnd)
+        stats["bound_checks"] += len(pts)
+        return take(pts, s2), take(cen, s2), take(mdp, s2)
+
+    def candidates_dense(self, u: int, zc32: np.ndarray):
+        """The same test, ||Z x - Z c|| < md(x), for every point and centre at once (a matrix product)."""
+        n, z, zn2, md = self.n, self.z, self.zn2, self.md
+        czn = np.einsum("ij,ij->i", zc32, zc32)
+        # float32 |x|^2 + |c|^2 - 2 x.c is off by at most ~24 eps (|x|^2 + |c|^2): allow 64 eps
+        slack = np.float32(64 * np.finfo(np.float32).eps)
+        pts_l, cen_l = [], []
+        for lo in range(0, n, _DENSE_CHUNK):
+            hi = min(n, lo + _DENSE_CHUNK)
+            blk = z[lo:hi] @ zc32.T
+            blk *= -2.0
+            blk += zn2[lo:hi, None]
+            blk += czn[None, :]
+            b = md[lo:hi] * np.float32(self.rel) + np.float32(self.abs_margin)
+            b *= b
+            b += slack * (zn2[lo:hi] + czn.max())
+            r, c = np.nonzero(blk < b[:, None])
+            pts_l.append(r + lo)
+            cen_l.append(c)
+        self.stats["bound_checks"] += n * u
+        self.stats["dense_updates"] += 1
+        pts = np.concatenate(pts_l)
+        cen = np.concatenate(cen_l)
+        return pts, cen, np.take(md, pts)
+
+    def candidates_full(self, centres: np.ndarray):
+        """Every point whose distance to a centre is below its min distance, by full passes."""
+        features, md = self.features, self.md
+        if self.full_buffers is None:
+            self.full_buffers = (torch.empty_like(features), torch.empty(self.n, dtype=features.dtype))
+        buf, dist = self.full_buffers
+        pts_l, cen_l = [], []
+        for i, c in enumerate(centres.tolist()):
+            torch.sub(features, features[c], out=buf)
+            torch.linalg.vector_norm(buf, ord=2, dim=1, out=dist)
+            p = np.flatnonzero(dist.numpy() < md)
+            pts_l.append(p)
+            cen_l.append(np.full(len(p), i, dtype=np.int64))
+        self.stats["full_passes"] += len(centres)
+        pts = np.concatenate(pts_l)
+        return pts, np.concatenate(cen_l), np.take(md, pts)
+
+    def exact(self, rows: np.ndarray, centers: np.ndarray, center_rows: np.ndarray | None = None) -> np.ndarray:
+        """anomalib's ``torch.linalg.norm(features[rows] - features[center], dim=1)``, row by row the same
+        value as its full computation (the difference is elementwise; the norm is a per-row reduction).
+        ``centers`` indexes ``center_rows`` when given (a small, cache-resident copy), else the features."""
+        f_np = self.f_np
+        sub = torch.from_numpy(np.take(f_np, rows, axis=0))
+        sub.sub_(torch.from_numpy(np.take(f_np if center_rows is None else center_rows, centers, axis=0)))
+        return torch.linalg.vector_norm(sub, ord=2, dim=1).numpy()
+
+
+def nearest_centre_per_point(
+    mp: np.ndarray, mc: np.ndarray, mdv: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Points ``mp`` moved by centres ``mc`` to distances ``mdv``: a point moved by several centres keeps the
+    nearest (the smallest centre slot among ties)."""
+    if len(mp) == len(np.unique(mp)):
+        return mp, mc, mdv
+    o = np.lexsort((mc, mdv, mp))
+    mp, mc, mdv = mp[o], mc[o], mdv[o]
+    first_of = np.ones(len(mp), dtype=bool)
+    first_of[1:] = mp[1:] != mp[:-1]
+    return mp[first_of], mc[first_of], mdv[first_of]
 
 
 def concat_and_clear(store: list[torch.Tensor]) -> torch.Tensor:

@@ -25,6 +25,7 @@ from core.data import images
 from core.data.datasets import DatasetSpec, train_images
 from core.errors import VectorStoreError, WorkbenchError
 from core.store.artifacts import RunArtifacts
+from core.store.runs import RunRegistry
 
 log = logging.getLogger("workbench.embeddings")
 # Patches above this quantile of an image's anomaly map make up its defect-centred embedding.
@@ -167,6 +168,17 @@ def index_run(
             except VectorStoreError as exc:  # e.g. a test set of one image
                 result[using] = {"error": str(exc)}
     log.info("indexed %d images of run %s into %s", n, run_id, collection)
+    return result
+
+
+def index_and_record(
+    run_id: str, loaded, cfg: Settings | None = None, hooks=None, registry: RunRegistry | None = None
+) -> dict:
+    """:func:`index_run`, then store its result on the run (``run.retrieval``: what the pages and ``aw show``
+    report). ``registry``: where the result goes (default: the one in ``cfg``; a Ray task passes its own)."""
+    cfg = cfg or current_settings()
+    result = index_run(run_id, loaded, cfg, hooks=hooks)
+    (registry or RunRegistry(cfg)).update(run_id, retrieval=result)
     return result
 
 

@@ -64,7 +64,7 @@ log = logging.getLogger("workbench.vectorstore")
 VECTOR_NAMES = ("global", "defect")
 SPLITS = ("train", "test")
 PAYLOAD_FIELDS = ("run_id", "dataset", "category", "split", "label", "defect_type", "image_path", "score", "index")
-# What the user is told to do when a run has no index (core/cli.py's "index" command).
+# What the user is told to do when a run has no index (core/cli/serve.py's "index" command).
 INDEX_HINT = "index it with `aw index {run_id}`"
 
 _ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "anomaly-workbench/vectorstore")
