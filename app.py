@@ -29,6 +29,7 @@ if __name__ == "__main__" and not st.runtime.exists():  # `python app.py`: start
     sys.exit(cli.main())
 
 from core.models import REGISTRY  # noqa: E402
+from core.store import access  # noqa: E402
 from pages import ui  # noqa: E402
 
 st.set_page_config(
@@ -54,4 +55,10 @@ navigation = st.navigation(
         st.Page("pages/similarity.py", title="Similar cases", icon=":material/image_search:", url_path="similar-cases"),
     ]
 )
-navigation.run()
+if access.read_only():
+    st.sidebar.info(
+        "Read-only demo: look at every run, chart and image; nothing can be changed.", icon=":material/lock:"
+    )
+# Writes (launch, import, delete, feedback) are attributed to the signed-in user in the audit log, where there is one.
+with access.acting_as(st.user.get("email") if st.user.get("is_logged_in") else None):
+    navigation.run()

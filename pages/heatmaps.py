@@ -12,6 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.errors import WorkbenchError
 from core.views import overlays, viewer
 from core.views.viewer import OUTCOME_HELP, OUTCOMES
 from pages import ui
@@ -82,12 +83,18 @@ def legend(cfg: viewer.DisplaySettings) -> None:
 def _focus(run_id: str, pos: int) -> None:
     # Runs before the rerun, so the compare tab's image picker can still be set.
     st.session_state[f"hm_cmp_image_{run_id}"] = pos
+    # The detail stays open across reruns (its feedback buttons rerun the page) until the user closes it.
+    st.session_state["hm_detail_open"] = (run_id, pos)
+
+
+def _close_detail() -> None:
+    st.session_state.pop("hm_detail_open", None)
 
 
 # ---------------------------------------------------------------------------------------------- detail
 
 
-@st.dialog("Image detail", width="large")
+@st.dialog("Image detail", width="large", on_dismiss=_close_detail)
 def detail(run, rec, maps, masks, cfg: viewer.DisplaySettings, opacity: float) -> None:
     picture, image, problem = record_picture(rec, maps, masks, cfg, opacity, overlays.DISPLAY_MAX_SIDE)
     name = Path(rec["path"]).name
@@ -117,6 +124,101 @@ def detail(run, rec, maps, masks, cfg: viewer.DisplaySettings, opacity: float) -
         mime="image/png",
         key="hm_detail_png",
     )
+    why_flagged(run, rec)
+
+
+# ---------------------------------------------------------------------------------------------- why flagged, correct
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading model version…")
+def _version_model(run_dir: str, version: int):
+    from core.engine.inference import LoadedModel
+
+    return LoadedModel(Path(run_dir), version=version)  # a version's files never change: (run, version) is a key
+
+
+def _feedback_action(action: str, run_dir: str, path: str) -> None:
+    """Button callbacks: the change happens in core; the page shows the result line."""
+    from core.engine import feedback
+
+    note = st.session_state.get("hm_fb_note", "")
+    try:
+        if action == "normal":
+            msg = feedback.mark_normal(Path(run_dir), path, note=note).message
+        elif action == "defect":
+            msg = feedback.mark_defect(Path(run_dir), path, st.session_state.get("hm_fb_type", ""), note=note).message
+        else:
+            msg = f"Back at v{feedback.undo(Path(run_dir)).version}; the undone version is kept."
+        st.session_state["hm_fb_result"] = ("success", msg)
+    except WorkbenchError as exc:
+        st.session_state["hm_fb_result"] = ("error", str(exc))
+    st.session_state.pop("hm_version", None)  # show the (new) current version
+
+
+def why_flagged(run, rec) -> None:
+    """Why this verdict (the hottest patch next to its closest normal), correct it, and the honest before/after."""
+    from core.engine.explain import explain
+    from core.engine.feedback import compare_versions
+    from core.store.versions import RunVersions
+    from core.views import feedback as fb_view
+
+    st.subheader("Why flagged")
+    run_dir = str(ui.registry().run_dir(run.id))
+    store = RunVersions(Path(run_dir))
+    lineage, current = store.lineage(), store.current()
+    numbers = [v.version for v in lineage]
+    if st.session_state.get("hm_version") not in numbers:
+        st.session_state["hm_version"] = current
+    version = st.selectbox(
+        "Model version",
+        numbers,
+        key="hm_version",
+        format_func=lambda n: fb_view.version_label(lineage[numbers.index(n)], current),
+        help="Feedback makes a new version of the run, never an edit. Cards show the trained version's scores.",
+    )
+    why = None
+    with ui.friendly_errors():
+        why = explain(_version_model(run_dir, version), rec["path"], nearest_image=True)
+    if why is None:
+        return
+    st.markdown(fb_view.why_text(why) + f" Score with v{version}: **{ui.fmt(why.score)}**.")
+    if why.nearest is not None:
+        c = st.columns(2)
+        c[0].image(why.hot.crop, caption=f"This image: hottest patch, box {why.hot.box}", width="stretch")
+        c[1].image(why.nearest.crop, caption=fb_view.nearest_caption(why), width="stretch")
+    else:
+        for col, region in zip(st.columns(len(why.regions) or 1), why.regions, strict=False):
+            col.image(region.crop, caption=f"map {ui.fmt(region.score)} · box {region.box}", width="stretch")
+        if why.nearest_image:
+            st.caption(f"Nearest normal training image: {Path(why.nearest_image['path']).name}")
+    for note in why.notes:
+        st.caption(note)
+
+    st.text_input("Note (kept with the feedback)", key="hm_fb_note", placeholder="e.g. glare, not a defect")
+    c = st.columns([2, 2, 2, 2])
+    c[0].button("Mark as normal", key="hm_fb_normal", on_click=_feedback_action, args=("normal", run_dir, rec["path"]))
+    c[1].text_input("Defect type", key="hm_fb_type", label_visibility="collapsed", placeholder="defect type")
+    c[2].button("Mark as defect", key="hm_fb_defect", on_click=_feedback_action, args=("defect", run_dir, rec["path"]))
+    parent = store.get().parent
+    c[3].button(
+        f"Undo (back to v{parent})" if parent else "Undo",
+        key="hm_fb_undo",
+        disabled=parent is None,
+        on_click=_feedback_action,
+        args=("undo", run_dir, rec["path"]),
+    )
+    kind, msg = st.session_state.pop("hm_fb_result", (None, None))
+    if kind:
+        getattr(st, kind)(msg)
+    chosen = lineage[numbers.index(version)]
+    if chosen.parent is not None:
+        with ui.friendly_errors():
+            table = compare_versions(Path(run_dir), chosen.parent, chosen.version)
+            st.markdown(
+                f"**Before / after** on the same {table['n_images']} test images (feedback images left out), "
+                f"threshold {ui.fmt(table['threshold'])}:"
+            )
+            st.dataframe(fb_view.before_after_frame(table), hide_index=True)
 
 
 # ---------------------------------------------------------------------------------------------- tabs
@@ -174,20 +276,27 @@ def images_tab(run, records, maps, masks, cfg: viewer.DisplaySettings, opacity: 
                 )
                 st.caption(f"Truth: {viewer.truth_text(rec['label'], rec['defect_type'])} · {Path(rec['path']).name}")
                 pos = int(rec["index"])
-                if st.button(
+                st.button(
                     "Inspect",
                     key=f"hm_inspect_{pos}",
                     icon=":material/zoom_in:",
                     width="stretch",
                     on_click=_focus,
                     args=(run.id, pos),
-                ):
-                    detail(run, rec, maps, masks, cfg, opacity)
+                )
     if missing:
         st.warning(
             f"{missing} test image(s) on this page could not be read (moved or deleted?); they show the "
             "heat map without the photo."
         )
+    open_run, open_pos = st.session_state.get("hm_detail_open") or (None, None)
+    if open_run == run.id:
+        shown = viewer.with_outcomes(records, thr)
+        shown = shown[shown["index"] == open_pos]
+        if shown.empty:  # the run's test set changed since
+            _close_detail()
+        else:
+            detail(run, shown.iloc[0], maps, masks, cfg, opacity)
 
 
 def compare_tab(run, runs, records, maps, masks, cfg: viewer.DisplaySettings, opacity: float) -> None:
@@ -311,18 +420,8 @@ st.caption(
 )
 
 runs = ui.finished_runs()
-run = ui.pick_run("Run", key="hm_run", runs=runs)
-if run is None:
-    st.stop()
-with ui.friendly_errors():  # a run made by an older build may have parameters this build no longer knows
-    ui.show_warnings(run)
-
-records = None
-with ui.friendly_errors():
-    records, maps, masks = ui.run_records(run)
-    cfg = viewer.display_settings(ui.registry().run_dir(run.id))
-if records is None:
-    st.stop()
+run = ui.open_run("hm_run", runs=runs)
+records, maps, masks, cfg = ui.open_records(run)
 
 opacity = st.slider(
     "Heat-map opacity",

@@ -19,6 +19,7 @@ from core.models import get_entry, model_warnings
 from core.runtime import set_threads
 from core.store.artifacts import RunArtifacts
 from core.store.runs import DONE, Run, RunRegistry
+from core.store.versions import RunVersions
 from core.views import viewer
 
 
@@ -27,8 +28,15 @@ def registry() -> RunRegistry:
     return RunRegistry(settings())
 
 
+def _model_key(run: Run) -> tuple[str, float, int]:
+    """A run's folder, checkpoint time and current version: a re-trained or corrected run reloads."""
+    art = RunArtifacts(registry().run_dir(run.id))
+    mtime = art.checkpoint.stat().st_mtime if art.checkpoint.exists() else 0.0
+    return str(art.run_dir), mtime, RunVersions(art.run_dir).current()
+
+
 @st.cache_resource(max_entries=4, show_spinner="Loading model…")
-def _loaded_model(run_dir: str, mtime: float):
+def _loaded_model(run_dir: str, mtime: float, version: int = 1):
     from core.engine.inference import LoadedModel  # torch: loaded when a page first needs a model, not at start-up
 
     set_threads()
@@ -36,14 +44,12 @@ def _loaded_model(run_dir: str, mtime: float):
 
 
 def loaded_model(run: Run):
-    """The run's model, loaded once and kept (keyed by checkpoint time, so a re-trained run reloads)."""
-    art = RunArtifacts(registry().run_dir(run.id))
-    mtime = art.checkpoint.stat().st_mtime if art.checkpoint.exists() else 0.0
-    return _loaded_model(str(art.run_dir), mtime)
+    """The run's model at its current version, loaded once and kept (a re-trained or corrected run reloads)."""
+    return _loaded_model(*_model_key(run))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading model…")
-def _fastest_model(run_dir: str, mtime: float):
+def _fastest_model(run_dir: str, mtime: float, version: int = 1):
     from core.engine.export import fastest_model  # torch: loaded when a page first needs a model, not at start-up
 
     return fastest_model(Path(run_dir))
@@ -52,9 +58,7 @@ def _fastest_model(run_dir: str, mtime: float):
 def fastest_model(run: Run):
     """For scoring uploads: the run's validated OpenVINO export when there is one, else the torch model.
     (Similarity search needs the torch model's features: use ``loaded_model`` there.)"""
-    art = RunArtifacts(registry().run_dir(run.id))
-    mtime = art.checkpoint.stat().st_mtime if art.checkpoint.exists() else 0.0
-    return _fastest_model(str(art.run_dir), mtime)
+    return _fastest_model(*_model_key(run))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from core.data import images
 from core.errors import ImageError, RunError, WeightsError
 from core.store.artifacts import RunArtifacts, read_json, write_json
+from core.store.versions import RunVersions
 
 
 def save_weights(module, run_dir: Path) -> None:
@@ -316,18 +317,26 @@ class RunModel:
     image_threshold: float | None
     pixel_threshold: float | None
     map_range: tuple
+    version: int = 1
+    model_dir: Path
     path_name = "torch"
 
-    def _read_run(self, run_dir: Path) -> RunArtifacts:
-        art = RunArtifacts(run_dir)
+    def _read_run(self, run_dir: Path, version: int | None = None) -> RunArtifacts:
+        """Read the run's metadata; returns the artifacts of the model files of ``version`` (default: the run's
+        current version, core.store.versions). Thresholds and test records stay the run's (version 1's)."""
+        versions = RunVersions(run_dir)
+        self.version = versions.get(version).version
+        self.model_dir = versions.model_dir(self.version)
+        art = RunArtifacts(self.model_dir)
         spec = read_json(art.model_json)
         if spec is None or not art.checkpoint.is_file():
             raise RunError(f"Run folder {run_dir} has no trained model (the run did not finish training).")
         self.run_dir = Path(run_dir)
+        art = RunArtifacts(self.run_dir) if self.model_dir == self.run_dir else art
         self.model_name = spec["model"]
         self.params = spec["params"]
         self.image_size = int(self.params.get("image_size", 256))
-        metrics = art.metrics()
+        metrics = RunArtifacts(self.run_dir).metrics()
         self.image_threshold = metrics.get("image_threshold")
         self.pixel_threshold = metrics.get("pixel_threshold")
         self.map_range = tuple(spec.get("map_range", (0.0, 1.0)))
@@ -367,7 +376,7 @@ class RunModel:
 
     def model_files(self) -> list[Path]:
         """The files this scorer loads (for the model size on disk)."""
-        return [RunArtifacts(self.run_dir).checkpoint]
+        return [RunArtifacts(self.model_dir).checkpoint]
 
     def model_mb(self) -> float:
         return sum(p.stat().st_size for p in self.model_files()) / 2**20
@@ -378,16 +387,17 @@ class LoadedModel(RunModel):
 
     ``fast=False`` runs anomalib's own ``model.forward`` unchanged (the reference the fast path is checked
     against); the default replaces PatchCore's nearest-neighbour search and map blur with equivalent,
-    faster code (see the module docstring)."""
+    faster code (see the module docstring). ``version``: which of the run's versions (core.store.versions) to
+    load; default the run's current one."""
 
-    def __init__(self, run_dir: Path, fast: bool = True) -> None:
+    def __init__(self, run_dir: Path, fast: bool = True, version: int | None = None) -> None:
         from safetensors.torch import load_file
 
         from core.models import create_model, get_entry
 
-        art = self._read_run(run_dir)
+        self._read_run(run_dir, version)
         self.module = create_model(self.model_name, self.params, pre_trained=False)
-        _load_state(self.module, load_file(str(art.checkpoint)))
+        _load_state(self.module, load_file(str(RunArtifacts(self.model_dir).checkpoint)))
         self.module.eval()
         self.fast = fast
         self._fast_forward = (

@@ -24,6 +24,7 @@ from core.data import images
 from core.data.datasets import DatasetSpec, build_datamodule, check_available, test_samples
 from core.engine import evaluation, latency
 from core.errors import RunCancelled, WorkbenchError, explain
+from core.similarity.embeddings import index_and_record
 from core.store.artifacts import RunArtifacts, write_json
 from core.store.runs import CANCELLED, DONE, FAILED, RunRegistry
 
@@ -278,6 +279,9 @@ def execute(
             registry.merge_extra(run_id, coreset=coreset)
             log.info("memory bank: %(bank_size)d of %(patches)d patches (%(method)s, %(seconds).1f s)", coreset)
         save_checkpoint(module, run_dir, run.model, params)
+        provenance = getattr(module, "bank_provenance", None)
+        if provenance is not None:  # where each bank entry came from: for explanations and feedback versions
+            provenance.save(run_dir)
         del module
 
         hooks.phase("testing")
@@ -297,11 +301,7 @@ def execute(
         if index:
             hooks.phase("indexing")
             try:
-                from core.similarity.embeddings import index_run
-
-                registry.update(run_id, retrieval=index_run(run_id, loaded, cfg, hooks=hooks))
-            except ImportError:
-                log.info("similarity search is not available in this build; skipping indexing")
+                index_and_record(run_id, loaded, cfg, hooks=hooks, registry=registry)
             except WorkbenchError as exc:
                 log.warning("similarity indexing failed (the run's results are kept): %s", exc)
                 registry.merge_extra(run_id, index_error=str(exc))

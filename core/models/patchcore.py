@@ -6,6 +6,9 @@ minutes instead of hours at a user's scale, progress and cancellation) and a ban
 
 from __future__ import annotations
 
+import math
+import time
+
 import numpy as np
 
 from core.config import Settings
@@ -19,6 +22,7 @@ from core.models.cost import (
     TORCH_BASE_MB,
     Estimate,
 )
+from core.models.provenance import provenance_of, rows_to_indices
 from core.models.registry import (
     Hooks,
     ModelEntry,
@@ -29,6 +33,7 @@ from core.models.registry import (
     register,
     resize_normalize,
 )
+from core.store.artifacts import BankProvenance
 
 # A time/quality trade-off, measured (README "Own images at scale"): on 1,000 real 256² tiles (1 M patches) pixel
 # AUROC is flat from 10k entries on (0.981 -> 0.983 at 80k) while image AUROC still rises ~0.007 per doubling; fit and
@@ -50,6 +55,15 @@ def patchcore_layers(p: dict) -> list[str]:
     return layers or list(weights.get_backbone(p["backbone"]).stage_layers(STAGES))
 
 
+def _grid_shape(rows_per_image: int, image_hw: tuple[int, int]) -> tuple[int, int]:
+    """The (h, w) feature grid of ``rows_per_image`` patches on an input of ``image_hw`` (same aspect ratio)."""
+    h = max(1, round(math.sqrt(rows_per_image * image_hw[0] / image_hw[1])))
+    w = rows_per_image // h
+    if h * w != rows_per_image:
+        raise ValueError(f"{rows_per_image} patches per image do not form a grid for an input of {image_hw}")
+    return h, w
+
+
 def _build(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
     from anomalib.models import Patchcore
 
@@ -58,7 +72,23 @@ def _build(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
     backbone_arg = backbone_argument(p, cfg, pre_trained)
 
     class WorkbenchPatchcore(Patchcore):
-        """anomalib's PatchCore with a fast, exact coreset step that reports progress and can be cancelled."""
+        """anomalib's PatchCore with a fast, exact coreset step that reports progress and can be cancelled, and
+        that keeps where each memory-bank entry came from (``bank_provenance``: training image, patch row, col)."""
+
+        train_paths: list[str]
+        patch_grid: tuple[int, int] | None = None
+        bank_provenance: BankProvenance | None = None
+
+        def training_step(self, batch, *args, **kwargs):
+            # The fit order of the training images (the datamodule may shuffle): the k-th patch row of the
+            # embedding store belongs to image k // (h*w) of this list.
+            if not hasattr(self, "train_paths"):
+                self.train_paths = []
+            self.train_paths.extend(str(path) for path in batch.image_path)
+            out = super().training_step(batch, *args, **kwargs)
+            rows = self.model.embedding_store[-1].shape[0] // len(batch.image_path)
+            self.patch_grid = _grid_shape(rows, tuple(batch.image.shape[-2:]))
+            return out
 
         def fit(self) -> None:
             from core.models.coreset import concat_and_clear, select_coreset
@@ -74,6 +104,12 @@ def _build(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
                     progress=lambda done, total: hooks.progress("coreset selection", done, total),
                     should_stop=hooks.should_stop,
                 )
+            if self.patch_grid is not None and getattr(self, "train_paths", None):
+                t0 = time.perf_counter()
+                self.bank_provenance = provenance_of(
+                    rows_to_indices(self.model.memory_bank, embedding), self.patch_grid, self.train_paths
+                )
+                self.coreset_info["provenance_s"] = time.perf_counter() - t0
 
     try:
         return WorkbenchPatchcore(

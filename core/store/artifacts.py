@@ -7,6 +7,7 @@
 | maps.npz | anomaly maps at model resolution (float16) and ground-truth masks at the same size |
 | metrics.json, curves.json, latency.json | evaluation, ROC/PR points, timing figures |
 | log.txt, loss.jsonl | the run's log and (EfficientAD) its training-loss curve |
+| limit.json | the detection limit: recall of synthetic defects by shape, size and contrast (``aw limit``) |
 
 Per-image records are written once when a run is tested; every threshold-dependent view is recomputed
 from them, so moving a slider never reruns a model.
@@ -51,6 +52,7 @@ class RunArtifacts:
     latency_path = property(lambda self: self.run_dir / "latency.json")
     log_path = property(lambda self: self.run_dir / "log.txt")
     loss_path = property(lambda self: self.run_dir / "loss.jsonl")
+    limit_path = property(lambda self: self.run_dir / "limit.json")  # core.engine.limit: smallest defect caught
 
     @property
     def has_records(self) -> bool:
@@ -92,6 +94,10 @@ class RunArtifacts:
     def latency(self) -> dict:
         return read_json(self.latency_path, {})
 
+    def limit(self) -> dict:
+        """The run's measured detection limit (``core.engine.limit``); {} until one was measured."""
+        return read_json(self.limit_path, {})
+
     def loss_curve(self) -> list[dict]:
         if not self.loss_path.is_file():
             return []
@@ -112,3 +118,55 @@ _NO_FONT = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff\u231a-\u
 def plain_text(text: str) -> str:
     """``text`` without characters that need an emoji font (dropped, with the space after them)."""
     return _NO_FONT.sub("", text).replace("  ", " ")
+
+
+# ---- memory-bank provenance -------------------------------------------------------------------------------
+
+PROVENANCE_FILE = "bank_provenance.npz"
+
+
+@dataclass
+class BankProvenance:
+    """Where each memory-bank entry of a PatchCore model came from: ``entries`` is (bank size, 3) int32 rows of
+    (index into ``train_paths``, patch row, patch col) on the model's ``grid`` (h, w) of patches. 12 bytes per
+    entry, next to the entry's own features (152 float32 = 608 bytes on EfficientNet-Lite0)."""
+
+    entries: np.ndarray
+    train_paths: list[str]
+    grid: tuple[int, int]
+
+    def __len__(self) -> int:
+        return int(self.entries.shape[0])
+
+    def save(self, model_dir: Path) -> Path:
+        path = Path(model_dir) / PROVENANCE_FILE
+        tmp = path.with_name("bank_provenance.tmp.npz")
+        np.savez(
+            tmp,
+            entries=np.ascontiguousarray(self.entries, dtype=np.int32),
+            train_paths=np.array(self.train_paths, dtype=np.str_),
+            grid=np.array(self.grid, dtype=np.int32),
+        )
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, model_dir: Path) -> BankProvenance | None:
+        """The provenance saved in ``model_dir``; None for runs trained before it was kept (or non-bank models)."""
+        path = Path(model_dir) / PROVENANCE_FILE
+        if not path.is_file():
+            return None
+        with np.load(path) as data:
+            grid = tuple(int(v) for v in data["grid"])
+            return cls(data["entries"].astype(np.int32), [str(p) for p in data["train_paths"]], grid)
+
+    def extended(self, image_path: str, rows: np.ndarray, cols: np.ndarray) -> BankProvenance:
+        """A copy with entries of one more image appended (a feedback image added to the bank)."""
+        paths = list(self.train_paths)
+        if image_path in paths:
+            idx = paths.index(image_path)
+        else:
+            idx = len(paths)
+            paths.append(image_path)
+        new = np.stack([np.full(len(rows), idx), rows, cols], axis=1).astype(np.int32)
+        return BankProvenance(np.concatenate([self.entries, new]), paths, self.grid)
