@@ -9,9 +9,10 @@ import math
 
 import streamlit as st
 
+from core.engine.limit import POINT_LABELS, detection_limit
 from core.errors import WorkbenchError
 from core.store.artifacts import RunArtifacts
-from core.views import charts, comparison
+from core.views import charts, comparison, trust
 from core.views.report import build_html_report
 from pages import ui
 
@@ -313,3 +314,38 @@ with export:
         "The report holds the charts above, the metric and reference tables, each run's parameters, "
         "environment and warnings, and a few heatmaps per run."
     )
+
+# ---- detection limit ---------------------------------------------------------------------------------------
+st.subheader("Detection limit")
+st.caption(
+    "Synthetic scratches, spots and stains of controlled size and contrast, pasted onto each run's held-out normal "
+    "test images and scored by its model: the smallest defect it catches 95 % of the time (`aw limit RUN`)."
+)
+limit_summary = trust.limit_summary(selected, ui.registry())
+if not limit_summary.empty:
+    st.dataframe(limit_summary, hide_index=True, width="stretch", key="cmp_limit_table")
+missing = [r.id for r in selected if trust.run_limit(r, ui.registry()) is None]
+if missing:
+    pick, go_col = st.columns([3, 1])
+    measure_id = pick.selectbox(
+        "Run without a measured limit", missing, format_func=lambda i: ui.run_label(by_id[i]), key="cmp_limit_run"
+    )
+    if go_col.button("Measure detection limit", key="cmp_limit_go", help="About a minute per run on 2 cores"):
+        with st.spinner("Pasting and scoring synthetic defects…"), ui.friendly_errors():
+            detection_limit(measure_id)
+            st.rerun()
+measured = [(r, trust.run_limit(r, ui.registry())) for r in selected]
+measured = [(r, res) for r, res in measured if res is not None]
+if measured:
+    point = st.radio(
+        "Threshold",
+        list(POINT_LABELS),
+        format_func=lambda p: POINT_LABELS[p],
+        horizontal=True,
+        key="cmp_limit_point",
+        help="Zero escapes: the lowest score of the run's real defective test images, so none of them is missed.",
+    )
+    for run, result in measured:
+        for line in result.statements(point):
+            st.markdown(f"- {line}")
+        st.plotly_chart(trust.limit_figure(result, point), width="stretch", key=f"cmp_limit_fig_{run.id}")

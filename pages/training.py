@@ -11,16 +11,17 @@ import streamlit as st
 
 from core import models
 from core.config import settings
-from core.data import datasets, importing
+from core.data import datasets, exclusions, importing
 from core.data.datasets import DatasetSpec
 from core.engine import estimate
+from core.engine.audit import audit_dataset, load_audit
 from core.errors import WorkbenchError
 from core.jobs import cluster, launch
 from core.jobs.queue import cancel, worker_alive
 from core.models import weights
 from core.store.artifacts import RunArtifacts
 from core.store.runs import QUEUED, RUNNING, Run
-from core.views import overview
+from core.views import overview, trust
 from pages import ui
 
 st.title("Training runs")
@@ -307,8 +308,80 @@ def estimates(build_specs: Callable[[], list[DatasetSpec]], chosen: dict[str, di
                 st.caption(":material/timer: " + text)
 
 
+def _apply_audit_choice(spec: DatasetSpec, retrain: bool) -> None:
+    """Record the gallery's ticks (exclude ticked, include unticked), then optionally queue a retrain."""
+    s = st.session_state
+    result = load_audit(spec)
+    if result is None:
+        return
+    ticked = {e.name for e in result.entries if s.get(f"audit_x_{e.name}", e.excluded)}
+    now = {e.name for e in result.entries if e.excluded}
+    try:
+        if ticked - now:
+            exclusions.exclude_images(spec, sorted(ticked - now), reason=s.get("audit_reason", ""))
+        if now - ticked:
+            exclusions.include_images(spec, sorted(now - ticked))
+        message = f"Excluded now: {', '.join(sorted(ticked)) or 'none'} (your files are unchanged)."
+        if retrain:
+            run = launch.retrain_without_excluded(spec)
+            message += f" Queued run {run.id} ({overview.model_label(run.model)}) without them."
+        s.audit_msg = ("success", message)
+    except WorkbenchError as exc:
+        s.audit_msg = ("error", str(exc))
+
+
+def audit_panel(labels: list[str], build_specs: Callable[[], list[DatasetSpec]]) -> None:
+    """Training-set audit of the chosen dataset: k-fold PatchCore ranks the 'good' images; tick and exclude."""
+    with st.expander(":material/fact_check: Audit training set — are there defects in the 'good' images?"):
+        if len(labels) != 1:
+            st.caption("Pick one dataset to audit its training images.")
+            return
+        with ui.friendly_errors():
+            spec = build_specs()[0]
+            st.caption(
+                "Every training image is scored by a PatchCore fitted on the other folds, so each is judged by a "
+                "model that never saw it. Defective 'good' images rise to the top. Excluding is a record: your "
+                "files are not changed, and you can include them again."
+            )
+            folds = st.number_input("Folds", 2, 10, 4, key="audit_folds")
+            if st.button("Audit training set", key="audit_run", icon=":material/fact_check:"):
+                bar = st.progress(0.0, text="auditing…")
+                audit_dataset(
+                    spec, k=int(folds), progress=lambda phase, done, total: bar.progress(done / max(total, 1), phase)
+                )
+                bar.empty()
+            result = load_audit(spec)
+            message = st.session_state.pop("audit_msg", None)
+            if message:
+                (st.success if message[0] == "success" else st.error)(message[1])
+            if result is None:
+                st.caption("Not audited yet.")
+                return
+            st.markdown(result.statement())
+            n = st.slider("Images shown (most anomalous first)", 4, min(40, len(result.entries)), 12, key="audit_n")
+            cards = trust.audit_cards(spec, n, result)
+            columns = st.columns(4)
+            for i, card in enumerate(cards):
+                with columns[i % 4]:
+                    flag = " · suspicious" if card["suspicious"] else ""
+                    st.image(card["image"], caption=f"#{card['rank']} {card['name']} · {card['score']:.3g}{flag}")
+                    st.checkbox("exclude", value=card["excluded"], key=f"audit_x_{card['name']}")
+            st.text_input("Reason (kept with the exclusion)", key="audit_reason", placeholder="e.g. scratch, top left")
+            left, right = st.columns(2)
+            left.button(
+                "Exclude and retrain",
+                type="primary",
+                key="audit_retrain",
+                on_click=_apply_audit_choice,
+                args=(spec, True),
+                help="Record the ticked images as excluded and queue a run like the latest one on this dataset.",
+            )
+            right.button("Only record exclusions", key="audit_apply", on_click=_apply_audit_choice, args=(spec, False))
+
+
 def launch_form() -> None:
     labels, build_specs = dataset_choice()
+    audit_panel(labels, build_specs)
     chosen = model_choice()
     seed = st.number_input(
         "Seed", min_value=0, value=0, step=1, key="seed", help="Same seed, data and parameters = the same run again."

@@ -57,11 +57,20 @@ class DatasetSpec:
     category: str
     root: str
     max_train_images: int | None = None  # a deterministic subset, for quick checks on real data
+    # Training images left out after an audit (names in train/good; core.data.exclusions). Part of the spec, so a
+    # run records exactly which images it was trained without, and a re-run repeats that.
+    excluded: tuple[str, ...] = ()
+    # Feedback (core.engine.feedback, core.jobs.feedback): images a user marked normal join the training set
+    # (absolute paths) and leave the test set, so a retrained run is not evaluated on what it was taught.
+    extra_train: tuple[str, ...] = ()
+    exclude_test: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
         prefix = {"mvtec": "MVTec AD", "folder": "Own images", "demo": "Demo"}.get(self.kind, self.kind)
         suffix = f" (first {self.max_train_images} train images)" if self.max_train_images else ""
+        suffix += f" ({len(self.excluded)} train images excluded)" if self.excluded else ""
+        suffix += f" (+{len(self.extra_train)} feedback normals)" if self.extra_train else ""
         return f"{prefix} / {self.category}{suffix}"
 
     @property
@@ -69,11 +78,29 @@ class DatasetSpec:
         return Path(self.root) / self.category
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        excluded = out.pop("excluded")
+        if excluded:  # absent when none: specs without exclusions are stored as before
+            out["excluded"] = list(excluded)
+        for key in ("extra_train", "exclude_test"):  # likewise absent when empty
+            values = out.pop(key)
+            if values:
+                out[key] = list(values)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> DatasetSpec:
-        return cls(**{k: data.get(k) for k in ("kind", "category", "root", "max_train_images")})
+        fields = {k: data.get(k) for k in ("kind", "category", "root", "max_train_images")}
+        feedback = {k: tuple(data.get(k) or ()) for k in ("extra_train", "exclude_test")}
+        return cls(**fields, excluded=tuple(data.get("excluded") or ()), **feedback)
+
+    def with_recorded_exclusions(self, cfg: Settings | None = None) -> DatasetSpec:
+        """This spec with the exclusions recorded for its dataset now (``core.data.exclusions``)."""
+        from dataclasses import replace
+
+        from core.data.exclusions import excluded_names
+
+        return replace(self, excluded=excluded_names(self, cfg))
 
 
 @dataclass(frozen=True)
@@ -96,7 +123,8 @@ def mvtec(
     cfg = cfg or current_settings()
     if category not in MVTEC_CATEGORIES:
         raise DatasetError(f"Unknown MVTec AD category '{category}'. Categories: {', '.join(MVTEC_CATEGORIES)}.")
-    return DatasetSpec("mvtec", category, str(Path(root or cfg.mvtec_root).resolve()), max_train_images)
+    spec = DatasetSpec("mvtec", category, str(Path(root or cfg.mvtec_root).resolve()), max_train_images)
+    return spec.with_recorded_exclusions(cfg)
 
 
 def demo(cfg: Settings | None = None, **generator_kwargs) -> DatasetSpec:
@@ -106,7 +134,7 @@ def demo(cfg: Settings | None = None, **generator_kwargs) -> DatasetSpec:
     cfg = cfg or current_settings()
     root = cfg.datasets_dir / "demo"
     generate_demo_dataset(root, DEMO_CATEGORY, **generator_kwargs)
-    return DatasetSpec("demo", DEMO_CATEGORY, str(root))
+    return DatasetSpec("demo", DEMO_CATEGORY, str(root)).with_recorded_exclusions(cfg)
 
 
 def custom_root(cfg: Settings | None = None) -> Path:
@@ -123,7 +151,7 @@ def custom(name: str, cfg: Settings | None = None) -> DatasetSpec:
             f"No imported dataset named '{name}' (imported: {known}). Import one first: "
             "`aw data import NAME --normal DIR` or the Training page."
         )
-    return DatasetSpec("folder", name, str(root))
+    return DatasetSpec("folder", name, str(root)).with_recorded_exclusions(cfg)
 
 
 def list_custom(cfg: Settings | None = None) -> list[str]:
@@ -252,14 +280,21 @@ def test_samples(spec: DatasetSpec) -> list[Sample]:
                     sources.get(f"test/{folder.name}/{image.name}"),
                 )
             )
+    if spec.exclude_test:  # feedback images now in the training set are not evaluated on
+        left_out = {str(Path(p).resolve()) for p in spec.exclude_test}
+        out = [s for s in out if s.path not in left_out]
     if not out:
         raise DatasetError(f"Dataset '{spec.label}' has no test images under {test_dir}.")
     return out
 
 
 def train_images(spec: DatasetSpec) -> list[Path]:
+    """The training images, without the spec's excluded ones, then the evenly spaced subset if one is asked for."""
     paths = images.list_images(spec.path / "train" / "good")
+    if spec.excluded:
+        excluded = set(spec.excluded)
+        paths = [p for p in paths if p.name not in excluded]
     if spec.max_train_images and len(paths) > spec.max_train_images:
         keep = np.linspace(0, len(paths) - 1, spec.max_train_images).round().astype(int)
         paths = [paths[i] for i in keep]
-    return paths
+    return paths + [Path(p) for p in spec.extra_train]  # feedback normals come on top of any subset

@@ -3,7 +3,9 @@
 Every image is a woven-metal texture (basket weave of brushed threads) with mild per-image jitter in
 phase, brightness, tint, lighting and sensor noise, so normal images differ but share one texture.
 Defective images are the same render as a clean image of the same seed plus one local defect; the
-ground-truth mask is computed as exactly the pixels that differ from that clean render.
+ground-truth mask is computed as exactly the pixels that differ from that clean render. The drawing primitives
+(lines, wobbly outlines, the changed-pixel mask) are shared with ``core.data.defects``, the controlled-size
+synthetic defects that measure a model's detection limit.
 
     root/<category>/train/good/000.png
                     test/good/000.png
@@ -23,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.data.defects import changed_mask, fill_region, line_points, wobbly_outline
 from core.data.images import to_png_bytes
 from core.errors import DatasetError
 
@@ -66,18 +69,10 @@ def _defect_region(kind: str, rng: np.random.Generator, size: int) -> np.ndarray
     scale = size / 256
     if kind == "scratch":
         length = rng.uniform(0.25, 0.4) * size
-        angle = rng.uniform(0, np.pi)
-        dx, dy = np.cos(angle) * length / 2, np.sin(angle) * length / 2
-        p0 = (round(cx - dx), round(cy - dy))
-        p1 = (round(cx + dx), round(cy + dy))
+        p0, p1 = line_points(cx, cy, length, rng.uniform(0, np.pi))
         cv2.line(region, p0, p1, 1, thickness=max(1, round(rng.uniform(2.5, 4) * scale)))
     elif kind == "spot":
-        radius = rng.uniform(0.06, 0.10) * size
-        theta = np.linspace(0, 2 * np.pi, 48, endpoint=False)
-        wobble = sum(rng.uniform(0, 0.15) * np.sin(k * theta + rng.uniform(0, 2 * np.pi)) for k in (2, 3, 5))
-        r = radius * (1 + wobble)
-        pts = np.stack([cx + r * np.cos(theta), cy + r * np.sin(theta) * rng.uniform(0.7, 1.0)], axis=1)
-        cv2.fillPoly(region, [np.round(pts).astype(np.int32)], 1)
+        region = fill_region((size, size), wobbly_outline(cx, cy, rng.uniform(0.06, 0.10) * size, rng))
     elif kind == "crack":
         # A random walk with sharp turns, plus one short branch.
         step = 7 * scale
@@ -135,8 +130,7 @@ def make_demo_image(kind: str, seed: int, size: int = 256) -> tuple[np.ndarray, 
     region = _defect_region(kind, defect_rng, size)
     image = _finish(_apply_defect(kind, texture, region, defect_rng), noise)
     # Exactly the altered pixels (noise and clipping can, in principle, hide a drawn pixel).
-    mask = (image != clean).any(axis=2)
-    return image, mask
+    return image, changed_mask(image, clean)
 
 
 # ---------------------------------------------------------------------------------------------- dataset

@@ -19,7 +19,7 @@ from core.data import datasets, importing
 from core.errors import WeightsError
 from core.jobs import queue as jobs
 from core.models import weights
-from core.store.runs import QUEUED, Run, RunRegistry
+from core.store.runs import DONE, QUEUED, Run, RunRegistry
 
 
 def autostart_enabled() -> bool:
@@ -118,3 +118,31 @@ def import_zip_bytes(
         return importing.import_zip(name, tmp, replace=replace, cfg=cfg)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+# ---- retraining after a training-set audit ---------------------------------------------------------------
+
+
+def retrain_without_excluded(spec: datasets.DatasetSpec, cfg: Settings | None = None) -> Run:
+    """Queue a run on ``spec``'s dataset with its exclusions as recorded now (core.data.exclusions): the model,
+    parameters and seed of the latest finished run on that dataset, else the first-run PatchCore plan."""
+    cfg = cfg or current_settings()
+    fresh = spec.with_recorded_exclusions(cfg)
+    same = (spec.kind, spec.category, spec.root)
+    latest = next(
+        (
+            r
+            for r in RunRegistry(cfg).list(status=DONE)
+            if (r.dataset.get("kind"), r.dataset.get("category"), r.dataset.get("root")) == same
+        ),
+        None,
+    )
+    if latest is not None:
+        run = queue(latest.model, fresh, latest.params, latest.seed, cfg)
+    else:
+        plan = first_run_plan(cfg)
+        if plan.params is None:
+            raise WeightsError(plan.explanation)
+        run = queue("patchcore", fresh, plan.params, 0, cfg)
+    start_worker(cfg)
+    return run

@@ -21,7 +21,7 @@ from core.data.images import read_image, to_png_bytes
 from core.errors import WorkbenchError
 from core.store.artifacts import RunArtifacts, read_json
 from core.store.runs import Run, RunRegistry
-from core.views import charts, comparison
+from core.views import charts, comparison, trust
 from core.views.overlays import overlay  # the heatmap viewer's colours, so a report looks like the app
 
 HEATMAP_MAX_SIDE = 320  # keeps a report with many runs to a few MB
@@ -305,6 +305,10 @@ def build_html_report(
         ]
     body.append("<h2>Charts</h2>")
     body += [_figure(f) for f in figures]
+    # The training-set audit and detection limit, where they were measured (core.views.trust).
+    trust_html = trust.report_section(list(runs), registry, _figure, _table)
+    if trust_html:
+        body.append(trust_html)
     body.append("<h2>Runs</h2>")
     body += [_run_section(run, arts[run.id], heatmaps_per_run) for run in runs]
 
