@@ -184,7 +184,7 @@ def test_a_run_whose_images_were_damaged_after_import_fails_with_a_message_not_a
         assert "Traceback" in log
         assert {r.id for r in before} <= {r.id for r in RunRegistry().list()}  # nothing else lost
         assert all(RunRegistry().get(r.id).status == r.status for r in before)
-        from tests.test_cli import cli
+        from tests.cli.test_cli import cli
 
         shown = cli("show", run.id)
         assert "error: An image could not be read" in shown.stdout and "Traceback" not in shown.stdout + shown.stderr
@@ -195,7 +195,7 @@ def test_a_run_whose_images_were_damaged_after_import_fails_with_a_message_not_a
 
 
 def test_the_cli_imports_a_folder_and_refuses_to_overwrite_it(own, tmp_path):
-    from tests.test_cli import cli
+    from tests.cli.test_cli import cli
 
     line = make_line(tmp_path / "cli_line", n_normal=6)
     result = cli(
@@ -259,7 +259,7 @@ def test_similar_cases_finds_neighbours_for_an_own_runs_test_image(own):
 
 
 def test_the_cli_trains_an_own_dataset_and_states_the_expected_time_and_memory_first(own):
-    from tests.test_cli import cli
+    from tests.cli.test_cli import cli
 
     params = [a for k, v in OWN_PATCHCORE.items() for a in ("--param", f"{k}={v}")]
     result = cli("train", "--dataset", "folder:line6", *params)

@@ -191,7 +191,7 @@ def test_hold_keeps_one_client_open(store: VectorStore, indexed) -> None:
 _INDEX_WORKER = """
 import sys, time
 from core.similarity.vectorstore import VectorStore
-from tests.test_vectorstore import COLL, clustered_run
+from tests.similarity.test_vectorstore import COLL, clustered_run
 root, run_id, seed, start_at, engine = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 vectors, payloads, _ = clustered_run(seed)
 store = VectorStore(path=root, engine=engine)
