@@ -133,7 +133,11 @@ def demo(cfg: Settings | None = None, **generator_kwargs) -> DatasetSpec:
 
     cfg = cfg or current_settings()
     root = cfg.datasets_dir / "demo"
-    generate_demo_dataset(root, DEMO_CATEGORY, **generator_kwargs)
+    existing = root / DEMO_CATEGORY
+    # Asked for "the demo" without settings: the one on disk, whatever its size, so the runs trained on it keep
+    # their data (regenerating it with default settings would change their training set under them).
+    if generator_kwargs or not ((existing / "demo.json").is_file() and (existing / "train" / "good").is_dir()):
+        generate_demo_dataset(root, DEMO_CATEGORY, **generator_kwargs)
     return DatasetSpec("demo", DEMO_CATEGORY, str(root)).with_recorded_exclusions(cfg)
 
 

@@ -284,3 +284,10 @@ def test_a_missing_mvtec_category_offline_names_the_expected_folder(artifacts, t
     spec = datasets.mvtec("leather", root=tmp_path / "mvtec")
     with pytest.raises(DatasetError, match=str(tmp_path / "mvtec" / "leather")):
         datasets.check_available(spec)
+
+
+def test_the_demo_on_disk_is_reused_as_it_is_so_earlier_runs_keep_their_training_set(artifacts):
+    small = datasets.demo(n_train=4, n_test_good=2, n_test_per_defect=1, size=64)
+    again = datasets.demo()  # what the launch form's Demo choice asks for: no settings
+    assert again.path == small.path
+    assert len(datasets.train_images(again)) == 4  # not regenerated with the default 24 images
