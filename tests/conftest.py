@@ -7,6 +7,7 @@ reads that folder (``tests/shared_guard.py``).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,19 @@ def demo_runs(demo_runs_root, monkeypatch) -> list[str]:
     root, ids = demo_runs_root
     for key, value in _offline_env(root).items():
         monkeypatch.setenv(key, value)
+    return ids
+
+
+@pytest.fixture
+def demo_runs_copy(demo_runs_root, tmp_path, monkeypatch) -> list[str]:
+    """A private copy of the finished demo runs (artifacts folder: registry, run folders, Qdrant store) as the
+    current artifacts, for tests that change a run, its versions or its index; returns their ids."""
+    root, ids = demo_runs_root
+    copy = tmp_path / "artifacts"
+    shutil.copytree(root, copy, symlinks=True)
+    for key, value in {**_offline_env(copy), "AW_AUTOSTART_WORKER": "0"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AW_QDRANT_URL", raising=False)
     return ids
 
 

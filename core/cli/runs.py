@@ -11,7 +11,6 @@ from core.cli.format import RUN_ID_HELP, Bar, add_run_command, parse_dataset, pa
 from core.engine import estimate
 from core.errors import WorkbenchError
 from core.jobs import queue as jobs
-from core.similarity.vectorstore import VectorStore
 from core.store.runs import RunRegistry
 
 
@@ -58,6 +57,8 @@ def cmd_cancel(args) -> int:
 def cmd_delete(args) -> int:
     RunRegistry().delete(args.run_id)
     with contextlib.suppress(WorkbenchError):  # no reachable index: the run itself is gone, which is what counts
+        from core.similarity.vectorstore import VectorStore  # qdrant-client: 1.3 s to import, only here
+
         VectorStore.open().delete_run(args.run_id)
     print(f"deleted run {args.run_id}")
     return 0

@@ -13,8 +13,6 @@ from core.cli.format import RUN_ID_HELP, add_run_command, fmt, table
 from core.config import settings
 from core.errors import WorkbenchError
 from core.runtime import set_threads
-from core.similarity.vectorstore import VectorStore
-from core.store.artifacts import RunArtifacts
 from core.store.runs import RunRegistry
 
 
@@ -51,6 +49,7 @@ def cmd_predict(args) -> int:
 def cmd_benchmark(args) -> int:
     from core.engine import latency  # torch: only the commands that run a model load it
     from core.engine.inference import LoadedModel  # torch, as above
+    from core.store.artifacts import RunArtifacts  # pandas: not for `aw --help` and the light commands
 
     set_threads(args.threads)
     registry = RunRegistry()
@@ -89,6 +88,8 @@ def cmd_index_push(args) -> int:
         raise WorkbenchError(
             "AW_QDRANT_URL is set, so the index already lives on a server; unset it to push the embedded one."
         )
+    from core.similarity.vectorstore import VectorStore  # qdrant-client: 1.3 s to import, only here
+
     store = VectorStore.open(cfg)
     pushed = store.push_to_server(
         args.url,

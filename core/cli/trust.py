@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 from core.cli.format import Bar, parse_dataset, table
-from core.data.defects import DEFECT_SHAPES
+from core.data.defects import DEFAULT_AREAS, DEFAULT_CONTRASTS, DEFAULT_N_PER_CELL, DEFECT_SHAPES
 from core.errors import WorkbenchError
 
 
@@ -113,7 +113,6 @@ def cmd_limit(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``audit`` and ``limit`` to the ``aw`` sub-commands."""
-    from core.engine.limit import DEFAULT_AREAS, DEFAULT_CONTRASTS, DEFAULT_N_PER_CELL
 
     p = sub.add_parser(
         "audit",

@@ -30,6 +30,10 @@ import cv2
 import numpy as np
 
 DEFECT_SHAPES: tuple[str, ...] = ("scratch", "spot", "stain")
+# The detection-limit study's default grid (core.engine.limit, `aw limit`): 3 shapes x 5 areas x 3 contrasts.
+DEFAULT_AREAS: tuple[float, ...] = (0.0001, 0.0004, 0.0015, 0.005, 0.02)  # 0.01 % .. 2 % of the image
+DEFAULT_CONTRASTS: tuple[float, ...] = (0.15, 0.3, 0.6)  # grey-level steps: 38, 77, 153 of 255
+DEFAULT_N_PER_CELL = 8
 
 
 # ---------------------------------------------------------------------------------------------- primitives

@@ -32,15 +32,18 @@ import numpy as np
 from core.config import Settings
 from core.config import settings as current_settings
 from core.data import images
-from core.data.defects import DEFECT_SHAPES, paste_defect
+from core.data.defects import (
+    DEFAULT_AREAS,
+    DEFAULT_CONTRASTS,
+    DEFAULT_N_PER_CELL,
+    DEFECT_SHAPES,
+    paste_defect,
+)
 from core.engine.inference import LoadedModel
 from core.errors import RunError, WorkbenchError
 from core.store.artifacts import RunArtifacts, write_json
 from core.store.runs import RunRegistry
 
-DEFAULT_AREAS: tuple[float, ...] = (0.0001, 0.0004, 0.0015, 0.005, 0.02)  # 0.01 % .. 2 % of the image
-DEFAULT_CONTRASTS: tuple[float, ...] = (0.15, 0.3, 0.6)  # grey-level steps: 38, 77, 153 of 255
-DEFAULT_N_PER_CELL = 8
 CATCH_RATE = 0.95
 POINTS = ("zero_escape", "run")  # the operating points, the one statements use first
 PLURAL = {"scratch": "scratches", "spot": "spots", "stain": "stains"}

@@ -671,7 +671,21 @@ def select_coreset(
     max_size: int | None = None,
     method: str = "blocked",
 ) -> tuple[torch.Tensor, dict]:
-    """PatchCore's memory bank (the coreset rows of ``embedding``) and what was done to get it.
+    """PatchCore's memory bank (the coreset rows of ``embedding``) and what was done to get it
+    (``select_coreset_indices`` for the rows' indices: where each bank entry came from)."""
+    idxs, info = select_coreset_indices(embedding, sampling_ratio, progress, should_stop, max_size, method)
+    return embedding[idxs], info
+
+
+def select_coreset_indices(
+    embedding: torch.Tensor,
+    sampling_ratio: float,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    max_size: int | None = None,
+    method: str = "blocked",
+) -> tuple[list[int], dict]:
+    """The indices of PatchCore's coreset rows of ``embedding``, in pick order, and what was done to get them.
 
     ``method="anomalib"``: anomalib's exact pick sequence (``FastKCenterGreedy``); ``"blocked"``: the same greedy
     rule with matrix products (``BlockedKCenterGreedy``), for large sets. ``max_size`` caps the bank.
@@ -704,7 +718,7 @@ def select_coreset(
         "capped": bool(max_size and requested > max_size),
         "seconds": time.perf_counter() - t0,
     }
-    return embedding[idxs], info
+    return idxs, info
 
 
 # ---- blocked k-center greedy: the same greedy rule, computed with matrix products -----------------------------

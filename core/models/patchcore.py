@@ -22,7 +22,6 @@ from core.models.cost import (
     TORCH_BASE_MB,
     Estimate,
 )
-from core.models.provenance import provenance_of, rows_to_indices
 from core.models.registry import (
     Hooks,
     ModelEntry,
@@ -33,7 +32,6 @@ from core.models.registry import (
     register,
     resize_normalize,
 )
-from core.store.artifacts import BankProvenance
 
 # A time/quality trade-off, measured (README "Own images at scale"): on 1,000 real 256² tiles (1 M patches) pixel
 # AUROC is flat from 10k entries on (0.981 -> 0.983 at 80k) while image AUROC still rises ~0.007 per doubling; fit and
@@ -77,7 +75,7 @@ def _build(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
 
         train_paths: list[str]
         patch_grid: tuple[int, int] | None = None
-        bank_provenance: BankProvenance | None = None
+        bank_provenance = None  # core.store.artifacts.BankProvenance after fit (pandas: not at registry load)
 
         def training_step(self, batch, *args, **kwargs):
             # The fit order of the training images (the datamodule may shuffle): the k-th patch row of the
@@ -91,12 +89,13 @@ def _build(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
             return out
 
         def fit(self) -> None:
-            from core.models.coreset import concat_and_clear, select_coreset
+            from core.models.coreset import concat_and_clear, select_coreset_indices
+            from core.models.provenance import provenance_of  # pandas (run files): not when the registry loads
             from core.runtime import heap_limited
 
             embedding = concat_and_clear(self.model.embedding_store)
-            with heap_limited():  # see core/memory.py
-                self.model.memory_bank, self.coreset_info = select_coreset(
+            with heap_limited():  # see core/runtime.py
+                picks, self.coreset_info = select_coreset_indices(
                     embedding,
                     self.coreset_sampling_ratio,
                     max_size=p["max_bank_size"] or None,
@@ -104,11 +103,10 @@ def _build(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
                     progress=lambda done, total: hooks.progress("coreset selection", done, total),
                     should_stop=hooks.should_stop,
                 )
+            self.model.memory_bank = embedding[picks]
             if self.patch_grid is not None and getattr(self, "train_paths", None):
                 t0 = time.perf_counter()
-                self.bank_provenance = provenance_of(
-                    rows_to_indices(self.model.memory_bank, embedding), self.patch_grid, self.train_paths
-                )
+                self.bank_provenance = provenance_of(np.asarray(picks), self.patch_grid, self.train_paths)
                 self.coreset_info["provenance_s"] = time.perf_counter() - t0
 
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,18 +22,6 @@ from core.store.runs import RunRegistry
 from core.store.versions import RunVersions, VersionError
 
 
-@pytest.fixture
-def own_runs(demo_runs_root, tmp_path, monkeypatch) -> list[str]:
-    """A private copy of the finished demo runs (PatchCore, EfficientAD), as the current artifacts folder."""
-    root, ids = demo_runs_root
-    copy = tmp_path / "artifacts"
-    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("datasets"), symlinks=True)
-    for key, value in {"AW_ARTIFACTS": str(copy), "AW_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AW_AUTOSTART_WORKER", "0")
-    return ids
-
-
 def worst_false_alarm(run_dir: Path):
     records = RunArtifacts(run_dir).records
     return records[records.label == 0].sort_values("score").iloc[-1]
@@ -44,8 +31,8 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_marking_a_false_alarm_normal_makes_a_new_version_that_scores_it_lower(own_runs):
-    run_dir = settings().run_dir(own_runs[0])
+def test_marking_a_false_alarm_normal_makes_a_new_version_that_scores_it_lower(demo_runs_copy):
+    run_dir = settings().run_dir(demo_runs_copy[0])
     image = worst_false_alarm(run_dir)
     trained = sha(run_dir / "model.safetensors")
 
@@ -64,8 +51,8 @@ def test_marking_a_false_alarm_normal_makes_a_new_version_that_scores_it_lower(o
     assert result.seconds < 10
 
 
-def test_undo_returns_to_the_parent(own_runs):
-    run_dir = settings().run_dir(own_runs[0])
+def test_undo_returns_to_the_parent(demo_runs_copy):
+    run_dir = settings().run_dir(demo_runs_copy[0])
     image = worst_false_alarm(run_dir)
     feedback.mark_normal(run_dir, image.path)
 
@@ -78,8 +65,8 @@ def test_undo_returns_to_the_parent(own_runs):
         feedback.undo(run_dir)
 
 
-def test_before_and_after_are_measured_on_the_same_remaining_images(own_runs):
-    run_dir = settings().run_dir(own_runs[0])
+def test_before_and_after_are_measured_on_the_same_remaining_images(demo_runs_copy):
+    run_dir = settings().run_dir(demo_runs_copy[0])
     records = RunArtifacts(run_dir).records
     image = worst_false_alarm(run_dir)
     feedback.mark_normal(run_dir, image.path)
@@ -93,8 +80,8 @@ def test_before_and_after_are_measured_on_the_same_remaining_images(own_runs):
     assert v2["fp"] <= v1["fp"]  # a bigger bank only lowers scores
 
 
-def test_an_escape_is_kept_as_a_defect_with_its_type(own_runs):
-    run_dir = settings().run_dir(own_runs[0])
+def test_an_escape_is_kept_as_a_defect_with_its_type(demo_runs_copy):
+    run_dir = settings().run_dir(demo_runs_copy[0])
     records = RunArtifacts(run_dir).records
     result = feedback.mark_defect(run_dir, records.iloc[0].path, "scratch", note="missed at 0.3")
     assert result.version is None
@@ -104,8 +91,8 @@ def test_an_escape_is_kept_as_a_defect_with_its_type(own_runs):
         feedback.mark_defect(run_dir, records.iloc[0].path, " ")
 
 
-def test_a_model_without_a_bank_keeps_the_mark_and_retrains_with_it(own_runs):
-    run_id = own_runs[1]  # EfficientAD
+def test_a_model_without_a_bank_keeps_the_mark_and_retrains_with_it(demo_runs_copy):
+    run_id = demo_runs_copy[1]  # EfficientAD
     run_dir = settings().run_dir(run_id)
     image = worst_false_alarm(run_dir)
 
@@ -132,8 +119,8 @@ def run_cli(*argv: str) -> int:
     return args.func(args)
 
 
-def test_the_command_line_marks_lists_and_undoes(own_runs, capsys):
-    run_id = own_runs[0]
+def test_the_command_line_marks_lists_and_undoes(demo_runs_copy, capsys):
+    run_id = demo_runs_copy[0]
     image = worst_false_alarm(settings().run_dir(run_id))
 
     assert run_cli("feedback", run_id, image.path, "--normal", "--note", "dust", "--who", "ana") == 0

@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.config import PROJECT_ROOT, settings
 from core.store.artifacts import RunArtifacts
 from core.store.versions import RunVersions
-
-
-@pytest.fixture
-def own_runs(demo_runs_root, tmp_path, monkeypatch) -> list[str]:
-    """A private copy of the finished demo runs (feedback writes versions into a run's folder)."""
-    root, ids = demo_runs_root
-    copy = tmp_path / "artifacts"
-    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("datasets"), symlinks=True)
-    for key, value in {"AW_ARTIFACTS": str(copy), "AW_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AW_AUTOSTART_WORKER", "0")
-    return ids
 
 
 def inspect_worst_false_alarm(run_id: str) -> tuple[AppTest, str]:
@@ -40,15 +25,15 @@ def captions(at: AppTest) -> list[str]:
     return [c for img in at.image for c in img.captions]
 
 
-def test_inspect_shows_why_an_image_is_flagged(own_runs):
-    at, _ = inspect_worst_false_alarm(own_runs[0])
+def test_inspect_shows_why_an_image_is_flagged(demo_runs_copy):
+    at, _ = inspect_worst_false_alarm(demo_runs_copy[0])
     assert "Why flagged" in [h.value for h in at.subheader]
     assert any(c.startswith("This image: hottest patch") for c in captions(at))
     assert any(c.startswith("Closest normal patch:") and "distance" in c for c in captions(at))
 
 
-def test_mark_as_normal_makes_a_version_shows_before_after_and_undo_goes_back(own_runs):
-    run_id = own_runs[0]
+def test_mark_as_normal_makes_a_version_shows_before_after_and_undo_goes_back(demo_runs_copy):
+    run_id = demo_runs_copy[0]
     at, path = inspect_worst_false_alarm(run_id)
 
     at.text_input(key="hm_fb_note").input("glare").run()

@@ -5,7 +5,6 @@ Opened through app.py + switch_page, as in the real app (see tests/pages/test_he
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import cv2
@@ -23,23 +22,6 @@ PAGE = "pages/similarity.py"
 @pytest.fixture(autouse=True)
 def no_worker(monkeypatch):
     monkeypatch.setenv("AW_AUTOSTART_WORKER", "0")  # the app shell must not start a background worker here
-
-
-@pytest.fixture
-def own_copy(demo_runs_root, tmp_path, monkeypatch) -> list[str]:
-    """The demo runs in a private copy of the artifacts folder, for tests that change a run or its index."""
-    root, ids = demo_runs_root
-    copy = tmp_path / "artifacts"
-    shutil.copytree(root, copy)
-    for key, value in {
-        "AW_ARTIFACTS": str(copy),
-        "AW_OFFLINE": "1",
-        "HF_HUB_OFFLINE": "1",
-        "AW_EXTRA_WEIGHTS_DIRS": "",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AW_QDRANT_URL", raising=False)
-    return ids
 
 
 def open_page(run_id: str | None = None) -> AppTest:
@@ -142,8 +124,8 @@ def test_the_untrained_efficientad_run_is_searchable_and_keeps_its_caveat(demo_r
     assert len(cards(at)) == 5
 
 
-def test_a_run_without_index_explains_and_can_be_indexed_from_the_page(own_copy):
-    patchcore, _ = own_copy
+def test_a_run_without_index_explains_and_can_be_indexed_from_the_page(demo_runs_copy):
+    patchcore, _ = demo_runs_copy
     RunRegistry().update(patchcore, retrieval={})  # e.g. a run trained before indexing existed
     at = open_page(patchcore)
     assert any("has no similarity index" in w for w in texts(at.warning))
@@ -156,10 +138,10 @@ def test_a_run_without_index_explains_and_can_be_indexed_from_the_page(own_copy)
     assert len(cards(at)) == 5 and len(at.dataframe) == 1
 
 
-def test_a_run_whose_points_were_deleted_says_so_and_offers_to_index_it(own_copy):
+def test_a_run_whose_points_were_deleted_says_so_and_offers_to_index_it(demo_runs_copy):
     from core.similarity.vectorstore import VectorStore
 
-    patchcore, _ = own_copy
+    patchcore, _ = demo_runs_copy
     VectorStore.open().delete_run(patchcore)
     at = open_page(patchcore)
 

@@ -6,8 +6,6 @@ Tests that re-index or delete work on a copy of the session's artifacts, so the 
 
 from __future__ import annotations
 
-import shutil
-
 import cv2
 import numpy as np
 import pytest
@@ -34,23 +32,6 @@ def _model(run_id: str) -> LoadedModel:
 def _first_defective(run_id: str):
     records = RunArtifacts(settings().run_dir(run_id)).records
     return records[records["label"] == 1].iloc[0]
-
-
-@pytest.fixture
-def own_copy(demo_runs_root, tmp_path, monkeypatch) -> list[str]:
-    """The demo runs in a private copy of the artifacts folder (registry, run folders, Qdrant store)."""
-    root, ids = demo_runs_root
-    copy = tmp_path / "artifacts"
-    shutil.copytree(root, copy)
-    for key, value in {
-        "AW_ARTIFACTS": str(copy),
-        "AW_OFFLINE": "1",
-        "HF_HUB_OFFLINE": "1",
-        "AW_EXTRA_WEIGHTS_DIRS": "",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AW_QDRANT_URL", raising=False)
-    return ids
 
 
 def test_a_finished_run_is_indexed_with_precision_for_both_embeddings(demo_runs):
@@ -129,8 +110,8 @@ def test_filtering_by_defect_type_and_split_returns_only_those(demo_runs):
     assert {(h.payload["defect_type"], h.payload["split"]) for h in hits} == {(query["defect_type"], "test")}
 
 
-def test_reindexing_a_run_replaces_its_points_instead_of_adding_more(own_copy):
-    patchcore, _ = own_copy
+def test_reindexing_a_run_replaces_its_points_instead_of_adding_more(demo_runs_copy):
+    patchcore, _ = demo_runs_copy
     store = VectorStore.open()
     before = store.count(run_id=patchcore)
 
@@ -140,8 +121,8 @@ def test_reindexing_a_run_replaces_its_points_instead_of_adding_more(own_copy):
     assert store.count(run_id=patchcore) == before
 
 
-def test_deleting_a_runs_points_makes_a_query_fail_with_a_clear_message(own_copy):
-    patchcore, efficientad = own_copy
+def test_deleting_a_runs_points_makes_a_query_fail_with_a_clear_message(demo_runs_copy):
+    patchcore, efficientad = demo_runs_copy
     store = VectorStore.open()
     n = store.count(run_id=patchcore)
     other = store.count(run_id=efficientad)
