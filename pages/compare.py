@@ -2,17 +2,21 @@
 a threshold what-if for one run, and exports (CSV table, self-contained HTML report).
 
 A thin view: numbers come from ``core.views.comparison``, figures from ``core.views.charts``, the report from
-``core.views.report``. Everything is read from stored run artifacts; no model is run on this page.
+``core.views.report``. Everything is read from stored run artifacts; a model runs only for a corrected run's
+before/after (once per version: its scores are kept) and when the user asks for a detection limit.
 """
 
 import math
+from pathlib import Path
 
 import streamlit as st
 
 from core.engine.limit import POINT_LABELS, detection_limit
 from core.errors import WorkbenchError
 from core.store.artifacts import RunArtifacts
+from core.store.versions import RunVersions
 from core.views import charts, comparison, trust
+from core.views import feedback as fb_view
 from core.views.report import build_html_report
 from pages import ui
 
@@ -349,3 +353,28 @@ if measured:
         for line in result.statements(point):
             st.markdown(f"- {line}")
         st.plotly_chart(trust.limit_figure(result, point), width="stretch", key=f"cmp_limit_fig_{run.id}")
+
+# ---- corrected versions ------------------------------------------------------------------------------------
+corrected = [r for r in selected if len(RunVersions(ui.registry().run_dir(r.id)).lineage()) > 1]
+if corrected:
+    from core.engine.feedback import compare_versions  # torch: only once a selected run has been corrected
+
+    st.subheader("Corrected versions")
+    st.caption(
+        "Runs an engineer corrected with feedback (Heatmap viewer → Inspect → Mark as normal, or `aw feedback`). "
+        "A version is compared with its parent on the same remaining test images: the feedback images leave both."
+    )
+    for run in corrected:
+        st.markdown(f"**{ui.run_label(run)}**")
+        version = ui.pick_version(run, f"cmp_version_{run.id}")
+        chosen = RunVersions(ui.registry().run_dir(run.id)).get(version)
+        if chosen.parent is None:
+            st.caption("v1 is the trained model; pick a later version to see what its correction changed.")
+            continue
+        with ui.friendly_errors(), st.spinner(f"Scoring the remaining test images with v{version}…"):
+            before_after = compare_versions(ui.registry().run_dir(run.id), chosen.parent, chosen.version)
+            st.dataframe(fb_view.before_after_frame(before_after), hide_index=True, key=f"cmp_versions_table_{run.id}")
+            st.caption(
+                f"{before_after['n_images']} test images, threshold {ui.fmt(before_after['threshold'])}; "
+                f"left out: {', '.join(Path(p).name for p in before_after['left_out']) or 'none'}."
+            )

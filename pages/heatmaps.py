@@ -95,7 +95,7 @@ def _close_detail() -> None:
 
 
 @st.dialog("Image detail", width="large", on_dismiss=_close_detail)
-def detail(run, rec, maps, masks, cfg: viewer.DisplaySettings, opacity: float) -> None:
+def detail(run, version: int, rec, maps, masks, cfg: viewer.DisplaySettings, opacity: float) -> None:
     picture, image, problem = record_picture(rec, maps, masks, cfg, opacity, overlays.DISPLAY_MAX_SIDE)
     name = Path(rec["path"]).name
     if image is not None:
@@ -124,61 +124,54 @@ def detail(run, rec, maps, masks, cfg: viewer.DisplaySettings, opacity: float) -
         mime="image/png",
         key="hm_detail_png",
     )
-    why_flagged(run, rec)
+    why_flagged(run, version, rec["path"], name, "hm_fb", truth=(int(rec["label"]), str(rec["defect_type"])))
 
 
 # ---------------------------------------------------------------------------------------------- why flagged, correct
 
 
-@st.cache_resource(max_entries=4, show_spinner="Loading model version…")
-def _version_model(run_dir: str, version: int):
-    from core.engine.inference import LoadedModel
-
-    return LoadedModel(Path(run_dir), version=version)  # a version's files never change: (run, version) is a key
-
-
-def _feedback_action(action: str, run_dir: str, path: str) -> None:
-    """Button callbacks: the change happens in core; the page shows the result line."""
+def _feedback_action(action: str, run_id: str, image, name: str, key: str) -> None:
+    """Button callbacks: the change happens in core; the page shows the result line (and any warning)."""
     from core.engine import feedback
+    from core.jobs.feedback import retrain_with_feedback
 
-    note = st.session_state.get("hm_fb_note", "")
+    run_dir = ui.registry().run_dir(run_id)
+    note = st.session_state.get(f"{key}_note", "")
+    warning = None
     try:
         if action == "normal":
-            msg = feedback.mark_normal(Path(run_dir), path, note=note).message
+            result = feedback.mark_normal(run_dir, image, note=note, name=name)
+            msg, warning = result.message, result.warning
         elif action == "defect":
-            msg = feedback.mark_defect(Path(run_dir), path, st.session_state.get("hm_fb_type", ""), note=note).message
+            defect = st.session_state.get(f"{key}_type", "")
+            msg = feedback.mark_defect(run_dir, image, defect, note=note, name=name).message
+        elif action == "retrain":
+            new = retrain_with_feedback(run_id)
+            msg = f"Queued run {new.id}: the same model and settings, trained with the images marked normal."
         else:
-            msg = f"Back at v{feedback.undo(Path(run_dir)).version}; the undone version is kept."
-        st.session_state["hm_fb_result"] = ("success", msg)
+            msg = f"Back at v{feedback.undo(run_dir).version}; the undone version is kept."
+        st.session_state[f"{key}_result"] = ("success", msg, warning)
     except WorkbenchError as exc:
-        st.session_state["hm_fb_result"] = ("error", str(exc))
-    st.session_state.pop("hm_version", None)  # show the (new) current version
+        st.session_state[f"{key}_result"] = ("error", str(exc), None)
+    st.session_state.pop("hm_version", None)  # the page's version picker shows the (new) current version
 
 
-def why_flagged(run, rec) -> None:
-    """Why this verdict (the hottest patch next to its closest normal), correct it, and the honest before/after."""
-    from core.engine.explain import explain
-    from core.engine.feedback import compare_versions
+def why_flagged(run, version: int, image, name: str, key: str, truth: tuple[int, str] | None = None) -> None:
+    """Why this verdict (the hottest patch next to its closest normal, or the hottest regions), correct it, and
+    the honest before/after. ``image``: a test image's path or an upload's RGB array; ``truth``: its label."""
+    from core.engine.explain import explain, has_bank
+    from core.engine.feedback import compare_versions, defect_warning
+    from core.jobs.feedback import accepted_normals
     from core.store.versions import RunVersions
     from core.views import feedback as fb_view
 
     st.subheader("Why flagged")
-    run_dir = str(ui.registry().run_dir(run.id))
-    store = RunVersions(Path(run_dir))
-    lineage, current = store.lineage(), store.current()
-    numbers = [v.version for v in lineage]
-    if st.session_state.get("hm_version") not in numbers:
-        st.session_state["hm_version"] = current
-    version = st.selectbox(
-        "Model version",
-        numbers,
-        key="hm_version",
-        format_func=lambda n: fb_view.version_label(lineage[numbers.index(n)], current),
-        help="Feedback makes a new version of the run, never an edit. Cards show the trained version's scores.",
-    )
-    why = None
+    run_dir = ui.registry().run_dir(run.id)
+    store = RunVersions(run_dir)
+    model = why = None
     with ui.friendly_errors():
-        why = explain(_version_model(run_dir, version), rec["path"], nearest_image=True)
+        model = ui.version_model(run, version)
+        why = explain(model, image, name=name, nearest_image=True)
     if why is None:
         return
     st.markdown(fb_view.why_text(why) + f" Score with v{version}: **{ui.fmt(why.score)}**.")
@@ -194,26 +187,43 @@ def why_flagged(run, rec) -> None:
     for note in why.notes:
         st.caption(note)
 
-    st.text_input("Note (kept with the feedback)", key="hm_fb_note", placeholder="e.g. glare, not a defect")
-    c = st.columns([2, 2, 2, 2])
-    c[0].button("Mark as normal", key="hm_fb_normal", on_click=_feedback_action, args=("normal", run_dir, rec["path"]))
-    c[1].text_input("Defect type", key="hm_fb_type", label_visibility="collapsed", placeholder="defect type")
-    c[2].button("Mark as defect", key="hm_fb_defect", on_click=_feedback_action, args=("defect", run_dir, rec["path"]))
-    parent = store.get().parent
-    c[3].button(
-        f"Undo (back to v{parent})" if parent else "Undo",
-        key="hm_fb_undo",
-        disabled=parent is None,
-        on_click=_feedback_action,
-        args=("undo", run_dir, rec["path"]),
-    )
-    kind, msg = st.session_state.pop("hm_fb_result", (None, None))
+    if ui.can_write():
+        if truth is not None and int(truth[0]) == 1:
+            st.warning(defect_warning(truth[1]), icon=":material/warning:")
+        st.text_input("Note (kept with the feedback)", key=f"{key}_note", placeholder="e.g. glare, not a defect")
+        c = st.columns([2, 2, 2, 2])
+        args = (run.id, image, name, key)
+        c[0].button("Mark as normal", key=f"{key}_normal", on_click=_feedback_action, args=("normal", *args))
+        c[1].text_input("Defect type", key=f"{key}_type", label_visibility="collapsed", placeholder="defect type")
+        c[2].button("Mark as defect", key=f"{key}_defect", on_click=_feedback_action, args=("defect", *args))
+        parent = store.get().parent
+        c[3].button(
+            f"Undo (back to v{parent})" if parent else "Undo",
+            key=f"{key}_undo",
+            disabled=parent is None,
+            on_click=_feedback_action,
+            args=("undo", *args),
+        )
+        normals = [] if has_bank(model) else accepted_normals(run.id)
+        if normals:
+            st.button(
+                f"Retrain with feedback ({len(normals)} image(s) marked normal)",
+                key=f"{key}_retrain",
+                icon=":material/replay:",
+                help=f"{model.model_name} has no memory bank to add them to: queue a run with the same model, "
+                "settings and seed whose training set includes them (they leave its test set).",
+                on_click=_feedback_action,
+                args=("retrain", *args),
+            )
+    kind, msg, warning = st.session_state.pop(f"{key}_result", (None, None, None))
     if kind:
         getattr(st, kind)(msg)
-    chosen = lineage[numbers.index(version)]
+    if warning:
+        st.warning(warning, icon=":material/warning:")
+    chosen = store.get(version)
     if chosen.parent is not None:
         with ui.friendly_errors():
-            table = compare_versions(Path(run_dir), chosen.parent, chosen.version)
+            table = compare_versions(run_dir, chosen.parent, chosen.version)
             st.markdown(
                 f"**Before / after** on the same {table['n_images']} test images (feedback images left out), "
                 f"threshold {ui.fmt(table['threshold'])}:"
@@ -224,7 +234,7 @@ def why_flagged(run, rec) -> None:
 # ---------------------------------------------------------------------------------------------- tabs
 
 
-def images_tab(run, records, maps, masks, cfg: viewer.DisplaySettings, opacity: float) -> None:
+def images_tab(run, version: int, records, maps, masks, cfg: viewer.DisplaySettings, opacity: float) -> None:
     thr = cfg.image_threshold
     c = st.columns([2, 2, 3, 2])
     label = c[0].radio("True label", viewer.LABELS, format_func=str.capitalize, horizontal=True, key="hm_label")
@@ -296,7 +306,7 @@ def images_tab(run, records, maps, masks, cfg: viewer.DisplaySettings, opacity: 
         if shown.empty:  # the run's test set changed since
             _close_detail()
         else:
-            detail(run, shown.iloc[0], maps, masks, cfg, opacity)
+            detail(run, version, shown.iloc[0], maps, masks, cfg, opacity)
 
 
 def compare_tab(run, runs, records, maps, masks, cfg: viewer.DisplaySettings, opacity: float) -> None:
@@ -358,21 +368,26 @@ def compare_tab(run, runs, records, maps, masks, cfg: viewer.DisplaySettings, op
     st.caption(f"Ground truth: {viewer.truth_text(rec['label'], rec['defect_type'])} · {viewer.original_name(rec)}")
 
 
-def upload_tab(run, cfg: viewer.DisplaySettings, opacity: float) -> None:
+def _why_upload(name: str) -> None:
+    st.session_state["hm_upload_why"] = name
+
+
+def upload_tab(run, version: int, cfg: viewer.DisplaySettings, opacity: float) -> None:
     st.caption(
-        "Score images that are not in the test set with this run's model. Files stay in this browser "
-        "session; nothing is saved."
+        "Score images that are not in the test set with this run's model. Files stay in this browser session; "
+        "only an image you mark as normal or defective is kept (in the run's folder, with the feedback)."
     )
     files = st.file_uploader("Images to score", type=viewer.UPLOAD_TYPES, accept_multiple_files=True, key="hm_upload")
     if not files:
         return
     model = None
     with ui.friendly_errors():
-        model = ui.fastest_model(run)  # the OpenVINO export when the run has one
+        # The current version: the OpenVINO export when the run has a valid one; another version: its torch model.
+        model = ui.fastest_model(run) if version == ui.current_version(run) else ui.version_model(run, version)
     if model is None:
         return
-    # One cache per run, so moving the opacity slider does not rescore every upload; other runs' caches go.
-    cache_key = f"hm_upload_cache_{run.id}"
+    # One cache per run and version, so moving the opacity slider does not rescore every upload; other runs' caches go.
+    cache_key = f"hm_upload_cache_{run.id}_v{version}"
     for key in [k for k in st.session_state if str(k).startswith("hm_upload_cache_") and k != cache_key]:
         del st.session_state[key]
     cache = st.session_state.setdefault(cache_key, {})
@@ -408,6 +423,19 @@ def upload_tab(run, cfg: viewer.DisplaySettings, opacity: float) -> None:
                 st.image(picture, width="stretch")
                 st.markdown(f"{score_line(p.score, thr)}  \nVerdict: **{viewer.verdict_text(p.is_anomalous)}**")
                 st.caption(p.name)
+                st.button(
+                    "Why flagged",
+                    key=f"hm_upload_why_{p.name}",
+                    icon=":material/help:",
+                    width="stretch",
+                    on_click=_why_upload,
+                    args=(p.name,),
+                )
+    chosen = next((p for p in ok if p.name == st.session_state.get("hm_upload_why")), None)
+    if chosen is not None:
+        with st.container(border=True):
+            st.markdown(f"**{chosen.name}** (your upload)")
+            why_flagged(run, version, chosen.image, chosen.name, "hm_up_fb")
 
 
 # ---------------------------------------------------------------------------------------------- page
@@ -421,6 +449,7 @@ st.caption(
 
 runs = ui.finished_runs()
 run = ui.open_run("hm_run", runs=runs)
+version = ui.pick_version(run, "hm_version")
 records, maps, masks, cfg = ui.open_records(run)
 
 opacity = st.slider(
@@ -436,8 +465,8 @@ legend(cfg)
 
 tab_test, tab_compare, tab_upload = st.tabs(["Test images", "Compare two runs", "Score your own images"])
 with tab_test:
-    images_tab(run, records, maps, masks, cfg, opacity)
+    images_tab(run, version, records, maps, masks, cfg, opacity)
 with tab_compare:
     compare_tab(run, runs, records, maps, masks, cfg, opacity)
 with tab_upload:
-    upload_tab(run, cfg, opacity)
+    upload_tab(run, version, cfg, opacity)

@@ -21,6 +21,8 @@ from core.jobs.queue import cancel, worker_alive
 from core.models import weights
 from core.store.artifacts import RunArtifacts
 from core.store.runs import QUEUED, RUNNING, Run
+from core.store.versions import RunVersions
+from core.views import feedback as fb_view
 from core.views import overview, trust
 from pages import ui
 
@@ -426,6 +428,21 @@ def _kv_table(data: dict) -> None:
     st.dataframe(pd.DataFrame({"value": flat}), width="stretch")
 
 
+def versions_block(run: Run) -> None:
+    """The run's lineage when an engineer corrected it (feedback makes versions, never edits)."""
+    store = RunVersions(ui.registry().run_dir(run.id))
+    lineage, marks = store.lineage(), store.feedback()
+    if len(lineage) == 1 and not marks:
+        return
+    st.markdown("**Versions** (feedback makes a new version of the run, never an edit)")
+    st.dataframe(fb_view.lineage_frame(lineage, store.current()), hide_index=True, key=f"versions_{run.id}")
+    normals = sum(f.kind == "normal" for f in marks)
+    st.caption(
+        f"{len(marks)} feedback mark(s): {normals} normal, {len(marks) - normals} defect. Pick a version, undo or "
+        "mark images on the Heatmap viewer (Inspect), or with `aw versions` / `aw undo` / `aw feedback`."
+    )
+
+
 def run_detail(run: Run) -> None:
     spec = DatasetSpec.from_dict(run.dataset)
     st.markdown(
@@ -481,6 +498,7 @@ def run_detail(run: Run) -> None:
     if m:
         with st.expander("All metrics"):
             st.json(m)
+    versions_block(run)
 
     if run.status == "done":
         ui.open_run_buttons(run, key="history_open")

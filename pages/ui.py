@@ -61,6 +61,53 @@ def fastest_model(run: Run):
     return _fastest_model(*_model_key(run))
 
 
+@st.cache_resource(max_entries=4, show_spinner="Loading model version…")
+def _version_model(run_dir: str, version: int):
+    from core.engine.inference import LoadedModel  # torch: loaded when a page first needs a model, not at start-up
+
+    set_threads()
+    return LoadedModel(Path(run_dir), version=version)  # a version's files never change: (run, version) is a key
+
+
+def version_model(run: Run, version: int):
+    """The run's model at ``version`` (any of its versions, current or not), loaded once and kept."""
+    return _version_model(str(registry().run_dir(run.id)), version)
+
+
+def current_version(run: Run) -> int:
+    return RunVersions(registry().run_dir(run.id)).current()
+
+
+def pick_version(run: Run, key: str) -> int:
+    """The run's model version to look at: a select box when the run has been corrected (more than one version),
+    opening on the current one; else 1 without a widget. Feedback callbacks pop ``key`` to show the new current."""
+    from core.views import feedback as fb_view
+
+    store = RunVersions(registry().run_dir(run.id))
+    lineage, current = store.lineage(), store.current()
+    if len(lineage) == 1:
+        return current
+    numbers = [v.version for v in lineage]
+    if st.session_state.get(key) not in numbers:
+        st.session_state[key] = current
+    return st.selectbox(
+        "Model version",
+        numbers,
+        key=key,
+        format_func=lambda n: fb_view.version_label(lineage[numbers.index(n)], current),
+        help="Feedback makes a new version of the run, never an edit; undo returns to the parent. Stored test "
+        "scores (cards, charts) are the trained version's (v1); live scoring and 'Why flagged' use this version.",
+    )
+
+
+def can_write() -> bool:
+    """Whether this session may change things (launch, import, delete, feedback): pages hide those buttons
+    otherwise; core refuses them anyway (core.store.access)."""
+    from core.store import access
+
+    return not access.read_only()
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
 def _records(run_dir: str, mtime: float):
     art = RunArtifacts(Path(run_dir))

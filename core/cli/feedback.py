@@ -50,6 +50,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         result = feedback.mark_normal(run_dir, image, note=args.note, who=args.who)
     else:
         result = feedback.mark_defect(run_dir, image, args.defect, note=args.note, who=args.who)
+    if result.warning:
+        print(f"warning: {result.warning}")
     print(result.message)
     return 0
 

@@ -54,6 +54,29 @@ class FeedbackResult:
     bank_size: int | None = None
     seconds: float = 0.0
     message: str = ""
+    warning: str | None = None  # e.g. the image is labelled defective in the run's test set
+
+
+def labelled_defect(run_dir: Path, image) -> str | None:
+    """The defect type when ``image`` is one of the run's test images labelled defective, else None: marking
+    such an image normal teaches the model that this defect is fine, which the engineer should do knowingly."""
+    if not isinstance(image, (str, Path)):
+        return None
+    try:
+        records = RunArtifacts(Path(run_dir)).records
+    except (OSError, ValueError, WorkbenchError):  # no test records (a run that did not finish testing)
+        return None
+    hit = records[(records["path"] == str(Path(image).resolve())) | (records["path"] == str(image))]
+    if hit.empty or int(hit.iloc[0]["label"]) != 1:
+        return None
+    return str(hit.iloc[0]["defect_type"])
+
+
+def defect_warning(defect_type: str) -> str:
+    return (
+        f"This image is labelled defective ({defect_type}) in the test set. Marking it normal teaches the model "
+        "that this pattern is fine, so similar defects will pass; its label is not changed."
+    )
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -104,6 +127,8 @@ def mark_normal(
     loaded = LoadedModel(run_dir, version=parent)
     path, rgb = _keep_image(run_dir, image, name)
     who = who or access.actor()
+    defect = labelled_defect(run_dir, path)
+    warning = defect_warning(defect) if defect else None
     if not has_bank(loaded):
         versions.add_feedback(Feedback("normal", path, who, time.time(), note))
         return FeedbackResult(
@@ -113,6 +138,7 @@ def mark_normal(
             seconds=time.perf_counter() - t0,
             message=f"Kept as normal. {loaded.model_name} has no memory bank: 'Retrain with feedback' trains a new "
             "run with it.",
+            warning=warning,
         )
     if path in versions.excluded(parent):
         raise VersionError(f"{Path(path).name} is already in version v{parent} as feedback.")
@@ -144,6 +170,7 @@ def mark_normal(
         seconds,
         f"v{version.version} (from v{parent}): +{len(picks)} bank patches of {name} (bank {new_bank.shape[0]:,}) "
         f"in {seconds:.1f} s",
+        warning,
     )
 
 

@@ -49,3 +49,20 @@ def before_after_frame(comparison: dict) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def lineage_frame(lineage: list[Version], current: int) -> pd.DataFrame:
+    """A run's versions, oldest first: parent, what changed, who, when, note; the current one marked."""
+    return pd.DataFrame(
+        [
+            {
+                "version": f"v{v.version}" + (" · current" if v.version == current else ""),
+                "parent": f"v{v.parent}" if v.parent else "–",
+                "change": v.change,
+                "who": v.who,
+                "when": pd.to_datetime(v.when, unit="s") if v.when else None,
+                "note": v.note or "",
+            }
+            for v in lineage
+        ]
+    )

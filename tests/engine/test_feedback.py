@@ -134,3 +134,16 @@ def test_the_command_line_marks_lists_and_undoes(demo_runs_copy, capsys):
         run_cli("feedback", run_id, image.path)
     with pytest.raises(WorkbenchError):
         run_cli("versions", "no-such-run")
+
+
+def test_marking_an_image_labelled_defective_normal_is_done_with_a_warning(demo_runs_copy, capsys):
+    run_id = demo_runs_copy[0]
+    records = RunArtifacts(settings().run_dir(run_id)).records
+    defect = records[records.label == 1].iloc[0]
+    normal = worst_false_alarm(settings().run_dir(run_id))
+
+    assert run_cli("feedback", run_id, defect.path, "--normal") == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"warning: This image is labelled defective ({defect.defect_type})")
+    assert "v2 (from v1)" in out  # the engineer may know better than the label: warned, not refused
+    assert feedback.mark_normal(settings().run_dir(run_id), normal.path).warning is None
