@@ -95,7 +95,7 @@ def _close_detail() -> None:
 
 
 @st.dialog("Image detail", width="large", on_dismiss=_close_detail)
-def detail(run, version: int, rec, maps, masks, cfg: viewer.DisplaySettings, opacity: float) -> None:
+def detail(run, rec, maps, masks, cfg: viewer.DisplaySettings, opacity: float) -> None:
     picture, image, problem = record_picture(rec, maps, masks, cfg, opacity, overlays.DISPLAY_MAX_SIDE)
     name = Path(rec["path"]).name
     if image is not None:
@@ -124,7 +124,7 @@ def detail(run, version: int, rec, maps, masks, cfg: viewer.DisplaySettings, opa
         mime="image/png",
         key="hm_detail_png",
     )
-    why_flagged(run, version, rec["path"], name, "hm_fb", truth=(int(rec["label"]), str(rec["defect_type"])))
+    why_flagged(run, rec["path"], name, "hm_fb", truth=(int(rec["label"]), str(rec["defect_type"])))
 
 
 # ---------------------------------------------------------------------------------------------- why flagged, correct
@@ -156,7 +156,13 @@ def _feedback_action(action: str, run_id: str, image, name: str, key: str) -> No
     st.session_state.pop("hm_version", None)  # the page's version picker shows the (new) current version
 
 
-def why_flagged(run, version: int, image, name: str, key: str, truth: tuple[int, str] | None = None) -> None:
+def viewed_version(run) -> int:
+    """The version the page's picker shows. Read from the session, not passed down: the Inspect dialog reruns
+    alone (a dialog is a fragment), and after a correction it must show the new version without a page rerun."""
+    return st.session_state.get("hm_version") or ui.current_version(run)
+
+
+def why_flagged(run, image, name: str, key: str, truth: tuple[int, str] | None = None) -> None:
     """Why this verdict (the hottest patch next to its closest normal, or the hottest regions), correct it, and
     the honest before/after. ``image``: a test image's path or an upload's RGB array; ``truth``: its label."""
     from core.engine.explain import explain, has_bank
@@ -166,6 +172,7 @@ def why_flagged(run, version: int, image, name: str, key: str, truth: tuple[int,
     from core.views import feedback as fb_view
 
     st.subheader("Why flagged")
+    version = viewed_version(run)
     run_dir = ui.registry().run_dir(run.id)
     store = RunVersions(run_dir)
     model = why = None
@@ -234,7 +241,7 @@ def why_flagged(run, version: int, image, name: str, key: str, truth: tuple[int,
 # ---------------------------------------------------------------------------------------------- tabs
 
 
-def images_tab(run, version: int, records, maps, masks, cfg: viewer.DisplaySettings, opacity: float) -> None:
+def images_tab(run, records, maps, masks, cfg: viewer.DisplaySettings, opacity: float) -> None:
     thr = cfg.image_threshold
     c = st.columns([2, 2, 3, 2])
     label = c[0].radio("True label", viewer.LABELS, format_func=str.capitalize, horizontal=True, key="hm_label")
@@ -306,7 +313,7 @@ def images_tab(run, version: int, records, maps, masks, cfg: viewer.DisplaySetti
         if shown.empty:  # the run's test set changed since
             _close_detail()
         else:
-            detail(run, version, shown.iloc[0], maps, masks, cfg, opacity)
+            detail(run, shown.iloc[0], maps, masks, cfg, opacity)
 
 
 def compare_tab(run, runs, records, maps, masks, cfg: viewer.DisplaySettings, opacity: float) -> None:
@@ -435,7 +442,7 @@ def upload_tab(run, version: int, cfg: viewer.DisplaySettings, opacity: float) -
     if chosen is not None:
         with st.container(border=True):
             st.markdown(f"**{chosen.name}** (your upload)")
-            why_flagged(run, version, chosen.image, chosen.name, "hm_up_fb")
+            why_flagged(run, chosen.image, chosen.name, "hm_up_fb")
 
 
 # ---------------------------------------------------------------------------------------------- page
@@ -465,7 +472,7 @@ legend(cfg)
 
 tab_test, tab_compare, tab_upload = st.tabs(["Test images", "Compare two runs", "Score your own images"])
 with tab_test:
-    images_tab(run, version, records, maps, masks, cfg, opacity)
+    images_tab(run, records, maps, masks, cfg, opacity)
 with tab_compare:
     compare_tab(run, runs, records, maps, masks, cfg, opacity)
 with tab_upload:

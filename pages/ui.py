@@ -86,6 +86,7 @@ def pick_version(run: Run, key: str) -> int:
     store = RunVersions(registry().run_dir(run.id))
     lineage, current = store.lineage(), store.current()
     if len(lineage) == 1:
+        st.session_state.pop(key, None)  # another run's choice must not linger
         return current
     numbers = [v.version for v in lineage]
     if st.session_state.get(key) not in numbers:

@@ -234,6 +234,47 @@ def test_every_page_renders_with_and_without_runs_a_live_run_and_an_upload(serve
         browser.close()
 
 
+def test_an_engineer_explains_and_corrects_a_false_alarm_then_undoes_it(server):
+    """Heatmap viewer -> the highest-scoring normal image -> Inspect -> Why flagged -> Mark as normal (a note) ->
+    v2 with its before/after -> Undo -> back at v1, the undone version kept. Screenshots of every step."""
+    from playwright.sync_api import sync_playwright
+
+    from core.store.versions import RunVersions
+
+    url, root, ids = server
+    with sync_playwright() as pw:
+        browser, page = _browser(pw)
+        page.goto(f"{url}/heatmap-viewer", wait_until="domcontentloaded")
+        _settle(page, "Heatmap viewer")
+        page.locator("[data-testid='stRadio']").get_by_text("Normal", exact=True).first.click()
+        page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
+        page.get_by_role("button", name="Inspect").first.click()  # sorted by score: the worst false alarm
+        page.get_by_text(re.compile("^Closest normal patch:")).first.wait_for(timeout=180_000)
+        page.wait_for_timeout(1500)
+        body = check_view(page, "correct-1-why-flagged")
+        assert "away from everything normal" in body
+
+        note = page.get_by_label("Note (kept with the feedback)")
+        note.fill("glare, not a defect")
+        note.press("Enter")
+        page.wait_for_timeout(1500)
+        page.get_by_role("button", name="Mark as normal").click()
+        page.get_by_text(re.compile(r"^v2 \(from v1\): \+\d+ bank patches")).first.wait_for(timeout=180_000)
+        page.get_by_text(re.compile("^Before / after")).first.wait_for(timeout=180_000)
+        page.wait_for_timeout(1500)
+        check_view(page, "correct-2-marked-normal")
+
+        page.get_by_role("button", name=re.compile(r"^Undo \(back to v1\)")).click()
+        page.get_by_text(re.compile("Back at v1")).first.wait_for(timeout=120_000)
+        page.wait_for_timeout(1500)
+        check_view(page, "correct-3-undone")
+        browser.close()
+
+    versions = RunVersions(root / "runs" / ids[0])
+    assert versions.current() == 1 and len(versions.lineage()) == 2  # undone, and v2 kept
+    assert versions.get(2).note == "glare, not a defect"
+
+
 def test_a_stakeholder_walks_from_home_to_every_page_without_typing_a_run_id(empty_server):
     from playwright.sync_api import sync_playwright
 
