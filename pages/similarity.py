@@ -25,6 +25,7 @@ from pages import ui
 
 CARD_SIDE = 320  # a card is ~250 px wide on screen
 GRID_COLUMNS = 5
+INDEX_VERSION = 1  # the index is built by the trained model; feedback versions change only a bank, not the index
 EMBEDDINGS = {"defect": "defect-centred", "global": "global"}
 EMBEDDING_HELP = (
     "Defect-centred: features of the most anomalous patches only — finds defects that look alike. "
@@ -128,7 +129,7 @@ def index_button(run, key: str) -> None:
     if not st.button("Index this run now", key=key, icon=":material/database:", type="primary"):
         return
     with ui.friendly_errors():
-        model = ui.loaded_model(run)
+        model = ui.version_model(run, INDEX_VERSION)
         result = embeddings.index_and_record(run.id, model, hooks=ProgressHooks(), registry=ui.registry())
         st.toast(f"Indexed {result['points']} images of run {run.id}.", icon=":material/check_circle:")
         st.rerun()
@@ -306,6 +307,11 @@ st.caption(
 )
 
 run = ui.open_run("sim_run")
+if ui.current_version(run) != INDEX_VERSION:
+    st.caption(
+        f"This run was corrected with feedback (now v{ui.current_version(run)}). Its similarity index holds the "
+        f"trained version's (v{INDEX_VERSION}) features, and queries use the same version, so they stay comparable."
+    )
 if not is_indexed(run):
     not_indexed(run)
     st.stop()
@@ -356,7 +362,7 @@ if query is not None:
     rgb, query_key, query_path, picture, caption = query
     model = None
     with ui.friendly_errors():
-        model = ui.loaded_model(run)
+        model = ui.version_model(run, INDEX_VERSION)  # the query in the same feature space as the index
     if model is not None:
         try:
             found = _search(
