@@ -44,7 +44,8 @@ st.set_page_config(
 
 # Once per browser session: runs whose worker died (crash, kill -9, reboot) are shown as failed, not running.
 if "recovered_runs" not in st.session_state:
-    st.session_state.recovered_runs = ui.registry().recover_interrupted()
+    with ui.friendly_errors():  # a damaged registry is a message here and on each page, not a traceback
+        st.session_state.recovered_runs = ui.registry().recover_interrupted()
 
 navigation = st.navigation(
     [
@@ -60,5 +61,5 @@ if access.read_only():
         "Read-only demo: look at every run, chart and image; nothing can be changed.", icon=":material/lock:"
     )
 # Writes (launch, import, delete, feedback) are attributed to the signed-in user in the audit log, where there is one.
-with access.acting_as(st.user.get("email") if st.user.get("is_logged_in") else None):
-    navigation.run()
+with access.acting_as(st.user.get("email") if st.user.get("is_logged_in") else None), ui.friendly_errors():
+    navigation.run()  # the last guard: anything a page did not expect is one line on screen, its traceback logged

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.errors import WorkbenchError
 from core.views import overlays, viewer
 from core.views.viewer import OUTCOME_HELP, OUTCOMES
 from pages import ui
@@ -151,8 +150,8 @@ def _feedback_action(action: str, run_id: str, image, name: str, key: str) -> No
         else:
             msg = f"Back at v{feedback.undo(run_dir).version}; the undone version is kept."
         st.session_state[f"{key}_result"] = ("success", msg, warning)
-    except WorkbenchError as exc:
-        st.session_state[f"{key}_result"] = ("error", str(exc), None)
+    except Exception as exc:  # noqa: BLE001 - the guard of this page action
+        st.session_state[f"{key}_result"] = ("error", ui.user_message(exc, f"feedback ({action})"), None)
     st.session_state.pop("hm_version", None)  # the page's version picker shows the (new) current version
 
 

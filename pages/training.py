@@ -132,8 +132,8 @@ def _import_folders() -> None:
                     replace=s.get("imp_replace", False),
                 )
             )
-    except WorkbenchError as exc:
-        s.import_msg = ("error", [str(exc)])
+    except Exception as exc:  # noqa: BLE001 - the guard of this page action
+        s.import_msg = ("error", [ui.user_message(exc, "the dataset import")])
 
 
 def _import_zip() -> None:
@@ -151,8 +151,8 @@ def _import_zip() -> None:
                     filename=s.zip_file.name,
                 )
             )
-    except WorkbenchError as exc:
-        s.import_msg = ("error", [str(exc)])
+    except Exception as exc:  # noqa: BLE001 - the guard of this page action
+        s.import_msg = ("error", [ui.user_message(exc, "the dataset import")])
 
 
 def dataset_choice() -> tuple[list[str], Callable[[], list[DatasetSpec]]]:
@@ -328,8 +328,8 @@ def _apply_audit_choice(spec: DatasetSpec, retrain: bool) -> None:
             run = launch.retrain_without_excluded(spec)
             message += f" Queued run {run.id} ({overview.model_label(run.model)}) without them."
         s.audit_msg = ("success", message)
-    except WorkbenchError as exc:
-        s.audit_msg = ("error", str(exc))
+    except Exception as exc:  # noqa: BLE001 - the guard of this page action
+        s.audit_msg = ("error", ui.user_message(exc, "the training-set audit"))
 
 
 def audit_panel(labels: list[str], build_specs: Callable[[], list[DatasetSpec]]) -> None:

@@ -214,13 +214,31 @@ def show_warnings(run: Run) -> None:
         st.warning(warning, icon=":material/warning:")
 
 
+def user_message(exc: Exception, where: str) -> str:
+    """What a user sees for ``exc``: a WorkbenchError's own message; anything else one line naming the incident
+    whose traceback went to the errors log (core.store.incidents)."""
+    if isinstance(exc, WorkbenchError):
+        return str(exc)
+    from core.store import incidents
+
+    return incidents.record(exc, where)
+
+
+def page_name() -> str:
+    try:
+        return f"the {st.context.url.rstrip('/').rsplit('/', 1)[-1] or 'home'} page"
+    except Exception:  # noqa: BLE001 - outside a browser session (AppTest): a generic name
+        return "the dashboard"
+
+
 @contextmanager
-def friendly_errors() -> Iterator[None]:
-    """Show a WorkbenchError as a red message instead of a traceback."""
+def friendly_errors(where: str | None = None) -> Iterator[None]:
+    """The guard around a page action: a WorkbenchError as its own red message, anything unexpected as one line
+    with an incident id (the traceback goes to the errors log), never a traceback on screen."""
     try:
         yield
-    except WorkbenchError as exc:
-        st.error(str(exc))
+    except Exception as exc:  # noqa: BLE001 - Streamlit's st.stop/st.rerun are BaseExceptions and pass through
+        st.error(user_message(exc, where or page_name()))
 
 
 def fmt(value, digits: int = 3) -> str:

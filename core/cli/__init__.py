@@ -93,3 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the guard at this entry: a line for the user, the traceback logged
+        from core.store import incidents
+
+        print(f"error: {incidents.record(exc, f'aw {args.command}')}", file=sys.stderr)
+        return 1

@@ -166,6 +166,13 @@ class RunRegistry:
         try:
             db.execute("PRAGMA synchronous=NORMAL")
             yield db
+        except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc) or "malformed" in str(exc):
+                raise RunError(
+                    f"The run registry {self.path} is damaged ({exc}). Restore it from a backup, or move it away to "
+                    "start an empty registry; the run folders beside it are untouched."
+                ) from exc
+            raise
         finally:
             db.close()
 

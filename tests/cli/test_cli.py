@@ -121,3 +121,19 @@ def test_the_aw_command_works_from_any_folder(artifacts, tmp_path):
     assert "(none)" in done.stdout  # a fresh artifacts folder: no runs yet, and no traceback
     usage = subprocess.run([str(aw), "--help"], cwd=home, capture_output=True, text=True, timeout=120)
     assert usage.stdout.startswith("usage: aw ")
+
+
+def test_an_unexpected_error_in_a_command_is_one_line_naming_the_incident(artifacts, monkeypatch, capsys):
+    from core.cli import main
+    from core.store import incidents
+    from core.store.runs import RunRegistry
+
+    def broken(self, *args, **kwargs):  # a fault no user input explains (a bug, a broken disk)
+        raise RuntimeError("registry went away")
+
+    monkeypatch.setattr(RunRegistry, "list", broken)
+    assert main(["runs"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: Unexpected error in aw runs (RuntimeError: registry went away). Details: ")
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert "registry went away" in incidents.read() and "Traceback" in incidents.read()

@@ -229,3 +229,38 @@ def test_re_run_queues_a_copy_with_the_same_spec(artifacts):
     new = next(r for r in RunRegistry().list() if r.id != old.id)
     assert (new.status, new.params, new.seed, new.dataset) == (QUEUED, old.params, 3, old.dataset)
     assert f"Queued {new.id}, a re-run of {old.id}" in texts(at.success)
+
+
+def test_an_unexpected_error_on_a_page_is_a_message_naming_the_incident_not_a_traceback(artifacts, monkeypatch):
+    from core.store import incidents
+    from core.views import overview
+
+    def broken(*args, **kwargs):  # a fault no user input explains (a bug, a broken disk)
+        raise RuntimeError("table went away")
+
+    monkeypatch.setattr(overview, "runs_frame", broken)
+    registry = RunRegistry()  # a run in the history, so the page draws its table
+    registry.finish(registry.create("patchcore", datasets.demo(**SMALL_DEMO).to_dict(), {}, 0).id, FAILED, error="x")
+    at = open_app("pages/training.py")
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any(e.startswith("Unexpected error in") and "RuntimeError: table went away" in e for e in errors)
+    assert "table went away" in incidents.read()
+
+
+def test_an_unexpected_error_in_a_page_action_is_a_message_and_the_page_stays(artifacts, monkeypatch, tmp_path):
+    from core.data import importing
+
+    def broken(*args, **kwargs):
+        raise OSError(5, "Input/output error")  # a disk failing mid-import
+
+    monkeypatch.setattr(importing, "import_folder", broken)
+    at = open_app("pages/training.py")
+    at.radio(key="source").set_value("Own dataset").run()
+    at.radio(key="own_mode").set_value("Import from folders").run()
+    at.text_input(key="imp_name").input("line3").run()
+    at.text_input(key="imp_normal").input(str(tmp_path)).run()
+    next(b for b in at.button if b.label == "Import folders").click().run()
+    assert not at.exception
+    assert any("Unexpected error in the dataset import (OSError" in e.value for e in at.error)
+    assert "Training runs" in [t.value for t in at.title]

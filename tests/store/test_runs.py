@@ -65,3 +65,19 @@ def test_deleting_a_run_removes_its_row_and_folder(artifacts):
     (registry.run_dir(run.id) / "x.txt").write_text("x")
     registry.delete(run.id)
     assert registry.list() == [] and not registry.run_dir(run.id).exists()
+
+
+def test_a_damaged_registry_file_is_a_clear_message_on_the_command_line_and_in_the_app(artifacts, capsys):
+    from streamlit.testing.v1 import AppTest
+
+    from core.cli import main
+    from core.config import PROJECT_ROOT, settings
+
+    (settings().artifacts / "registry.sqlite").write_bytes(b"not a database, a damaged copy" * 40)
+    assert main(["runs"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: The run registry") and "is damaged" in err and "Traceback" not in err
+
+    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=120).run()
+    assert not at.exception
+    assert any("is damaged" in e.value for e in at.error)
