@@ -19,8 +19,9 @@ What it promises:
   the report; masks that pair with no image are named too. Masks pairing with nothing at all is an error
   that explains the naming rule, because it almost always means a naming convention was not followed.
 * An import is built in a hidden staging folder and renamed into place only when complete: a failed or
-  interrupted import leaves any earlier dataset untouched. A dataset that finished runs were trained on is
-  never replaced (their stored records point at its files).
+  interrupted import leaves any earlier dataset untouched, and an import killed mid-way (``kill -9``) leaves no
+  dataset under its name: the next import sweeps its hidden folders away (``sweep_stale``). A dataset that
+  finished runs were trained on is never replaced (their stored records point at its files).
 * A zip is checked before anything is written: unsafe member names ("zip slip"), symlink members, more
   than ``MAX_ZIP_FILES`` members, more than ``MAX_ZIP_BYTES`` unpacked, a suspicious compression ratio
   (zip bomb) or too little free disk space refuse the whole zip with a message.
@@ -31,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import stat
 import time
@@ -49,6 +51,7 @@ from core.data import images
 from core.data.datasets import DatasetSpec, custom_root
 from core.errors import DatasetError, ImageError
 from core.store import access
+from core.store.runs import process_alive
 
 ProgressFn = Callable[[int, int], None]
 
@@ -321,6 +324,28 @@ def check_replaceable(name: str, replace: bool, cfg: Settings) -> None:
         )
 
 
+STALE = re.compile(r"^\.(?P<name>.+)\.(importing|replaced)-(?P<pid>\d+)$|^\.(?P<zip>.+)-(?P<zpid>\d+)-\d+$")
+
+
+def sweep_stale(cfg: Settings | None = None) -> list[str]:
+    """Remove what imports killed mid-way (``kill -9``, a power cut) left: their hidden staging, replaced and
+    unpacking folders, whose process is gone. A live import's folders are kept. Returns the names removed."""
+    cfg = cfg or current_settings()
+    removed = []
+    for folder in (custom_root(cfg), cfg.datasets_dir / "uploads"):
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            match = STALE.match(entry.name)
+            if match is None or not entry.is_dir():
+                continue
+            pid = int(match.group("pid") or match.group("zpid"))
+            if pid != os.getpid() and not process_alive(pid, None):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+    return removed
+
+
 def _split_normals(normals: list[Path], test_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
     """A deterministic hold-out of normal images for testing (at least one when there are two or more)."""
     shuffled = normals[:]
@@ -354,6 +379,7 @@ def import_images(
     check_replaceable(name, replace, cfg)
     root = custom_root(cfg)
     final = root / name
+    sweep_stale(cfg)  # an import killed earlier left its staging folder: it never became a dataset
     staging = root / f".{name}.importing-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -630,6 +656,7 @@ def import_zip(
     name = safe_name(name)
     access.check_write("import dataset", cfg, name=name, zip=Path(zip_path).name, replace=replace)
     check_replaceable(name, replace, cfg)  # before unpacking gigabytes
+    sweep_stale(cfg)
     raw = cfg.datasets_dir / "uploads" / f".{name}-{os.getpid()}-{int(time.time() * 1000)}"
     try:
         n_files = _unpack(Path(zip_path), raw)

@@ -118,3 +118,46 @@ def test_a_zip_with_a_crc_error_is_one_clear_message_and_leaves_nothing(artifact
     assert "line9" not in datasets.list_custom()
     uploads = artifacts / "datasets" / "uploads"
     assert not uploads.exists() or not any(uploads.iterdir())  # the half-unpacked copy is gone
+
+
+def _bmp_folder(root: Path, n: int) -> Path:
+    """n small BMPs: each is converted to PNG at import (slower than linking), so a kill lands mid-way."""
+    tile = make_demo_image("good", seed=0, size=64)[0]
+    for i in range(n):
+        _write(root / f"part_{i:05d}.bmp", np.roll(tile, i, axis=1))
+    return root
+
+
+def test_an_import_killed_mid_way_leaves_no_dataset_and_the_next_import_cleans_up(artifacts, tmp_path):
+    import signal
+    import time
+
+    normal = _bmp_folder(tmp_path / "normal", 3000)
+    root = datasets.custom_root()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core", "data", "import", "line3", "--normal", str(normal)],
+        cwd=PROJECT_ROOT,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    staging = root / f".line3.importing-{proc.pid}"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (staging / "train" / "good").is_dir():
+        time.sleep(0.01)
+    time.sleep(0.3)  # some images written, not all
+    assert proc.poll() is None, "the import finished before it could be killed: give it more images"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    assert staging.is_dir() and any((staging / "train" / "good").iterdir())  # killed with work on disk...
+    assert not (root / "line3").exists() and "line3" not in datasets.list_custom()  # ...but no dataset
+    assert "line3" not in subprocess.run(
+        [sys.executable, "-m", "core", "data", "list"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
+    ).stdout
+
+    small = _bmp_folder(tmp_path / "again", 6)
+    report = importing.import_folder("line3", small)
+    assert report.counts["train normal"] + report.counts["test normal"] == 6
+    assert not staging.exists()  # swept: the killed import's leftovers are gone
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == []
