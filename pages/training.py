@@ -24,6 +24,7 @@ from core.store.runs import QUEUED, RUNNING, Run
 from core.store.versions import RunVersions
 from core.views import feedback as fb_view
 from core.views import overview, trust
+from core.views.csv_export import to_csv_bytes
 from pages import ui
 
 st.title("Training runs")
@@ -548,7 +549,7 @@ def history() -> None:
         key="history_table",
     )
     st.download_button(
-        "Download table (CSV)", frame.to_csv(index=False), file_name="anomaly_workbench_runs.csv", mime="text/csv"
+        "Download table (CSV)", to_csv_bytes(frame), file_name="anomaly_workbench_runs.csv", mime="text/csv"
     )
     if frame.empty:
         return

@@ -39,10 +39,12 @@ def cmd_predict(args) -> int:
     ok = sum(p.error is None for p in preds)
     print(f"{ok} image(s) scored in {elapsed:.2f} s; threshold {fmt(loaded.image_threshold)} (raw score)")
     if args.csv:
+        from core.views.csv_export import safe_cell  # pandas: only when a CSV is asked for
+
         with open(args.csv, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows([{k: safe_cell(v) for k, v in row.items()} for row in rows])
     return 0 if ok == len(preds) else 1
 
 

@@ -278,14 +278,24 @@ def _is_hidden(path: Path, root: Path) -> bool:
 
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     """Image files in ``folder`` (by suffix, any case), sorted; hidden files and folders are skipped
-    (e.g. macOS ``._x.png`` resource forks, ``.ipynb_checkpoints``)."""
+    (e.g. macOS ``._x.png`` resource forks, ``.ipynb_checkpoints``). A link to a file that is gone is listed, so
+    the reader reports it by name instead of it vanishing from the counts."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"Image folder not found: {folder}. Check the path.")
     candidates = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(
-        p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(p, folder) and p.is_file()
+        p
+        for p in candidates
+        if p.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(p, folder) and (p.is_file() or _dangling(p))
     )
+
+
+def _dangling(path: Path) -> bool:
+    try:
+        return path.is_symlink() and not path.exists()
+    except OSError:  # a symlink loop: exists() fails with "too many levels of symbolic links"
+        return True
 
 
 def image_size(path: Path | str) -> tuple[int, int] | None:

@@ -622,6 +622,10 @@ def _unpack(zip_path: Path, into: Path) -> int:
                     f"{Path(zip_path).name} is damaged: its member '{info.filename}' cannot be read ({exc}). "
                     "Nothing was imported; copy the zip again or re-create it."
                 ) from None
+        for info in archive.infolist():  # empty folders too: an empty train/good must read as one, not be skipped
+            target = (into / info.filename).resolve()
+            if info.is_dir() and _check_member(info) is None and target.is_relative_to(root):
+                target.mkdir(parents=True, exist_ok=True)
     return len(members)
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 
 from core.engine import evaluation
 from core.store.runs import Run
+from core.views.csv_export import to_csv_bytes
 
 # metric key → column label, in the order charts and tables show them
 METRICS: dict[str, str] = {
@@ -384,7 +385,7 @@ def metrics_long(
 
 def table_csv(table: pd.DataFrame) -> bytes:
     """The comparison table as UTF-8 CSV (what the page's download button serves)."""
-    return table.to_csv(index=False).encode("utf-8")
+    return to_csv_bytes(table)
 
 
 # --------------------------------------------------------------------------- latency paths

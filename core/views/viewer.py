@@ -10,7 +10,6 @@ model. Outcomes follow evaluation's convention: ``score >= threshold`` is flagge
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from core.data import images
 from core.errors import ImageError
 from core.store.artifacts import RunArtifacts, read_json
 from core.views import overlays
+from core.views.csv_export import to_csv_bytes
 
 OUTCOMES = ("TP", "FP", "TN", "FN")
 OUTCOME_HELP = {
@@ -263,6 +263,4 @@ def uploads_table(preds: Sequence, threshold: float | None = None) -> pd.DataFra
 
 
 def table_csv(df: pd.DataFrame) -> bytes:
-    buf = io.StringIO()
-    df.to_csv(buf, index=False)
-    return buf.getvalue().encode("utf-8")
+    return to_csv_bytes(df)  # names that look like formulas are escaped (core.views.csv_export)

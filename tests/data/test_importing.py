@@ -152,9 +152,16 @@ def test_an_import_killed_mid_way_leaves_no_dataset_and_the_next_import_cleans_u
 
     assert staging.is_dir() and any((staging / "train" / "good").iterdir())  # killed with work on disk...
     assert not (root / "line3").exists() and "line3" not in datasets.list_custom()  # ...but no dataset
-    assert "line3" not in subprocess.run(
-        [sys.executable, "-m", "core", "data", "list"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
-    ).stdout
+    assert (
+        "line3"
+        not in subprocess.run(
+            [sys.executable, "-m", "core", "data", "list"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+    )
 
     small = _bmp_folder(tmp_path / "again", 6)
     report = importing.import_folder("line3", small)

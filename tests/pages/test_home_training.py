@@ -7,6 +7,7 @@ Each test: a user action, then what must be true. Pages never start a background
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -264,3 +265,41 @@ def test_an_unexpected_error_in_a_page_action_is_a_message_and_the_page_stays(ar
     assert not at.exception
     assert any("Unexpected error in the dataset import (OSError" in e.value for e in at.error)
     assert "Training runs" in [t.value for t in at.title]
+
+
+def _own_images(at: AppTest, mode: str) -> AppTest:
+    at.radio(key="source").set_value("Own dataset").run()
+    return at.radio(key="own_mode").set_value(mode).run()
+
+
+def test_a_damaged_zip_uploaded_in_the_app_is_refused_with_the_reason_and_leaves_nothing(artifacts, tmp_path):
+    from tests.e2e.test_bad_inputs import _crc_zip
+
+    zip_path = Path(_crc_zip(tmp_path)[1])
+    at = _own_images(open_app("pages/training.py"), "Upload a zip")
+    at.file_uploader(key="zip_file").set_value(("line3.zip", zip_path.read_bytes(), "application/zip")).run()
+    next(b for b in at.button if b.label.startswith("Import zip")).click().run()
+    assert not at.exception
+    assert any("is damaged" in e.value and "Nothing was imported" in e.value for e in at.error)
+    assert datasets.list_custom() == []
+
+
+def test_masks_in_the_app_pair_by_type_and_size_and_colour_mismatches_are_named(artifacts, tmp_path):
+    from tests.e2e.test_bad_inputs import _defect, _folder, _mask
+
+    _folder(
+        tmp_path,
+        {"scratch/x1.png": _defect(1), "dent/x1.png": _defect(2), "stain/s1.png": _defect(3)},
+        {"scratch/x1.png": _mask(32), "stain/s1.png": _mask(rgb=True)},  # dent/x1 must not take scratch's mask
+    )
+    at = _own_images(open_app("pages/training.py"), "Import from folders")
+    at.text_input(key="imp_name").input("line3").run()
+    at.text_input(key="imp_normal").input(str(tmp_path / "normal")).run()
+    at.text_input(key="imp_abnormal").input(str(tmp_path / "abnormal")).run()
+    at.text_input(key="imp_masks").input(str(tmp_path / "masks")).run()
+    next(b for b in at.button if b.label == "Import folders").click().run()
+    assert not at.exception
+    assert any(s.value.startswith("Imported 'line3'") for s in at.success)
+    notes = " ".join(i.value for i in at.info)
+    assert "no mask" in notes and "x1.png" in notes  # dent's x1: none of its own type
+    assert "resized" in notes and "colour" in notes
