@@ -42,6 +42,21 @@ st.set_page_config(
     },
 )
 
+# Closed by default: with a login configured every visitor signs in first; a dashboard open to the network
+# without one serves nothing unless it is a read-only demo.
+if ui.auth_configured() and not st.user.get("is_logged_in"):
+    st.navigation([st.Page("pages/login.py", title="Sign in", icon=":material/login:", url_path="sign-in")]).run()
+    st.stop()
+if ui.exposed() and not ui.auth_configured() and not access.read_only():
+    st.error(
+        f"This dashboard listens on {st.get_option('server.address') or 'every network interface'} without a login, "
+        "so it serves nothing. Configure a login in .streamlit/secrets.toml ([auth], see the README), set "
+        "AW_READ_ONLY=1 for a look-only demo, or start it on this machine only (AW_HOST=127.0.0.1).",
+        icon=":material/lock:",
+    )
+    st.stop()
+who, role = ui.session_identity()
+
 # Once per browser session: runs whose worker died (crash, kill -9, reboot) are shown as failed, not running.
 if "recovered_runs" not in st.session_state:
     with ui.friendly_errors():  # a damaged registry is a message here and on each page, not a traceback
@@ -56,10 +71,16 @@ navigation = st.navigation(
         st.Page("pages/similarity.py", title="Similar cases", icon=":material/image_search:", url_path="similar-cases"),
     ]
 )
-if access.read_only():
-    st.sidebar.info(
-        "Read-only demo: look at every run, chart and image; nothing can be changed.", icon=":material/lock:"
-    )
-# Writes (launch, import, delete, feedback) are attributed to the signed-in user in the audit log, where there is one.
-with access.acting_as(st.user.get("email") if st.user.get("is_logged_in") else None), ui.friendly_errors():
-    navigation.run()  # the last guard: anything a page did not expect is one line on screen, its traceback logged
+if who:
+    st.sidebar.caption(f"Signed in as **{who}** ({role})")
+    st.sidebar.button("Log out", key="logout", icon=":material/logout:", on_click=st.logout)
+with access.acting_as(who, role):
+    if access.read_only():
+        st.sidebar.info(
+            "Read-only: look at every run, chart and image; nothing can be changed here."
+            + (" Your account has the viewer role." if role == access.VIEWER else ""),
+            icon=":material/lock:",
+        )
+    # Writes (launch, import, delete, feedback) are attributed to the signed-in user in the audit log.
+    with ui.friendly_errors():
+        navigation.run()  # the last guard: anything a page did not expect is one line on screen, its traceback logged

@@ -329,7 +329,9 @@ limit_summary = trust.limit_summary(selected, ui.registry())
 if not limit_summary.empty:
     st.dataframe(limit_summary, hide_index=True, width="stretch", key="cmp_limit_table")
 missing = [r.id for r in selected if trust.run_limit(r, ui.registry()) is None]
-if missing:
+if missing and not ui.can_write():
+    st.caption(f"Not measured yet for {', '.join(missing)}. {ui.read_only_note()}")
+elif missing:
     pick, go_col = st.columns([3, 1])
     measure_id = pick.selectbox(
         "Run without a measured limit", missing, format_func=lambda i: ui.run_label(by_id[i]), key="cmp_limit_run"

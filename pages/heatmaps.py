@@ -129,6 +129,7 @@ def detail(run, rec, maps, masks, cfg: viewer.DisplaySettings, opacity: float) -
 # ---------------------------------------------------------------------------------------------- why flagged, correct
 
 
+@ui.as_session_user
 def _feedback_action(action: str, run_id: str, image, name: str, key: str) -> None:
     """Button callbacks: the change happens in core; the page shows the result line (and any warning)."""
     from core.engine import feedback

@@ -29,7 +29,9 @@ def _queue_first_run() -> None:
         st.session_state.home_explain = False
 
 
-if st.button("Train a first model on the demo data", type="primary"):
+if not ui.can_write():
+    st.caption(ui.read_only_note())
+elif st.button("Train a first model on the demo data", type="primary"):
     if plan.params is None:
         st.session_state.home_explain = True
     else:

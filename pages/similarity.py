@@ -126,6 +126,9 @@ class ProgressHooks:
 
 def index_button(run, key: str) -> None:
     """'Index this run now': embed its images with its model, store them, record the precision figures."""
+    if not ui.can_write():
+        st.caption(ui.read_only_note())
+        return
     if not st.button("Index this run now", key=key, icon=":material/database:", type="primary"):
         return
     with ui.friendly_errors():

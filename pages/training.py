@@ -19,6 +19,7 @@ from core.errors import WorkbenchError
 from core.jobs import cluster, launch
 from core.jobs.queue import cancel, worker_alive
 from core.models import weights
+from core.store import access
 from core.store.artifacts import RunArtifacts
 from core.store.runs import QUEUED, RUNNING, Run
 from core.store.versions import RunVersions
@@ -64,7 +65,9 @@ def _run_card(run: Run, ahead: int) -> None:
             fig = px.line(pd.DataFrame(loss), x="step", y="loss", markers=True, height=220, title="Training loss")
             fig.update_layout(margin=dict(l=10, r=10, t=40, b=10))
             st.plotly_chart(fig, key=f"loss_{run.id}")
-        if run.cancel_requested and run.status == RUNNING:
+        if not ui.can_write():
+            pass  # a viewer follows runs but cannot stop them
+        elif run.cancel_requested and run.status == RUNNING:
             st.caption("Cancelling: the run stops at its next progress report.")
             if st.button("Stop now", key=f"force_{run.id}", help="Terminate the run's process if it hasn't stopped"):
                 with ui.friendly_errors():
@@ -78,6 +81,12 @@ def _run_card(run: Run, ahead: int) -> None:
 
 @st.fragment(run_every=2)
 def live_panel() -> None:
+    # A fragment reruns on its own, outside the page's acting_as block: its buttons act as the session's user.
+    with access.acting_as(*ui.session_identity()):
+        _live_panel()
+
+
+def _live_panel() -> None:
     st.subheader("In progress")
     ray_at = cluster.address()
     if ray_at:
@@ -120,6 +129,7 @@ def _imported(report: importing.ImportReport) -> None:
     st.session_state.own_dataset = report.spec.category
 
 
+@ui.as_session_user
 def _import_folders() -> None:
     s = st.session_state
     try:
@@ -137,6 +147,7 @@ def _import_folders() -> None:
         s.import_msg = ("error", [ui.user_message(exc, "the dataset import")])
 
 
+@ui.as_session_user
 def _import_zip() -> None:
     s = st.session_state
     if s.zip_file is None:
@@ -311,6 +322,7 @@ def estimates(build_specs: Callable[[], list[DatasetSpec]], chosen: dict[str, di
                 st.caption(":material/timer: " + text)
 
 
+@ui.as_session_user
 def _apply_audit_choice(spec: DatasetSpec, retrain: bool) -> None:
     """Record the gallery's ticks (exclude ticked, include unticked), then optionally queue a retrain."""
     s = st.session_state
@@ -412,7 +424,10 @@ def launch_form() -> None:
 
 
 with launch_tab:
-    launch_form()
+    if ui.can_write():
+        launch_form()
+    else:
+        st.info(ui.read_only_note(), icon=":material/lock:")
 
 
 # ---- history -----------------------------------------------------------------------------------------------
@@ -503,6 +518,8 @@ def run_detail(run: Run) -> None:
 
     if run.status == "done":
         ui.open_run_buttons(run, key="history_open")
+    if not ui.can_write():
+        return
     a1, a2, _ = st.columns([1, 1, 4])
     if a1.button("Re-run", key="rerun", help="Queue a new run with the same model, data, parameters and seed"):
         with ui.friendly_errors():

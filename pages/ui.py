@@ -5,8 +5,9 @@ Pages are thin views over ``core``; this module only adapts ``core`` to Streamli
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from core.engine import estimate
 from core.errors import WorkbenchError
 from core.models import get_entry, model_warnings
 from core.runtime import set_threads
+from core.store import access
 from core.store.artifacts import RunArtifacts
 from core.store.runs import DONE, Run, RunRegistry
 from core.store.versions import RunVersions
@@ -102,11 +104,58 @@ def pick_version(run: Run, key: str) -> int:
 
 
 def can_write() -> bool:
-    """Whether this session may change things (launch, import, delete, feedback): pages hide those buttons
-    otherwise; core refuses them anyway (core.store.access)."""
-    from core.store import access
+    """Whether this session may change things (launch, import, delete, export, feedback): pages hide those
+    buttons otherwise; core refuses them anyway (core.store.access)."""
+    with access.acting_as(*session_identity()):
+        return not access.read_only()
 
-    return not access.read_only()
+
+def read_only_note() -> str:
+    """Why this session's write buttons are hidden."""
+    if session_identity()[1] == access.VIEWER:
+        return (
+            "Your account has the viewer role: you can look at everything; launching, importing, deleting and "
+            "feedback need the engineer role."
+        )
+    return "This dashboard is read-only (a demo screen): you can look at everything, but nothing can be changed."
+
+
+# ---- login -------------------------------------------------------------------------------------------------
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def auth_configured() -> bool:
+    """Whether ``.streamlit/secrets.toml`` (or ``--secrets.files``) configures an OIDC provider for ``st.login``."""
+    try:
+        return "auth" in st.secrets
+    except Exception:  # noqa: BLE001 - no secrets file, or one that does not parse: no login configured
+        return False
+
+
+def exposed() -> bool:
+    """Whether the server listens beyond this machine (``AW_HOST`` / ``server.address``; unset means everywhere)."""
+    return (st.get_option("server.address") or "0.0.0.0") not in LOOPBACK
+
+
+def session_identity() -> tuple[str | None, str | None]:
+    """(who, role) of this browser session: the signed-in user and their role, or (None, None) without a login."""
+    if not auth_configured() or not st.user.get("is_logged_in"):
+        return None, None
+    claims = st.user.to_dict()
+    return str(claims.get("email") or claims.get("sub") or "signed-in user"), access.role_of(claims)
+
+
+def as_session_user(callback: Callable) -> Callable:
+    """For button callbacks: they run before the page script, outside its ``acting_as`` block, so they set the
+    session's user and role themselves (a viewer's write is refused in core even from a crafted request)."""
+
+    @functools.wraps(callback)
+    def wrapped(*args, **kwargs):
+        with access.acting_as(*session_identity()):
+            return callback(*args, **kwargs)
+
+    return wrapped
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

@@ -60,3 +60,32 @@ def test_the_cli_in_read_only_mode_says_so_in_one_line(artifacts, monkeypatch):
     result = _cli("delete", run.id)
     assert result.returncode == 2 and "read-only" in result.stderr and "Traceback" not in result.stderr
     assert RunRegistry().get(run.id)
+
+
+@pytest.mark.parametrize(
+    ("claims", "engineers", "role"),
+    [
+        ({"email": "ana@plant.example", "roles": ["engineer"]}, "", access.ENGINEER),
+        ({"email": "ana@plant.example", "roles": "operator engineer"}, "", access.ENGINEER),
+        ({"email": "vic@plant.example", "roles": ["viewer"]}, "", access.VIEWER),
+        ({"email": "new@plant.example"}, "", access.VIEWER),  # unknown accounts look, they do not change
+        ({"email": "Lead@Plant.example"}, "ops@plant.example, lead@plant.example", access.ENGINEER),
+    ],
+)
+def test_roles_come_from_the_providers_claim_or_the_local_list(monkeypatch, claims, engineers, role):
+    monkeypatch.setenv("AW_ENGINEERS", engineers)
+    assert access.role_of(claims) == role
+
+
+def test_a_viewer_is_refused_every_write_in_core_and_an_engineers_are_logged_with_the_role(artifacts):
+    registry = RunRegistry()
+    with access.acting_as("ana@plant.example", access.ENGINEER):
+        run = registry.create("patchcore", {"kind": "demo", "category": "demo"}, {})
+    with access.acting_as("vic@plant.example", access.VIEWER):
+        assert access.read_only()
+        with pytest.raises(ReadOnlyError, match="Not allowed for a viewer: 'delete run'. vic@plant.example"):
+            registry.delete(run.id)
+    assert registry.get(run.id) and not access.read_only()
+    assert [(e["who"], e.get("role"), e["action"]) for e in access.read_log()] == [
+        ("ana@plant.example", "engineer", "queue run")
+    ]
