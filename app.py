@@ -44,8 +44,20 @@ st.set_page_config(
 
 # Closed by default: with a login configured every visitor signs in first; a dashboard open to the network
 # without one serves nothing unless it is a read-only demo.
+PAGES = [  # (script, title, icon, url path): the first is the home page
+    ("pages/home.py", "Home", ":material/home:", "start"),
+    ("pages/training.py", "Training runs", ":material/model_training:", "training-runs"),
+    ("pages/compare.py", "Compare models", ":material/bar_chart:", "compare-models"),
+    ("pages/heatmaps.py", "Heatmap viewer", ":material/layers:", "heatmap-viewer"),
+    ("pages/similarity.py", "Similar cases", ":material/image_search:", "similar-cases"),
+]
 if ui.auth_configured() and not st.user.get("is_logged_in"):
-    st.navigation([st.Page("pages/login.py", title="Sign in", icon=":material/login:", url_path="sign-in")]).run()
+    # Every address shows the sign-in page (a shared deep link too), and nothing else is reachable.
+    sign_in = [
+        st.Page(ui.sign_in_page, title="Sign in", icon=":material/login:", url_path=path, default=i == 0)
+        for i, (_, _, _, path) in enumerate(PAGES)
+    ]
+    st.navigation(sign_in, position="hidden").run()
     st.stop()
 if ui.exposed() and not ui.auth_configured() and not access.read_only():
     st.error(
@@ -64,11 +76,8 @@ if "recovered_runs" not in st.session_state:
 
 navigation = st.navigation(
     [
-        st.Page("pages/home.py", title="Home", icon=":material/home:", url_path="start", default=True),
-        st.Page("pages/training.py", title="Training runs", icon=":material/model_training:", url_path="training-runs"),
-        st.Page("pages/compare.py", title="Compare models", icon=":material/bar_chart:", url_path="compare-models"),
-        st.Page("pages/heatmaps.py", title="Heatmap viewer", icon=":material/layers:", url_path="heatmap-viewer"),
-        st.Page("pages/similarity.py", title="Similar cases", icon=":material/image_search:", url_path="similar-cases"),
+        st.Page(script, title=title, icon=icon, url_path=path, default=i == 0)
+        for i, (script, title, icon, path) in enumerate(PAGES)
     ]
 )
 if who:

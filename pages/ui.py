@@ -138,6 +138,16 @@ def exposed() -> bool:
     return (st.get_option("server.address") or "0.0.0.0") not in LOOPBACK
 
 
+def sign_in_page() -> None:
+    """The only page a visitor sees until the plant's identity provider (OIDC, ``st.login``) knows them."""
+    st.title("Anomaly Workbench")
+    st.markdown(
+        "Sign in with your plant account to see the runs. **Viewers** can look at every page; **engineers** can "
+        "also launch runs, import data, give feedback and delete."
+    )
+    st.button("Sign in", type="primary", icon=":material/login:", on_click=st.login, key="login")
+
+
 def session_identity() -> tuple[str | None, str | None]:
     """(who, role) of this browser session: the signed-in user and their role, or (None, None) without a login."""
     if not auth_configured() or not st.user.get("is_logged_in"):

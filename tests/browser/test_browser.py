@@ -58,8 +58,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(root: Path, autostart: bool):
-    port = _free_port()
+def _serve(root: Path, autostart: bool, port: int | None = None, extra_args: tuple[str, ...] = ()):
+    port = port or _free_port()
     env = {**os.environ, **_offline_env(root), "AW_AUTOSTART_WORKER": "1" if autostart else "0"}
     proc = subprocess.Popen(
         [
@@ -73,6 +73,7 @@ def _serve(root: Path, autostart: bool):
             "127.0.0.1",
             "--browser.gatherUsageStats",
             "false",
+            *extra_args,
         ],
         cwd=PROJECT_ROOT,
         env=env,
