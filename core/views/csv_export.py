@@ -23,6 +23,6 @@ def to_csv_bytes(df: pd.DataFrame) -> bytes:
     """``df`` as UTF-8 CSV with every text cell made safe for spreadsheets."""
     safe = df.copy()
     for column in safe.columns:
-        if safe[column].dtype == object:
+        if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):  # pandas 3: "str" dtype
             safe[column] = safe[column].map(safe_cell)
     return safe.to_csv(index=False).encode("utf-8")
