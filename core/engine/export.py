@@ -65,14 +65,6 @@ class ExportError(WorkbenchError):
     pass
 
 
-def openvino_available() -> bool:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 # ------------------------------------------------------------------------------------- pre-processing spec
 
 
@@ -194,8 +186,6 @@ def export_openvino(run_dir: Path, precisions: tuple[str, ...] = PRECISIONS, n_c
     Raises ExportError if OpenVINO is missing, the model cannot be exported, or an export disagrees with
     the PyTorch model beyond ``TOLERANCE``; an earlier valid export is then left as it was."""
     access.check_write("export model", run=Path(run_dir).name, precisions=list(precisions))
-    if not openvino_available():
-        raise ExportError("OpenVINO is not installed: pip install openvino (see requirements.txt).")
     import anomalib
     import openvino as ov
     import torch
@@ -353,8 +343,6 @@ def export_status(run_dir: Path, precision: str = "fp32") -> tuple[bool, str]:
     ckpt = RunArtifacts(run_dir).checkpoint
     if not ckpt.is_file() or sha256_file(ckpt) != info.get("checkpoint_sha256"):
         return False, "the export is older than the run's checkpoint"
-    if not openvino_available():
-        return False, "OpenVINO is not installed"
     return True, ""
 
 

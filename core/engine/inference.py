@@ -244,10 +244,8 @@ def truncated_features(extractor):
     only blocks.2 and blocks.4 are returned; the blocks before are the same modules on the same input, so
     the features are bit-identical. Other backbones are returned unchanged (timm's generic feature wrapper
     already stops early)."""
-    try:
-        from timm.models.efficientnet import EfficientNetFeatures
-    except ImportError:  # pragma: no cover - timm layout changed
-        return extractor
+    from timm.models.efficientnet import EfficientNetFeatures  # timm is pinned (requirements.txt)
+
     net = getattr(extractor, "feature_extractor", None)
     if (
         not isinstance(net, EfficientNetFeatures)

