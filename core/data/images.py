@@ -249,8 +249,19 @@ def read_mask(source: Source, shape: tuple[int, int] | None = None, name: str | 
     background. With ``shape=(height, width)`` a mask of another size is resized nearest-neighbour,
     so it stays binary.
     """
+    return read_mask_checked(source, shape, name)[0]
+
+
+def read_mask_checked(
+    source: Source, shape: tuple[int, int] | None = None, name: str | None = None
+) -> tuple[np.ndarray, tuple[int, int], bool]:
+    """``read_mask`` from one decode, with what an import reports: (mask, the file's own (height, width), whether
+    it is in colour, i.e. its colour channels differ somewhere)."""
     data, label = _load_bytes(source, name)
     arr = _decode(data, label)
+    native = (int(arr.shape[0]), int(arr.shape[1]))
+    rgb = arr[..., :3] if arr.ndim == 3 and arr.shape[2] >= 3 else None
+    colour_file = rgb is not None and not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
     if arr.ndim == 3:
         channels = arr.shape[2]
         colour = arr[..., : 3 if channels >= 3 else 1] != 0
@@ -259,6 +270,10 @@ def read_mask(source: Source, shape: tuple[int, int] | None = None, name: str | 
             mask &= arr[..., -1] != 0
     else:
         mask = arr != 0
+    return _fit_mask(mask, shape), native, bool(colour_file)
+
+
+def _fit_mask(mask: np.ndarray, shape: tuple[int, int] | None) -> np.ndarray:
     if shape is not None:
         height, width = int(shape[0]), int(shape[1])
         if height <= 0 or width <= 0:

@@ -43,8 +43,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import numpy as np
-
 from core.config import Settings
 from core.config import settings as current_settings
 from core.data import images
@@ -254,19 +252,18 @@ class _Placer:
         (nearest neighbour, so it stays binary) and a colour mask is read as "any non-black pixel is defect";
         both are named in the report, so nobody is surprised by pixel metrics later."""
         try:
-            raw = images.read_image(source)
             size = images.image_size(image_target)
             shape = (size[1], size[0]) if size else None
-            mask = images.read_mask(source, shape=shape)
+            mask, native, colour = images.read_mask_checked(source, shape=shape)  # one decode
         except ImageError as exc:
             self.report.skipped.append((str(source), str(exc)))
             return False
-        if shape is not None and raw.shape[:2] != shape:
+        if shape is not None and native != shape:
             self.report.notes.append(
-                f"The mask {source.name} is {raw.shape[1]}×{raw.shape[0]} for a {shape[1]}×{shape[0]} image: "
+                f"The mask {source.name} is {native[1]}×{native[0]} for a {shape[1]}×{shape[0]} image: "
                 "resized to the image (nearest neighbour)."
             )
-        if not _grey_pixels(raw):
+        if colour:
             self.report.notes.append(f"The mask {source.name} is in colour: any non-black pixel counts as defect.")
         target = self.staging / "ground_truth" / defect / f"{image_target.stem}_mask.png"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -274,11 +271,6 @@ class _Placer:
         if not mask.any():
             self.report.notes.append(f"The mask {source.name} is empty (no defect pixels).")
         return True
-
-
-def _grey_pixels(rgb: np.ndarray) -> bool:
-    """Whether an RGB array is really grey (three equal channels), as masks saved in RGB often are."""
-    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
 
 
 def _link(source: Path, target: Path, move: bool) -> str:

@@ -29,10 +29,11 @@ Engines, one interface (everything above the store is the same for all three):
 - **A Qdrant server** (``AW_QDRANT_URL``, ``AW_QDRANT_API_KEY``): the same calls over qdrant-client's HTTP client;
   the server handles concurrency. ``push_to_server`` copies the embedded store to one (``aw index
   push URL``).
-- **qdrant-client local mode** (pure Python, ``engine="local"``): kept for the benchmarks that compare it with Edge
-  (Edge is pinned in requirements.txt, so ``"auto"`` is Edge). One folder per collection under ``settings().qdrant_path``; it loads
-  the whole collection on opening (~0.1 s per 1,000 points), so it suits collections up to ~10,000 points. Its
-  SQLite files are switched to ``journal_mode=WAL`` + ``synchronous=NORMAL`` (it commits once per point).
+- **qdrant-client local mode** (pure Python, ``engine="local"``): kept for the benchmarks that compare it with
+  Edge (Edge is pinned in requirements.txt, so ``"auto"`` is Edge). One folder per collection under
+  ``settings().qdrant_path``; it loads the whole collection on opening (~0.1 s per 1,000 points), so it suits
+  collections up to ~10,000 points. Its SQLite files are switched to ``journal_mode=WAL`` +
+  ``synchronous=NORMAL`` (it commits once per point).
 """
 
 from __future__ import annotations
