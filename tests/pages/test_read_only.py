@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.config import PROJECT_ROOT
@@ -45,3 +46,27 @@ def test_without_read_only_the_same_buttons_are_there(demo_runs):
     training.selectbox(key="history_run").set_value(demo_runs[0]).run()
     assert {"launch", "rerun", "delete"} <= labels(training)
     assert "Train a first model on the demo data" in labels(open_page("home"))
+
+
+@pytest.fixture
+def bound_to_every_interface():
+    """As if started with ``--server.address 0.0.0.0`` (AW_HOST=0.0.0.0 make run)."""
+    from streamlit import config
+
+    before = config.get_option("server.address")
+    config.set_option("server.address", "0.0.0.0")
+    yield
+    config.set_option("server.address", before)
+
+
+def test_a_dashboard_open_to_the_network_without_a_login_serves_nothing_but_a_read_only_demo(
+    demo_runs, bound_to_every_interface, monkeypatch
+):
+    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=120).run()
+    assert not at.exception
+    assert any("without a login, so it serves nothing" in e.value and "AW_READ_ONLY=1" in e.value for e in at.error)
+    assert not at.title  # no page ran
+
+    monkeypatch.setenv("AW_READ_ONLY", "1")
+    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=120).run()
+    assert "Anomaly Workbench" in [t.value for t in at.title] and not at.error
