@@ -411,8 +411,9 @@ def test_the_corpus_has_at_least_forty_distinct_cases():
     assert len(set(names)) == len(names) >= 40
 
 
-def test_names_with_markup_are_escaped_in_the_html_report(demo_runs_copy):
-    """A run whose test images are named like markup: the HTML report shows the names as text, never as tags."""
+def test_names_with_markup_are_escaped_in_the_html_report(demo_runs_copy, tmp_path):
+    """A run whose test images are named like markup: the HTML report shows the names as text, never as tags.
+    (The renamed copies go to this test's own folder: the session's demo test set must stay as it is.)"""
     from core.store.runs import RunRegistry
     from core.views.report import build_html_report
 
@@ -421,7 +422,7 @@ def test_names_with_markup_are_escaped_in_the_html_report(demo_runs_copy):
     records_path = registry.run_dir(run.id) / "records.json"
     records = json.loads(records_path.read_text())
     for i, rec in enumerate(records):
-        evil = Path(rec["path"]).with_name(f"<img src=x onerror=alert({i})>.png")
+        evil = tmp_path / f"<img src=x onerror=alert({i})>.png"
         shutil.copy(rec["path"], evil)
         rec["path"] = str(evil)
     records_path.write_text(json.dumps(records))
