@@ -38,11 +38,11 @@ def _model_key(run: Run) -> tuple[str, float, int]:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading model…")
-def _loaded_model(run_dir: str, mtime: float, version: int = 1):
+def _loaded_model(run_dir: str, mtime: float, version: int):
     from core.engine.inference import LoadedModel  # torch: loaded when a page first needs a model, not at start-up
 
     set_threads()
-    return LoadedModel(Path(run_dir))
+    return LoadedModel(Path(run_dir), version=version)  # a version's files never change: (run, version) is a key
 
 
 def loaded_model(run: Run):
@@ -63,17 +63,11 @@ def fastest_model(run: Run):
     return _fastest_model(*_model_key(run))
 
 
-@st.cache_resource(max_entries=4, show_spinner="Loading model version…")
-def _version_model(run_dir: str, version: int):
-    from core.engine.inference import LoadedModel  # torch: loaded when a page first needs a model, not at start-up
-
-    set_threads()
-    return LoadedModel(Path(run_dir), version=version)  # a version's files never change: (run, version) is a key
-
-
 def version_model(run: Run, version: int):
-    """The run's model at ``version`` (any of its versions, current or not), loaded once and kept."""
-    return _version_model(str(registry().run_dir(run.id)), version)
+    """The run's model at ``version`` (any of its versions, current or not), loaded once and kept: the same cache
+    entry as ``loaded_model`` when ``version`` is the current one."""
+    run_dir, mtime, _ = _model_key(run)
+    return _loaded_model(run_dir, mtime, version)
 
 
 def current_version(run: Run) -> int:
