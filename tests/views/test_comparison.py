@@ -1,5 +1,5 @@
-"""Comparing runs without a UI: the comparison table, averages, published references, latency paths,
-the threshold what-if, the chart builders and the self-contained HTML report.
+"""Comparing runs without a UI: the comparison table, averages, published references, latency paths and the
+threshold what-if (the chart builders: test_charts.py; the HTML report: test_report.py).
 
 The demo runs (``demo_runs``): PatchCore, and EfficientAD with an untrained teacher — a pipeline check
 that every view must flag as not a real result.
@@ -8,18 +8,14 @@ that every view must flag as not a real result.
 from __future__ import annotations
 
 import io
-import re
 
-import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import pytest
 
 from core.engine import evaluation
 from core.store.artifacts import RunArtifacts
-from core.store.runs import DONE, Run, RunRegistry
+from core.store.runs import DONE, Run
 from core.views import charts, comparison
-from core.views.report import build_html_report, heatmap_png, pick_heatmaps
 
 
 def fake_run(run_id: str, model: str, category: str, created_at: float, **metrics) -> Run:
@@ -35,12 +31,6 @@ def fake_run(run_id: str, model: str, category: str, created_at: float, **metric
         dataset={"kind": "mvtec", "category": category, "root": "/data"},
         metrics=metrics,
     )
-
-
-@pytest.fixture
-def demo(demo_runs):
-    registry = RunRegistry()
-    return registry, [registry.get(i) for i in demo_runs]
 
 
 # ---- the comparison table ----------------------------------------------------------------------------------
@@ -178,67 +168,3 @@ def test_zero_escape_threshold_misses_nothing_and_a_threshold_above_every_score_
     above = comparison.threshold_panel(records, float(records["score"].max()) + 1)
     assert above.view["fn"] == n_anomalous == len(above.misses)
     assert above.per_defect["missed"].sum() == n_anomalous
-
-
-# ---- charts ------------------------------------------------------------------------------------------------
-
-
-def test_every_chart_builder_renders_for_the_demo_runs_and_for_no_data(demo):
-    registry, runs = demo
-    table = comparison.comparison_table(runs)
-    records = RunArtifacts(registry.run_dir(runs[0].id)).records
-    curves = {r.id: RunArtifacts(registry.run_dir(r.id)).curves() for r in runs}
-    figures = [
-        charts.metric_bars(comparison.metrics_long(table, comparison.averages_table(runs))),
-        charts.latency_bars(comparison.latency_table(runs)),
-        charts.fit_time_bars(table),
-        charts.roc_pr_curves(curves),
-        charts.score_histogram(comparison.score_split(records), runs[0].metrics["image_threshold"]),
-        charts.per_defect_bars(comparison.per_defect_table(runs)),
-    ]
-    assert all(isinstance(f, go.Figure) and f.data for f in figures)
-    assert {t.name for t in figures[3].data} >= {r.id for r in runs}  # both runs overlaid
-    empties = [
-        charts.metric_bars(pd.DataFrame()),
-        charts.latency_bars(pd.DataFrame()),
-        charts.roc_pr_curves({}),
-        charts.score_histogram({}),
-        charts.per_defect_bars(pd.DataFrame()),
-    ]
-    assert all(isinstance(f, go.Figure) and not f.data for f in empties)
-
-
-# ---- HTML report -------------------------------------------------------------------------------------------
-
-
-def test_html_report_is_self_contained_names_every_run_and_embeds_heatmaps(demo):
-    registry, runs = demo
-    page = build_html_report(runs, registry, heatmaps_per_run=2)
-    for run in runs:
-        assert run.id in page
-    # Opens offline: no script, stylesheet or image fetched from the network; plotly.js inlined once.
-    assert not re.search(r"<script[^>]+src=", page)
-    assert not re.search(r"<link[^>]+href=[\"']https?:", page)
-    assert not re.search(r"<img[^>]+src=[\"']https?:", page)
-    assert page.count("Plotly.newPlot(") >= 5
-    assert len(re.findall(r"<script type='text/javascript'>/\*\*\s*\* plotly\.js v", page)) == 1
-    assert len(re.findall(r"<img[^>]+src=\"data:image/png;base64,", page)) == 2 * len(runs)
-    assert "published, not measured here" in page
-    assert "UNTRAINED" in page  # the pipeline-check warning travels with the numbers
-    assert "coreset_sampling_ratio" in page  # run parameters
-
-
-def test_heatmap_pictures_show_the_image_next_to_its_overlay(demo):
-    registry, runs = demo
-    art = RunArtifacts(registry.run_dir(runs[1].id))
-    picks = pick_heatmaps(art.records, 3)
-    assert len(picks) == 3 and "highest-scoring defect" in picks[0][1]
-    png = heatmap_png(np.zeros((64, 64, 3), np.uint8), art.maps[picks[0][0]].astype(np.float32), art.masks[picks[0][0]])
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_a_report_needs_at_least_one_run(artifacts):
-    from core.errors import WorkbenchError
-
-    with pytest.raises(WorkbenchError, match="at least one"):
-        build_html_report([])
