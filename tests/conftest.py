@@ -7,12 +7,15 @@ reads that folder (``tests/shared_guard.py``).
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from core.config import DEFAULT_SHARED_ROOT, shared_root
+from core.config import DEFAULT_SHARED_ROOT, PROJECT_ROOT, shared_root
 
 pytest_plugins = ["tests.shared_guard"]
 
@@ -75,6 +78,18 @@ def _offline_env(root: Path) -> dict:
         "AW_EXTRA_WEIGHTS_DIRS": "",
         "AW_SHARED": "none",
     }
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m core ARGS`` in a process of its own, as a user types it (the tests of core/cli/)."""
+    return subprocess.run(
+        [sys.executable, "-m", "core", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="session")

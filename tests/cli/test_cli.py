@@ -1,4 +1,8 @@
-"""The command line: readable tables, and one clear line (no traceback) for every user mistake."""
+"""The command line as a whole (core.cli): every option says what it does, help shows what a user types, the
+installed `aw` works from any folder, and an unexpected error is one line naming the incident (no traceback).
+
+Each command group's own tests: test_runs.py, test_serve.py, test_data.py, test_feedback.py, test_trust.py.
+"""
 
 from __future__ import annotations
 
@@ -7,72 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.config import PROJECT_ROOT
-from core.data.demo_data import make_demo_image
-from core.data.images import to_png_bytes
-
-
-def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "core", *args],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-    )
-
-
-def test_an_unknown_category_is_one_clear_line_and_exit_code_2(artifacts):
-    result = cli("train", "--dataset", "mvtec:tiles")
-    assert result.returncode == 2
-    assert result.stderr.strip().startswith("error: Unknown MVTec AD category 'tiles'")
-    assert "Traceback" not in result.stderr
-
-
-def test_a_missing_run_and_a_bad_parameter_are_clear_errors(artifacts):
-    assert "No run with id 'nope'" in cli("show", "nope").stderr
-    bad = cli("train", "--dataset", "demo", "--param", "coreset_sampling_ratio=lots")
-    assert bad.returncode == 2 and "must be a float" in bad.stderr and "Traceback" not in bad.stderr
-
-
-def test_runs_show_and_predict_on_finished_runs(demo_runs, tmp_path):
-    listing = cli("runs")
-    assert demo_runs[0] in listing.stdout and "image AUROC" in listing.stdout
-
-    shown = cli("show", demo_runs[1])
-    assert "UNTRAINED" in shown.stdout and "image_auroc" in shown.stdout
-
-    good, _ = make_demo_image("good", seed=5)
-    (tmp_path / "part.png").write_bytes(to_png_bytes(good))
-    (tmp_path / "notes.png").write_text("not an image")
-    result = cli(
-        "predict",
-        demo_runs[0],
-        str(tmp_path / "part.png"),
-        str(tmp_path / "notes.png"),
-        "--csv",
-        str(tmp_path / "out.csv"),
-    )
-    assert result.returncode == 1  # one file failed, and says why; the other was scored
-    assert "ERROR" in result.stdout and "part.png" in result.stdout and "Traceback" not in result.stderr
-    assert (tmp_path / "out.csv").read_text().count("\n") == 3
-
-
-def test_pushing_the_index_to_an_unreachable_server_is_one_clear_line(artifacts):
-    result = cli("index", "push", "http://127.0.0.1:9")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "Qdrant server at http://127.0.0.1:9 failed" in result.stderr
-    assert "Say where to push" in cli("index", "push").stderr
-
-
-def test_models_lists_every_registered_model_with_its_parameters(artifacts):
-    from core import models
-
-    out = cli("models").stdout
-    for entry in models.REGISTRY.values():
-        assert f"{entry.name}: {entry.label}" in out
-    assert "| max_epochs " in out and "1e-04" in out  # EfficientAD's learning rate, not 0.000
+from tests.conftest import cli
 
 
 def test_every_option_of_every_command_says_what_it_does():
