@@ -136,6 +136,14 @@ def demo_runs_copy(demo_runs_root, tmp_path, monkeypatch) -> list[str]:
     return ids
 
 
+def worst_false_alarm(run_dir: Path):
+    """The test image of a finished run that is labelled normal and scores highest: its worst false alarm."""
+    from core.store.artifacts import RunArtifacts
+
+    records = RunArtifacts(run_dir).records
+    return records[records.label == 0].sort_values("score").iloc[-1]
+
+
 @pytest.fixture(scope="session")
 def grid_run(tmp_path_factory):
     """One PatchCore run on real MVTec grid (EfficientNet-Lite0, 1 % coreset, indexed), shared by the real-data
