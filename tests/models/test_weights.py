@@ -1,13 +1,12 @@
-"""Weights: imported with a checksum; missing weights offline get a message naming the file and place."""
+"""Weights: imported with a checksum; missing weights offline get a message naming the file and place (a run queued
+without them: tests/jobs/test_queue.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from core import models
-from core.data.datasets import demo
 from core.errors import WeightsError, WorkbenchError
-from core.jobs import queue as jobs
 from core.models import weights
 from tests.conftest import SHARED_LITE0
 
@@ -23,16 +22,6 @@ def test_the_bundled_lite0_weights_are_unpacked_with_the_known_checksum(artifact
         "2b4a5f7e9a1870e2c41efd811c5b04f7e5843b32900a338e3f181204a324f9c6"
     )  # = ../shared's remapped copy
     assert weights.default_backbone() == "tf_efficientnet_lite0"
-
-
-def test_queuing_a_run_without_weights_fails_before_it_starts(artifacts):
-    with pytest.raises(WeightsError, match="wide_resnet50_2"):
-        jobs.submit(
-            "patchcore",
-            demo(n_train=4, n_test_good=2, n_test_per_defect=1),
-            {"backbone": "wide_resnet50_2"},
-            start=False,
-        )
 
 
 def test_efficientad_without_its_teacher_offline_explains_where_it_goes(artifacts, monkeypatch, tmp_path):
