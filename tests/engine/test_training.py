@@ -71,13 +71,3 @@ def test_test_records_and_the_upload_path_give_the_same_score(trained_patchcore)
     first = art.records.iloc[-1]
     pred = model.predict([first["path"]])[0]
     assert pred.score == pytest.approx(first["score"], rel=1e-5)
-
-
-def test_efficientad_trains_a_few_steps_with_an_explicitly_untrained_teacher(demo_runs):
-    run = RunRegistry().get(demo_runs[1])
-    assert run.status == DONE, run.error
-    assert run.model == "efficientad" and run.params["max_steps"] == 3
-    assert 0.0 <= run.metrics["image_auroc"] <= 1.0
-    from core.models import model_warnings
-
-    assert "UNTRAINED" in model_warnings("efficientad", run.params)[0]

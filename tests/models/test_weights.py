@@ -1,5 +1,5 @@
 """Weights: imported with a checksum; missing weights offline get a message naming the file and place (a run queued
-without them: tests/jobs/test_queue.py)."""
+without them: tests/jobs/test_queue.py; EfficientAD's teacher: tests/models/test_efficientad.py)."""
 
 from __future__ import annotations
 
@@ -22,13 +22,6 @@ def test_the_bundled_lite0_weights_are_unpacked_with_the_known_checksum(artifact
         "2b4a5f7e9a1870e2c41efd811c5b04f7e5843b32900a338e3f181204a324f9c6"
     )  # = ../shared's remapped copy
     assert weights.default_backbone() == "tf_efficientnet_lite0"
-
-
-def test_efficientad_without_its_teacher_offline_explains_where_it_goes(artifacts, monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("AW_IMAGENET_DIR", str(tmp_path))
-    with pytest.raises(WeightsError, match="pretrained_teacher_small.pth"):
-        models.create_model("efficientad", {"teacher": "pretrained"})
 
 
 def test_unknown_models_and_bad_parameters_are_refused(artifacts):
