@@ -196,3 +196,13 @@ def trained_models(tmp_path_factory) -> tuple[Path, dict[str, str]]:
             assert status == DONE, f"{name}: {RunRegistry().get(run.id).error}"
             ids[name] = run.id
     return root, ids
+
+
+@pytest.fixture
+def model_runs(trained_models, monkeypatch) -> dict[str, str]:
+    """Point the code under test at the session's trained backbone models; returns {model: run id}."""
+    root, ids = trained_models
+    for key, value in _offline_env(root).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AW_AUTOSTART_WORKER", "0")
+    return ids

@@ -1,7 +1,8 @@
-"""Every registered model, as a user meets it: described by the registry alone, trained offline on the backbone
-that ships with the product, ranking a defect above a clean image, and shown by every page.
+"""Every registered model, as a user meets it: described by the registry alone, refused before it queues where its
+weights are missing, estimated before it starts, and shown by every page. How each backbone model trains and scores
+offline: test_feature_models.py.
 
-Each model trains once per module on tiny synthetic data with small settings (seconds each). A model added to the
+Each model trains once per session on tiny synthetic data with small settings (seconds each). A model added to the
 registry is picked up by every test here; ``conftest.SMALL`` holds its small settings.
 """
 
@@ -16,13 +17,11 @@ from streamlit.testing.v1 import AppTest
 from core import models
 from core.config import PROJECT_ROOT
 from core.data import datasets
-from core.data.demo_data import make_demo_image
-from core.engine.inference import LoadedModel
 from core.errors import WeightsError
 from core.jobs import queue as jobs
 from core.models import weights
 from core.store.runs import RunRegistry
-from tests.conftest import MODELS_DEMO, SMALL, _offline_env
+from tests.conftest import MODELS_DEMO, SMALL
 
 BACKBONE_MODELS = [name for name, e in models.REGISTRY.items() if e.backbone_stages and name != "patchcore"]
 DEMO = MODELS_DEMO
@@ -85,64 +84,10 @@ def test_a_model_whose_backbone_weights_are_missing_offline_is_refused_before_it
     assert RunRegistry().list() == []
 
 
-# ---- training, offline, on the bundled backbone ---------------------------------------------------------
+# ---- the launch estimate, on the models trained offline ----------------------------------------------------
 
 
-@pytest.fixture
-def runs(trained_models, monkeypatch):
-    root, ids = trained_models
-    for key, value in _offline_env(root).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AW_AUTOSTART_WORKER", "0")
-    return ids
-
-
-@pytest.mark.parametrize("name", BACKBONE_MODELS)
-def test_each_model_trains_offline_records_its_backbone_and_ranks_a_defect_above_a_clean_image(runs, name):
-    run = RunRegistry().get(runs[name])
-    assert run.params["backbone"] == "tf_efficientnet_lite0"  # recorded: the Compare page names it
-    assert run.metrics["image_auroc"] >= 0.8, run.metrics
-    assert run.metrics["pixel_auroc"] is not None
-    model = LoadedModel(RunRegistry().run_dir(run.id))
-    clean, _ = make_demo_image("good", seed=4242, size=128)
-    broken, _ = make_demo_image("spot", seed=4242, size=128)
-    clean_pred, broken_pred = model.predict([clean, broken])
-    assert broken_pred.score > clean_pred.score
-    assert broken_pred.anomaly_map.shape == clean_pred.anomaly_map.shape == (128, 128)
-
-
-@pytest.mark.parametrize("name", BACKBONE_MODELS)
-def test_a_test_image_scored_again_alone_gets_its_stored_score(runs, name):
-    # Uploads score one image; the test pass scored batches: a verdict must not depend on the company it was in
-    # (anomalib's CFlow fails this: it normalises by the batch maximum, see core/models/feature_models.py).
-    from core.store.artifacts import RunArtifacts
-
-    run_dir = RunRegistry().run_dir(runs[name])
-    records = RunArtifacts(run_dir).records
-    model = LoadedModel(run_dir)
-    alone = [model.predict([p])[0].score for p in records.path[:4]]
-    assert alone == pytest.approx(list(records.score[:4]), rel=1e-4)
-
-
-@pytest.mark.parametrize("name", BACKBONE_MODELS)
-def test_each_models_run_is_indexed_for_similar_cases_and_timed(runs, name):
-    run = RunRegistry().get(runs[name])
-    assert run.retrieval and run.retrieval["points"] > 0, run.extra
-    assert run.latency["e2e_ms_p50"] > 0 and run.timings["fit_s"] > 0
-
-
-def test_trained_models_write_a_loss_curve_and_one_pass_models_do_not(runs):
-    from core.store.artifacts import RunArtifacts
-
-    for name, run_id in runs.items():
-        curve = RunArtifacts(RunRegistry().run_dir(run_id)).loss_curve()
-        if models.get_entry(name).fit_phase == "training":
-            assert curve and all(isinstance(p["loss"], float) for p in curve), name
-        else:
-            assert not curve, name
-
-
-def test_the_launch_estimate_covers_every_model(runs):
+def test_the_launch_estimate_covers_every_model(model_runs):
     from core.engine import estimate
 
     spec = datasets.demo(**DEMO)
@@ -184,13 +129,13 @@ def test_one_click_selects_every_model_that_runs_here_offline(artifacts, monkeyp
     assert models.unavailable_reason("efficientad") and "teacher" in models.unavailable_reason("efficientad")
 
 
-def test_compare_shows_every_model_side_by_side_with_their_backbone_and_references(runs):
+def test_compare_shows_every_model_side_by_side_with_their_backbone_and_references(model_runs):
     at = _page("pages/compare.py")
-    at.multiselect(key="cmp_runs").set_value(list(runs.values())).run()
+    at.multiselect(key="cmp_runs").set_value(list(model_runs.values())).run()
     assert not at.exception, at.exception
     table = next(d.value for d in at.dataframe if "series" in d.value.columns or "model setup" in d.value.columns)
     labels = " ".join(table.iloc[:, 1].astype(str))
-    for name in runs:
+    for name in model_runs:
         assert f"{models.get_entry(name).label} · tf_efficientnet_lite0" in labels
     assert not any("Different backbones" in i.value for i in at.info)  # all Lite0, and no reference for demo data
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
@@ -198,12 +143,12 @@ def test_compare_shows_every_model_side_by_side_with_their_backbone_and_referenc
 
 
 @pytest.mark.parametrize("name", ["padim", "fastflow"])
-def test_heatmaps_and_similar_cases_open_on_a_new_models_run(runs, name):
+def test_heatmaps_and_similar_cases_open_on_a_new_models_run(model_runs, name):
     at = _page("pages/heatmaps.py")
-    at.selectbox(key="hm_run").set_value(runs[name]).run()
+    at.selectbox(key="hm_run").set_value(model_runs[name]).run()
     assert not at.exception and not at.error
     assert any(c.value.startswith("Truth:") for c in at.tabs[0].caption)
     at = _page("pages/similarity.py")
-    at.selectbox(key="sim_run").set_value(runs[name]).run()
+    at.selectbox(key="sim_run").set_value(model_runs[name]).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert [m for m in at.markdown if m.value.startswith("**#")], "neighbour cards are shown"
