@@ -38,9 +38,10 @@ from core.config import settings as current_settings
 from core.data import images
 from core.data.datasets import DatasetSpec, train_images
 from core.data.exclusions import dataset_key, excluded_names, trust_dir
-from core.engine.inference import SeparableBlur, nearest_patch, preprocess_images
+from core.engine.inference import SeparableBlur, preprocess_images
 from core.errors import DatasetError
 from core.models import Hooks, create_model, resolve_params
+from core.models.knn import nearest_patch
 from core.store.artifacts import read_json, write_json
 
 # A small bank is enough to tell a defect from the normal texture; Lite0 ships in a pinned package (works offline).

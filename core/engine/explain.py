@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from core import models
-from core.engine.inference import nearest_patch
 from core.errors import WorkbenchError
+from core.models.knn import nearest_patch
 from core.store.artifacts import BankProvenance
 
 CONTEXT = 3  # crop window, in feature-grid cells (odd: the patch in the middle)

@@ -35,8 +35,9 @@ import torch
 from core.data import images
 from core.engine import evaluation
 from core.engine.explain import has_bank, patch_embedding
-from core.engine.inference import LoadedModel, nearest_patch
+from core.engine.inference import LoadedModel
 from core.errors import WorkbenchError
+from core.models.knn import nearest_patch
 from core.store import access
 from core.store.artifacts import PROVENANCE_FILE, BankProvenance, RunArtifacts, write_json
 from core.store.versions import Feedback, RunVersions, Version, VersionError

@@ -39,7 +39,9 @@ import torch
 import torch.nn.functional as F
 
 from core.data import images
-from core.errors import ImageError, RunError, WeightsError
+from core.errors import ImageError, RunError, WeightsError, WorkbenchError
+from core.models.knn import nearest_patch
+from core.models.pooling import pyramid
 from core.store.artifacts import RunArtifacts, read_json, write_json
 from core.store.versions import RunVersions
 
@@ -163,49 +165,6 @@ def preprocess_images(rgbs: list[np.ndarray], transform) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- PatchCore
 
 
-def nearest_in_bank_blocks(
-    rows: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, block: int = 2048
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``nearest_patch`` for one tile of rows: a running minimum over blocks of the memory bank. Has no loop
-    over the rows, so it also traces into an exported graph for any batch size (core.engine.export)."""
-    x_sq = rows.pow(2).sum(dim=-1, keepdim=True)
-    best_d = best_i = None
-    for start in range(0, bank.shape[0], block):
-        dist = torch.matmul(rows, bank[start : start + block].transpose(-2, -1))
-        dist.mul_(-2).add_(x_sq).add_(bank_sq[start : start + block]).clamp_min_(0).sqrt_()
-        d, i = dist.min(1)
-        if best_d is None:
-            best_d, best_i = d, i
-        else:
-            better = d < best_d
-            best_d = torch.where(better, d, best_d)
-            best_i = torch.where(better, i + start, best_i)
-    return best_d, best_i
-
-
-def nearest_patch(
-    embedding: torch.Tensor,
-    bank: torch.Tensor,
-    bank_sq: torch.Tensor | None = None,
-    block: int = 2048,
-    row_block: int = 1024,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distance to, and index of, the nearest memory-bank row for every embedding row.
-
-    anomalib's ``PatchcoreModel.nearest_neighbors(n_neighbors=1)`` arithmetic — ``sqrt(clamp(-2·x·yᵀ + |x|² +
-    |y|²))`` then the minimum — computed on tiles of at most ``row_block`` embeddings × ``block`` memory-bank
-    rows (8 MB), which stay in cache, with a running minimum (earlier tiles win ties, as ``min`` returns the
-    first index). anomalib materialises 1,024 × the whole bank at once (110 MB for a 10 % grid coreset)."""
-    if bank_sq is None:
-        bank_sq = bank.pow(2).sum(dim=-1)
-    dists, indices = [], []
-    for r in range(0, embedding.shape[0], row_block):
-        d, i = nearest_in_bank_blocks(embedding[r : r + row_block], bank, bank_sq, block)
-        dists.append(d)
-        indices.append(i)
-    return (dists[0], indices[0]) if len(dists) == 1 else (torch.cat(dists), torch.cat(indices))
-
-
 class SeparableBlur(torch.nn.Module):
     """anomalib's ``GaussianBlur2d`` (reflect padding, 'same' size) as two 1-D convolutions."""
 
@@ -281,24 +240,34 @@ class FastPatchcore:
         self.bank_sq = model.memory_bank.pow(2).sum(dim=-1)
 
     def __call__(self, input_tensor: torch.Tensor):
-        from anomalib.data import InferenceBatch
+        return self.run(input_tensor)[0]
 
+    def embed(self, input_tensor: torch.Tensor) -> torch.Tensor:
+        """The patch embedding (B, D, h, w) PatchCore scores: backbone, pooling, layers concatenated."""
         m = self.model
         input_tensor = input_tensor.type(m.memory_bank.dtype)
-        output_size = input_tensor.shape[-2:]
         # channels-last input: oneDNN's NHWC convolutions; half the backbone time on this CPU, same values.
         features = self.features(input_tensor.contiguous(memory_format=torch.channels_last))
         features = {layer: m.feature_pooler(feature).contiguous() for layer, feature in features.items()}
-        embedding = m.generate_embedding(features)
-        batch_size, _, width, height = embedding.shape
-        embedding = m.reshape_embedding(embedding)
+        return m.generate_embedding(features)
+
+    def run(self, input_tensor: torch.Tensor):
+        """(anomalib's InferenceBatch, the patch embedding (B, D, h, w) it scored): the embedding is what the
+        similarity index pools, so indexing needs no second backbone pass."""
+        from anomalib.data import InferenceBatch
+
+        m = self.model
+        output_size = input_tensor.shape[-2:]
+        grid_embedding = self.embed(input_tensor)
+        batch_size, _, width, height = grid_embedding.shape
+        embedding = m.reshape_embedding(grid_embedding)
         patch_scores, locations = nearest_patch(embedding, m.memory_bank, self.bank_sq)
         patch_scores = patch_scores.reshape((batch_size, -1))
         locations = locations.reshape((batch_size, -1))
         pred_score = m.compute_anomaly_score(patch_scores, locations, embedding)
         patch_scores = patch_scores.reshape((batch_size, 1, width, height))
         anomaly_map = self.blur(F.interpolate(patch_scores, size=(output_size[0], output_size[1])))
-        return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
+        return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map), grid_embedding
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -424,6 +393,49 @@ class LoadedModel(RunModel):
     def forward(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Raw image scores (B,) and anomaly maps (B, H, W) at model resolution."""
         result = (self._fast_forward or self.module.model)(batch)
-        scores = result.pred_score.reshape(-1).float().numpy()
-        maps = result.anomaly_map.reshape(batch.shape[0], *result.anomaly_map.shape[-2:]).float().numpy()
-        return scores, maps
+        return _scores_and_maps(result, batch.shape[0])
+
+    @torch.inference_mode()
+    def forward_features(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+        """:meth:`forward` plus the patch features (B, D, h, w) the model scored, from the same pass where the
+        model allows it (PatchCore's fast path, a hook on the registry's ``feature_submodule``); otherwise one
+        more pass of the registry's ``patch_features``."""
+        from core.models import get_entry
+
+        if isinstance(self._fast_forward, FastPatchcore):
+            result, feats = self._fast_forward.run(batch)
+            return (*_scores_and_maps(result, batch.shape[0]), feats)
+        entry = get_entry(self.model_name)
+        captured: list = []
+        hook = None
+        if entry.patch_features is None and entry.feature_submodule:
+            hook = getattr(self.module.model, entry.feature_submodule).register_forward_hook(
+                lambda _m, _i, out: captured.append(out)
+            )
+        try:
+            scores, maps = self.forward(batch)
+        finally:
+            if hook is not None:
+                hook.remove()
+        return scores, maps, pyramid(captured[0]) if len(captured) == 1 else self.patch_features(batch)
+
+    @torch.inference_mode()
+    def patch_features(self, batch: torch.Tensor) -> torch.Tensor:
+        """The patch features (B, D, h, w) alone: the backbone part of the model, no scoring (the cheap pass
+        for images that need only their similarity vectors)."""
+        from core.models import get_entry
+
+        if isinstance(self._fast_forward, FastPatchcore):
+            return self._fast_forward.embed(batch)
+        entry = get_entry(self.model_name)
+        if entry.patch_features is not None:
+            return entry.patch_features(self.module.model, batch)
+        if entry.feature_submodule:
+            return pyramid(getattr(self.module.model, entry.feature_submodule)(batch))
+        raise WorkbenchError(f"Similarity search does not support model '{entry.label}' yet.")
+
+
+def _scores_and_maps(result, n: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = result.pred_score.reshape(-1).float().numpy()
+    maps = result.anomaly_map.reshape(n, *result.anomaly_map.shape[-2:]).float().numpy()
+    return scores, maps

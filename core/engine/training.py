@@ -24,6 +24,7 @@ from core.data import images
 from core.data.datasets import DatasetSpec, build_datamodule, check_available, test_samples
 from core.engine import evaluation, latency
 from core.errors import RunCancelled, WorkbenchError, explain
+from core.models.pooling import pool
 from core.similarity.embeddings import index_and_record
 from core.store.artifacts import RunArtifacts, write_json
 from core.store.runs import CANCELLED, DONE, FAILED, RunRegistry
@@ -143,18 +144,31 @@ def fit(run, spec: DatasetSpec, hooks: RunHooks, run_dir: Path, cfg: Settings):
     return module, elapsed
 
 
-def test(loaded, spec: DatasetSpec, hooks: RunHooks, art: RunArtifacts, batch_size: int = 8) -> dict:
-    """Score every test image with the fast path; store records and maps; compute metrics and curves."""
+def test(
+    loaded, spec: DatasetSpec, hooks: RunHooks, art: RunArtifacts, batch_size: int = 8, vectors: bool = True
+) -> dict:
+    """Score every test image with the fast path; store records and maps; compute metrics and curves.
+    ``vectors``: also pool each image's similarity vectors from the features this pass scored (``vectors.npz``),
+    so that indexing the run needs no second pass over the test set."""
     samples = test_samples(spec)
     scores = np.zeros(len(samples), dtype=np.float64)
     maps = None
     masks = None
+    pooled: dict[str, list] = {"global": [], "defect": []}
+    entry = models.get_entry(loaded.model_name)
+    vectors = vectors and (entry.patch_features is not None or bool(entry.feature_submodule))
     t0 = time.perf_counter()
     for start in range(0, len(samples), batch_size):
         hooks.check()
         chunk = samples[start : start + batch_size]
         rgbs = [images.read_image(s.path) for s in chunk]
-        s, m = loaded.forward(loaded.preprocess(rgbs))
+        batch = loaded.preprocess(rgbs)
+        if vectors:
+            s, m, feats = loaded.forward_features(batch)
+            for name, v in zip(("global", "defect"), pool(feats, m), strict=True):
+                pooled[name].append(v)
+        else:
+            s, m = loaded.forward(batch)
         if maps is None:
             maps = np.zeros((len(samples), *m.shape[1:]), dtype=np.float32)
             masks = np.zeros((len(samples), *m.shape[1:]), dtype=bool)
@@ -165,6 +179,8 @@ def test(loaded, spec: DatasetSpec, hooks: RunHooks, art: RunArtifacts, batch_si
                 masks[start + i] = images.read_mask(sample.mask_path, shape=m.shape[1:])
         hooks.progress("testing", min(start + batch_size, len(samples)), len(samples))
     test_s = time.perf_counter() - t0
+    if vectors and samples:
+        art.save_vectors("test", [s.path for s in samples], {k: np.concatenate(v) for k, v in pooled.items()}, scores)
 
     labels = np.array([s.label for s in samples])
     defect_types = [s.defect_type for s in samples]
@@ -282,26 +298,34 @@ def execute(
         provenance = getattr(module, "bank_provenance", None)
         if provenance is not None:  # where each bank entry came from: for explanations and feedback versions
             provenance.save(run_dir)
+        pooled = getattr(module, "train_vectors", None)
+        if pooled is not None:  # the training images' similarity vectors, pooled at fit (indexing reuses them)
+            art.save_vectors("train", list(module.train_paths), pooled, pooled.pop("score"))
         del module
 
         hooks.phase("testing")
         # Training is over: let glibc reuse large blocks again (the training threshold doubles inference time).
         tune_malloc_for_inference()
         loaded = LoadedModel(run_dir)
-        metrics = test(loaded, spec, hooks, art)
+        metrics = test(loaded, spec, hooks, art, vectors=index)
         timings["test_s"] = metrics.pop("test_s")
         registry.update(run_id, metrics=metrics, timings=timings)
 
         hooks.phase("timing")
+        t0 = time.perf_counter()
         lat = latency.measure(loaded, [r["path"] for r in json.loads(art.records_path.read_text())])
+        timings["timing_s"] = time.perf_counter() - t0  # a fixed sample (latency.measure): seconds at any data size
         write_json(art.latency_path, lat)
         timings["checkpoint_mb"] = art.checkpoint.stat().st_size / 2**20
         registry.update(run_id, latency=lat, timings=timings)
 
         if index:
             hooks.phase("indexing")
+            t0 = time.perf_counter()
             try:
                 index_and_record(run_id, loaded, cfg, hooks=hooks, registry=registry)
+                timings["index_s"] = time.perf_counter() - t0
+                registry.update(run_id, timings=timings)
             except WorkbenchError as exc:
                 log.warning("similarity indexing failed (the run's results are kept): %s", exc)
                 registry.merge_extra(run_id, index_error=str(exc))

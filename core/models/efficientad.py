@@ -9,7 +9,14 @@ from __future__ import annotations
 from core.config import Settings
 from core.errors import WeightsError, WorkbenchError
 from core.models import weights
-from core.models.cost import FIT_OVERHEAD_S, RUN_OVERHEAD_S, TORCH_BASE_MB, Estimate
+from core.models.cost import (
+    FIT_OVERHEAD_S,
+    INDEX_S_PER_IMAGE,
+    RUN_OVERHEAD_S,
+    TIMING_IMAGES,
+    TORCH_BASE_MB,
+    Estimate,
+)
 from core.models.registry import Hooks, ModelEntry, Param, register, resize_normalize
 
 UNTRAINED_TEACHER_WARNING = (
@@ -97,7 +104,8 @@ def _estimate(p: dict, prof, slow: float):
         "teacher statistics": prof.n_train * per_image,
         "training": p["max_steps"] * step,
         "validation and testing": 2 * prof.n_test * per_image,
-        "timing and indexing": (48 + prof.n_images) * per_image,
+        "timing": TIMING_IMAGES * per_image,
+        "indexing": prof.n_train * per_image + prof.n_images * INDEX_S_PER_IMAGE * slow,
     }
     fit = FIT_OVERHEAD_S * slow + parts["teacher statistics"] + parts["training"] + prof.n_test * per_image
     return Estimate(

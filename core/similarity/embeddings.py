@@ -6,7 +6,12 @@ Two vectors per image, both L2-normalised (cosine similarity):
   stages resized to the finest and concatenated) — "images that look alike";
 - ``defect``: the most anomalous patches (weights from the run's anomaly map), each taken relative to the
   image's mean patch, then averaged — "defects that look alike". A query with a scratch then finds other scratches
-  rather than images with the same overall texture.
+  rather than images with the same overall texture. A training image is not scored: its defect vector weights
+  its most atypical patches (``core.models.pooling.pool_unscored``).
+
+The vectors are pooled where the features already are — each test image in the run's test pass, each training
+image at PatchCore's fit (other models: one backbone-only pass) — and stored with the run (``vectors.npz``);
+indexing reads them.
 """
 
 from __future__ import annotations
@@ -15,88 +20,26 @@ import logging
 import time
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from core import models
 from core.config import Settings
 from core.config import settings as current_settings
 from core.data import images
 from core.data.datasets import DatasetSpec, train_images
-from core.errors import VectorStoreError, WorkbenchError
+from core.errors import VectorStoreError
+from core.models.pooling import pool, pool_unscored
 from core.store.artifacts import RunArtifacts
 from core.store.runs import RunRegistry
 
 log = logging.getLogger("workbench.embeddings")
-# Patches above this quantile of an image's anomaly map make up its defect-centred embedding.
-DEFECT_QUANTILE = 0.95
-
-
-def pyramid(features) -> torch.Tensor:
-    """Feature maps of several stages (a dict, a list or one tensor) resized to the finest one and concatenated:
-    (B, sum of channels, h, w)."""
-    if isinstance(features, torch.Tensor):
-        return features
-    maps = list(features.values()) if isinstance(features, dict) else list(features)
-    size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
-    return torch.cat(
-        [
-            m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-            for m in maps
-        ],
-        dim=1,
-    )
-
-
-@torch.inference_mode()
-def patch_features(loaded, batch: torch.Tensor) -> torch.Tensor:
-    """(B, D, h, w) patch features of the run's model for a pre-processed batch (as its registry entry says)."""
-    entry = models.get_entry(loaded.model_name)
-    torch_model = loaded.module.model
-    if entry.patch_features is not None:
-        return entry.patch_features(torch_model, batch)
-    if entry.feature_submodule:
-        return pyramid(getattr(torch_model, entry.feature_submodule)(batch))
-    raise WorkbenchError(f"Similarity search does not support model '{entry.label}' yet.")
 
 
 def embed(loaded, rgbs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(global (B, D), defect (B, D), scores (B,), anomaly maps (B, H, W)) for decoded RGB images."""
-    batch = loaded.preprocess(rgbs)
-    entry = models.get_entry(loaded.model_name)
-    captured: list = []
-    hook = None
-    if entry.patch_features is None and entry.feature_submodule:  # keep the scoring pass's features: no second pass
-        hook = getattr(loaded.module.model, entry.feature_submodule).register_forward_hook(
-            lambda _m, _i, out: captured.append(out)
-        )
-    try:
-        scores, maps = loaded.forward(batch)
-    finally:
-        if hook is not None:
-            hook.remove()
-    with torch.inference_mode():
-        feats = pyramid(captured[0]) if len(captured) == 1 else patch_features(loaded, batch)  # (B, D, h, w)
-    feats = feats.float()
-    global_vec = feats.mean(dim=(2, 3))
-    small = F.interpolate(torch.from_numpy(maps).unsqueeze(1), size=feats.shape[-2:], mode="area").squeeze(1)
-    flat = small.flatten(1)
-    cut = torch.quantile(flat, DEFECT_QUANTILE, dim=1, keepdim=True)
-    weights = (flat - cut).clamp_min(0) + 1e-12 * (flat >= cut)  # top patches, weighted by their excess
-    weights = weights / weights.sum(dim=1, keepdim=True)
-    # Pool the defect patches' difference from the image's own typical patch: on a texture every patch shares
-    # one dominant direction (grid: cosine ≈ 0.98 between any two images), which would swamp the defect.
-    # Measured on grid (leave-one-out, same defect type p@5): plain weighted pooling 0.316, residual 0.509.
-    flat_feats = feats.flatten(2)
-    residual = torch.einsum("bdn,bn->bd", flat_feats - flat_feats.mean(2, keepdim=True), weights)
-    plain = torch.einsum("bdn,bn->bd", flat_feats, weights)
-    uniform = residual.norm(dim=1, keepdim=True) < 1e-8  # a perfectly uniform image has no residual
-    defect_vec = torch.where(uniform, plain, residual)
-
-    def unit(v: torch.Tensor) -> np.ndarray:
-        return F.normalize(v.float(), dim=1).numpy()
-
-    return unit(global_vec), unit(defect_vec), scores, maps
+    """(global (B, D), defect (B, D), scores (B,), anomaly maps (B, H, W)) for decoded RGB images, from one
+    scoring pass where the model allows it (``LoadedModel.forward_features``)."""
+    scores, maps, feats = loaded.forward_features(loaded.preprocess(rgbs))
+    g, d = pool(feats, maps)
+    return g, d, scores, maps
 
 
 def collection_for(loaded, dim: int) -> str:
@@ -112,7 +55,10 @@ def collection_for(loaded, dim: int) -> str:
 def index_run(
     run_id: str, loaded, cfg: Settings | None = None, hooks=None, batch_size: int = 8, include_train: bool = True
 ) -> dict:
-    """Embed a run's test (and train) images, store them in Qdrant, and measure retrieval precision."""
+    """Store a run's test (and train) image vectors in Qdrant, and measure retrieval precision.
+
+    Vectors the run already pooled (``vectors.npz``: its test pass, PatchCore's fit) are read, not recomputed;
+    only images without one go through the model (a run from before, or a model whose fit keeps no features)."""
     from core.similarity.vectorstore import VectorStore
     from core.store.runs import RunRegistry
 
@@ -121,33 +67,37 @@ def index_run(
     art = RunArtifacts(RunRegistry(cfg).run_dir(run_id))
     records = art.records
     spec = DatasetSpec.from_dict(run.dataset)
-    items = [(r.path, "test", int(r.label), r.defect_type, float(r.score)) for r in records.itertuples()]
-    if include_train:
-        items += [(str(p.resolve()), "train", 0, "good", None) for p in train_images(spec)]
+    stored = art.vectors()
     t0 = time.perf_counter()
-    g_all, d_all, payloads = [], [], []
-    for start in range(0, len(items), batch_size):
-        chunk = items[start : start + batch_size]
-        g, d, scores, _ = embed(loaded, [images.read_image(p) for p, *_ in chunk])
-        g_all.append(g)
-        d_all.append(d)
-        for i, (path, split, label, defect, score) in enumerate(chunk):
+    test_paths = [str(p) for p in records["path"]]
+    parts = [_split_vectors("test", test_paths, stored, loaded, batch_size, hooks)]
+    if include_train:
+        train_paths = (
+            [str(p) for p in stored["train_paths"]]
+            if "train_paths" in stored
+            else [str(p.resolve()) for p in train_images(spec)]
+        )
+        if train_paths:
+            parts.append(_split_vectors("train", train_paths, stored, loaded, batch_size, hooks))
+    reused = sum(part["reused"] for part in parts)
+    test_scores = records["score"].astype(float).to_numpy()
+    payloads = []
+    for part in parts:
+        for i, path in enumerate(part["paths"]):
+            rec = records.iloc[i] if part["split"] == "test" else None
             payloads.append(
                 {
                     "dataset": spec.kind,
                     "category": spec.category,
-                    "split": split,
-                    "label": label,
-                    "defect_type": defect,
+                    "split": part["split"],
+                    "label": int(rec["label"]) if rec is not None else 0,
+                    "defect_type": str(rec["defect_type"]) if rec is not None else "good",
                     "image_path": path,
-                    "score": score if score is not None else float(scores[i]),
-                    "index": start + i,
+                    "score": float(test_scores[i]) if rec is not None else _score_or_none(part["score"][i]),
+                    "index": len(payloads),
                 }
             )
-        if hooks:
-            hooks.progress("indexing", min(start + batch_size, len(items)), len(items))
-            hooks.check()
-    vectors = {"global": np.concatenate(g_all), "defect": np.concatenate(d_all)}
+    vectors = {name: np.concatenate([part[name] for part in parts]) for name in ("global", "defect")}
     embed_s = time.perf_counter() - t0
     collection = collection_for(loaded, vectors["global"].shape[1])
     store = VectorStore.open(cfg)
@@ -158,6 +108,7 @@ def index_run(
         result = {
             "collection": collection,
             "points": n,
+            "reused_vectors": reused,
             "embed_s": embed_s,
             "upsert_s": upsert_s,
             "points_per_s": n / max(upsert_s, 1e-9),
@@ -167,8 +118,49 @@ def index_run(
                 result[using] = store.precision_at_k(collection, run_id, using=using)
             except VectorStoreError as exc:  # e.g. a test set of one image
                 result[using] = {"error": str(exc)}
-    log.info("indexed %d images of run %s into %s", n, run_id, collection)
+    log.info("indexed %d images of run %s into %s (%d vectors reused)", n, run_id, collection, reused)
     return result
+
+
+def _score_or_none(score: float) -> float | None:
+    return None if not np.isfinite(score) else float(score)
+
+
+def _split_vectors(split: str, paths: list[str], stored: dict, loaded, batch_size: int, hooks) -> dict:
+    """One split's vectors: the stored ones when they are for exactly these images, else embedded now."""
+    if split + "_paths" in stored and [str(p) for p in stored[split + "_paths"]] == paths:
+        return {
+            "split": split,
+            "paths": paths,
+            "global": stored[split + "_global"],
+            "defect": stored[split + "_defect"],
+            "score": stored[split + "_score"],
+            "reused": len(paths),
+        }
+    g_all, d_all, s_all = [], [], []
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start : start + batch_size]
+        rgbs = [images.read_image(p) for p in chunk]
+        if split == "test":  # a test image's defect vector follows its anomaly map: a scoring pass
+            g, d, scores, _ = embed(loaded, rgbs)
+        else:  # a training image needs only its features (as PatchCore's fit pools them)
+            g, d = pool_unscored(loaded.patch_features(loaded.preprocess(rgbs)))
+            scores = np.full(len(chunk), np.nan)
+        g_all.append(g)
+        d_all.append(d)
+        s_all.append(scores)
+        if hooks:
+            hooks.progress(f"indexing {split} images", min(start + batch_size, len(paths)), len(paths))
+            hooks.check()
+    dim = len(g_all[0][0]) if g_all else 0
+    return {
+        "split": split,
+        "paths": paths,
+        "global": np.concatenate(g_all) if g_all else np.zeros((0, dim), np.float32),
+        "defect": np.concatenate(d_all) if d_all else np.zeros((0, dim), np.float32),
+        "score": np.concatenate(s_all) if s_all else np.zeros(0),
+        "reused": 0,
+    }
 
 
 def index_and_record(

@@ -7,6 +7,7 @@
 | maps.npz | anomaly maps at model resolution (float16) and ground-truth masks at the same size |
 | metrics.json, curves.json, latency.json | evaluation, ROC/PR points, timing figures |
 | log.txt, loss.jsonl | the run's log and (EfficientAD) its training-loss curve |
+| vectors.npz | each test (and, for PatchCore, training) image's two similarity vectors, pooled during the run |
 | limit.json | the detection limit: recall of synthetic defects by shape, size and contrast (``aw limit``) |
 
 Per-image records are written once when a run is tested; every threshold-dependent view is recomputed
@@ -53,6 +54,9 @@ class RunArtifacts:
     log_path = property(lambda self: self.run_dir / "log.txt")
     loss_path = property(lambda self: self.run_dir / "loss.jsonl")
     limit_path = property(lambda self: self.run_dir / "limit.json")  # core.engine.limit: smallest defect caught
+    # The similarity vectors pooled where the features already were (test pass, PatchCore's fit): indexing reads
+    # them instead of running the model over every image again (core.similarity.embeddings.index_run).
+    vectors_path = property(lambda self: self.run_dir / "vectors.npz")
 
     @property
     def has_records(self) -> bool:
@@ -63,6 +67,28 @@ class RunArtifacts:
         tmp = self.run_dir / "maps.tmp.npz"
         np.savez_compressed(tmp, maps=maps.astype(np.float16), masks=masks.astype(bool))
         tmp.replace(self.maps_path)
+
+    def save_vectors(self, split: str, paths: list[str], vectors: dict[str, np.ndarray], scores: np.ndarray) -> None:
+        """Store one split's ("test" or "train") image vectors beside any other split's already stored."""
+        data = self.vectors()
+        data.update(
+            {
+                f"{split}_paths": np.array(paths, dtype=np.str_),
+                f"{split}_score": np.asarray(scores, dtype=np.float64),
+                **{f"{split}_{name}": np.asarray(v, dtype=np.float32) for name, v in vectors.items()},
+            }
+        )
+        tmp = self.run_dir / "vectors.tmp.npz"
+        np.savez(tmp, **data)
+        tmp.replace(self.vectors_path)
+
+    def vectors(self) -> dict[str, np.ndarray]:
+        """What ``save_vectors`` stored ({} for a run from before it, or one whose file is unreadable)."""
+        try:
+            with np.load(self.vectors_path) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError):
+            return {}
 
     @cached_property
     def records(self) -> pd.DataFrame:

@@ -22,7 +22,7 @@ from core import models
 from core.config import PROJECT_ROOT, settings
 from core.data import images
 from core.data.images import read_image_fast
-from core.engine.inference import LoadedModel, nearest_patch, preprocess_images
+from core.engine.inference import LoadedModel, preprocess_images
 from core.store.runs import RunRegistry
 from tests.conftest import SMALL, _offline_env
 
@@ -278,14 +278,3 @@ def test_grey_preprocessing_is_identical():
     for rgb in (grey, colour):
         ref = transform(torch.from_numpy(rgb).permute(2, 0, 1).float().div(255).unsqueeze(0))
         assert torch.equal(preprocess_images([rgb], transform), ref)
-
-
-def test_blocked_nearest_neighbour_is_anomalib():
-    from anomalib.models.image.patchcore.torch_model import PatchcoreModel
-
-    gen = torch.Generator().manual_seed(0)
-    emb, bank = torch.randn(300, 24, generator=gen), torch.randn(1000, 24, generator=gen)
-    ref_d, ref_i = PatchcoreModel.euclidean_dist(emb, bank).min(1)
-    d, i = nearest_patch(emb, bank, block=128, row_block=128)  # 8 × 3 tiles, the last ones partial
-    assert torch.equal(i, ref_i)
-    assert torch.allclose(d, ref_d, rtol=1e-6, atol=0)

@@ -151,3 +151,44 @@ def test_a_small_grayscale_upload_is_resized_by_the_model_and_searched(demo_runs
     assert info["anomaly_map"].shape == (loaded.image_size, loaded.image_size)
     for using in ("global", "defect"):
         assert np.linalg.norm(info[using]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_run_indexes_the_vectors_its_test_pass_and_fit_pooled_instead_of_running_the_model_again(demo_runs):
+    patchcore, efficientad = demo_runs
+    pc = RunRegistry().get(patchcore)
+    # PatchCore: test images from the test pass, training images from the fit's features: every vector reused
+    assert pc.retrieval["reused_vectors"] == pc.retrieval["points"]
+    assert pc.timings["index_s"] > 0 and pc.timings["timing_s"] > 0  # each phase's seconds are on the run
+    # EfficientAD keeps no training features: its test vectors are reused, its training images get a backbone pass
+    ea = RunRegistry().get(efficientad)
+    n_test = len(RunArtifacts(settings().run_dir(efficientad)).records)
+    assert ea.retrieval["reused_vectors"] == n_test < ea.retrieval["points"]
+
+
+def test_the_stored_test_vectors_are_what_a_fresh_scoring_pass_computes(demo_runs):
+    patchcore, _ = demo_runs
+    art = RunArtifacts(settings().run_dir(patchcore))
+    stored = art.vectors()
+    paths = [str(p) for p in stored["test_paths"][:4]]
+
+    g, d, scores, _ = embeddings.embed(_model(patchcore), [images.read_image(p) for p in paths])
+
+    assert paths == [str(p) for p in art.records["path"][:4]]
+    np.testing.assert_allclose((g * stored["test_global"][:4]).sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose((d * stored["test_defect"][:4]).sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(scores, art.records["score"][:4], rtol=1e-5)
+
+
+def test_a_run_without_stored_vectors_is_indexed_by_running_its_model_with_the_same_test_precision(demo_runs_copy):
+    patchcore, _ = demo_runs_copy
+    art = RunArtifacts(settings().run_dir(patchcore))
+    before = RunRegistry().get(patchcore).retrieval
+    art.vectors_path.unlink()  # a run from before vectors were stored
+
+    result = embeddings.index_run(patchcore, _model(patchcore))
+
+    assert result["reused_vectors"] == 0
+    assert result["points"] == before["points"]
+    for using in ("global", "defect"):
+        for k in (1, 5):
+            assert _at(result[using]["same_defect_type"], k) == pytest.approx(_at(before[using]["same_defect_type"], k))
