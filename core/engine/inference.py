@@ -172,8 +172,8 @@ class SeparableBlur(torch.nn.Module):
         super().__init__()
         kernel2d = blur.kernel[0, 0].double()
         # The 2-D kernel is the normalised outer product k·kᵀ, so its row sums are k (with sum(k) = 1).
-        self.register_buffer("kh", kernel2d.sum(dim=0).float().view(1, 1, 1, -1))
-        self.register_buffer("kv", kernel2d.sum(dim=1).float().view(1, 1, -1, 1))
+        self.register_buffer("kh", kernel2d.sum(dim=0).float().view(1, 1, 1, -1), persistent=False)
+        self.register_buffer("kv", kernel2d.sum(dim=1).float().view(1, 1, -1, 1), persistent=False)
         self.padding_shape = blur.padding_shape
         self.border_type = blur.border_type
 
@@ -226,6 +226,50 @@ def truncated_features(extractor):
         return dict(zip(extractor.layers, out, strict=True))
 
     return features
+
+
+def stop_early(net) -> bool:
+    """Make a timm EfficientNet feature model stop after the last block whose output is used, in place (its
+    ``forward`` is replaced; the same modules on the same input, so the features are bit-identical). timm runs
+    every block even when only early ones are returned; an exported graph drops the unused ones by itself, which
+    was most of OpenVINO's lead over the torch path for PaDiM, STFPM and FastFlow. False: nothing to cut."""
+    from timm.models.efficientnet import EfficientNetFeatures  # timm is pinned (requirements.txt)
+
+    if not isinstance(net, EfficientNetFeatures) or net.feature_hooks is not None or net.grad_checkpointing:
+        return False
+    stages = net._stage_out_idx
+    needed = net.blocks[: max(stages)]
+    if len(needed) == len(net.blocks):
+        return False
+
+    def forward(x: torch.Tensor) -> list[torch.Tensor]:
+        x = net.bn1(net.conv_stem(x))
+        out = [x] if 0 in stages else []
+        for i, block in enumerate(needed):
+            x = block(x)
+            if i + 1 in stages:
+                out.append(x)
+        return out
+
+    net.forward = forward
+    return True
+
+
+def speed_up(model: torch.nn.Module) -> list[str]:
+    """The fast path of a backbone model other than PatchCore, in place and value-preserving: every timm
+    EfficientNet feature model stops early (``stop_early``) and anomalib's 2-D Gaussian blurs run as two 1-D
+    convolutions (``SeparableBlur``). Returns the names of the modules changed."""
+    from anomalib.models.components.filters import GaussianBlur2d
+
+    changed = []
+    for name, module in list(model.named_modules()):
+        if stop_early(module):
+            changed.append(name)
+        elif isinstance(module, GaussianBlur2d) and getattr(module, "padding", "same") == "same":
+            # a bound method, not a module: the model's state dict (saved again after calibration) stays as it is
+            module.forward = SeparableBlur(module).forward
+            changed.append(name)
+    return changed
 
 
 class FastPatchcore:
@@ -370,6 +414,8 @@ class LoadedModel(RunModel):
         self._fast_forward = (
             FastPatchcore(self.module.model) if fast and _fast_patchcore_ok(self.module.model) else None
         )
+        if fast and self._fast_forward is None:
+            self.sped_up = speed_up(self.module.model)
         if fast and self._fast_forward is None and get_entry(self.model_name).channels_last:
             # Channels-last weights and input select oneDNN's NHWC convolutions (ModelEntry.channels_last).
             self.module.model.to(memory_format=torch.channels_last)
