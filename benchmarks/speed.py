@@ -19,6 +19,9 @@ same 78 test images:
 - **torch**: ``core.engine.inference.LoadedModel`` (decode + pre-process + forward + verdict);
 - **openvino_fp32 / openvino_fp16**: ``core.engine.export.OpenVinoModel`` (exported first if needed).
 
+After the table, the **floor** block (``benchmarks/floor.py``): each step of the torch path timed alone (decode,
+pre-process, backbone, scoring, post-process, verdict), summed, beside end to end on the same images.
+
 Our three paths are timed interleaved (blocks of 4 images, then batch by batch, rotating) so that they share
 the machine's conditions. Peak RSS is measured per path in a child process (``--rss-probe``), because a
 process's peak covers everything it ever ran. Results go into the run's ``latency["paths"]`` (the comparison
@@ -647,6 +650,7 @@ def main() -> int:
         "equality only (same arithmetic), its AUROC is not an EfficientAD result",
     )
     parser.add_argument("--no-rss", action="store_true", help="skip the per-path peak-RSS child processes")
+    parser.add_argument("--no-floor", action="store_true", help="skip the floor block (each step of the path alone)")
     parser.add_argument("--omp-active", action="store_true", help="keep OpenMP's default (spinning) wait policy")
     parser.add_argument("--rss-probe", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--stock-probe", default=None, help=argparse.SUPPRESS)
@@ -727,6 +731,16 @@ def main() -> int:
         "\nimages/s b1 and p50/p95: end to end per image (decode, pre-process, model, verdict); stock: "
         "Engine.predict wall time / 78 and the intervals between its predict batches. Scores compared raw."
     )
+    if not args.no_floor:  # every per-image millisecond of the torch path, step by step (benchmarks/floor.py)
+        from benchmarks.floor import floor, print_floor
+        from core.engine.inference import LoadedModel
+
+        floors = []
+        for run_id in run_ids:
+            loaded = LoadedModel(cfg.run_dir(run_id))
+            paths = [str(p) for p in RunArtifacts(cfg.run_dir(run_id)).records["path"]][:16]
+            floors.append((f"{loaded.model_name} {run_id}", floor(loaded, paths)))
+        print_floor(floors)
     if problems:
         print("\nEQUALITY PROBLEMS:\n- " + "\n- ".join(problems))
         return 1
