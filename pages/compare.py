@@ -13,10 +13,12 @@ import streamlit as st
 
 from core.engine.limit import POINT_LABELS, detection_limit
 from core.errors import WorkbenchError
+from core.jobs import sweep
 from core.store.artifacts import RunArtifacts
 from core.store.versions import RunVersions
 from core.views import charts, comparison, trust
 from core.views import feedback as fb_view
+from core.views import sweep as sweep_view
 from core.views.report import build_html_report
 from pages import ui
 
@@ -88,8 +90,8 @@ SHOWN_COLUMNS = [
     "images_per_s_best",
 ]
 
-quality, speed, curves_tab, whatif, export = st.tabs(
-    ["Quality", "Speed", "Curves & scores", "Threshold what-if", "Export"]
+quality, speed, curves_tab, whatif, export, sweeps_tab = st.tabs(
+    ["Quality", "Speed", "Curves & scores", "Threshold what-if", "Export", "Sweeps"]
 )
 
 # ---- quality -----------------------------------------------------------------------------------------------
@@ -380,3 +382,36 @@ if corrected:
                 f"{before_after['n_images']} test images, threshold {ui.fmt(before_after['threshold'])}; "
                 f"left out: {', '.join(Path(p).name for p in before_after['left_out']) or 'none'}."
             )
+
+
+# ---- sweeps ------------------------------------------------------------------------------------------------
+with sweeps_tab:
+    groups = sweep.sweeps()
+    if not groups:
+        st.info(
+            "No sweep yet. Training runs → Launch → *Sweep parameters* (or `aw sweep`) queues one run per combination "
+            "of values; they are charted here as a group."
+        )
+    else:
+        sweep_id = st.selectbox(
+            "Sweep",
+            [g["id"] for g in groups],
+            key="cmp_sweep",
+            format_func=lambda i: next(
+                f"{g['id']} · {g['model']} on {g['dataset']} · {g['swept']} · {g['done']}/{g['points']} done"
+                for g in groups
+                if g["id"] == i
+            ),
+        )
+        sweep_runs = sweep.sweep_runs(sweep_id)
+        frame = sweep_view.sweep_frame(sweep_runs)
+        swept = sweep_view.swept_parameters(frame, sweep_runs)
+        left, right = st.columns(2)
+        axis_q = left.selectbox("Quality", list(sweep_view.QUALITY), format_func=sweep_view.QUALITY.get, key="sw_q")
+        axis_c = right.selectbox("Cost", list(sweep_view.COST), format_func=sweep_view.COST.get, key="sw_c")
+        front = sweep_view.pareto(frame, axis_q, axis_c)
+        st.dataframe(frame.assign(pareto=["★" if f else "" for f in front]), hide_index=True, key="sweep_table")
+        st.markdown(sweep_view.recommend(frame, axis_q, axis_c, swept))
+        st.plotly_chart(sweep_view.tradeoff_chart(frame, axis_q, axis_c, swept), width="stretch", key="sweep_front")
+        for i, fig in enumerate(sweep_view.metric_charts(frame, swept)):
+            st.plotly_chart(fig, width="stretch", key=f"sweep_metric_{i}")

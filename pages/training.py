@@ -16,9 +16,10 @@ from core.data.datasets import DatasetSpec
 from core.engine import estimate
 from core.engine.audit import audit_dataset, load_audit
 from core.errors import WorkbenchError
-from core.jobs import cluster, launch
+from core.jobs import cluster, launch, sweep
 from core.jobs.queue import cancel, worker_alive
 from core.models import weights
+from core.models.cost import fmt_duration
 from core.store import access
 from core.store.artifacts import RunArtifacts
 from core.store.runs import QUEUED, RUNNING, Run
@@ -394,6 +395,54 @@ def audit_panel(labels: list[str], build_specs: Callable[[], list[DatasetSpec]])
             right.button("Only record exclusions", key="audit_apply", on_click=_apply_audit_choice, args=(spec, False))
 
 
+def sweep_panel(build_specs: Callable[[], list[DatasetSpec]], chosen: dict[str, dict], seed: int) -> None:
+    """One run per combination of parameter values, queued as a group (core.jobs.sweep); Compare → Sweeps."""
+    with st.expander(":material/tune: Sweep parameters — one run per combination, compared as a group"):
+        if len(chosen) != 1:
+            st.caption("Pick exactly one model above to sweep its parameters.")
+            return
+        name, base = next(iter(chosen.items()))
+        entry = models.REGISTRY[name]
+        text = st.text_area(
+            "Values to try, one parameter per line",
+            key="sweep_values",
+            placeholder="image_size=256,512\ncoreset_sampling_ratio=0.01,0.1",
+            help=f"{entry.label}'s parameters: {', '.join(p.name for p in entry.params)}. The other parameters keep "
+            "the values set above.",
+        )
+        if not text.strip():
+            st.caption("Every combination becomes one run; the plan and its total time show here before anything runs.")
+            return
+        specs = build_specs()
+        if len(specs) != 1:
+            st.caption("Pick exactly one dataset to sweep on.")
+            return
+        with ui.friendly_errors():
+            plan = sweep.plan(name, specs[0], sweep.parse_assignments(text.splitlines()), base=base)
+            st.dataframe(
+                [
+                    {
+                        **{k: point[k] for k in plan.grid},
+                        "estimate": fmt_duration(e.seconds if e else None),
+                        "fit": fmt_duration(e.fit_seconds if e else None),
+                    }
+                    for point, e in zip(plan.points, plan.estimates, strict=True)
+                ],
+                hide_index=True,
+                key="sweep_plan",
+            )
+            st.markdown(
+                f"**{len(plan.points)} runs** of {entry.label} on {specs[0].label}, estimated in all "
+                f"**{fmt_duration(plan.total_seconds)}** on this machine."
+            )
+            if st.button(f"Queue the sweep ({len(plan.points)} runs)", key="sweep_launch"):
+                runs = sweep.launch(plan, seed)
+                st.success(
+                    f"Queued {len(runs)} runs as **{runs[0].extra['sweep']['id']}**. Compare models → Sweeps charts "
+                    "them as they finish."
+                )
+
+
 def launch_form() -> None:
     labels, build_specs = dataset_choice()
     audit_panel(labels, build_specs)
@@ -402,6 +451,7 @@ def launch_form() -> None:
         "Seed", min_value=0, value=0, step=1, key="seed", help="Same seed, data and parameters = the same run again."
     )
     estimates(build_specs, chosen)
+    sweep_panel(build_specs, chosen, int(seed))
     n = len(labels) * len(chosen)
     if not st.button(f"Launch {n} run(s)" if n else "Launch", type="primary", key="launch", disabled=n == 0):
         return

@@ -114,6 +114,38 @@ def demo_runs_root(tmp_path_factory) -> tuple[Path, list[str]]:
     return root, ids
 
 
+# The tiny sweep every sweep test reads: PatchCore on a small demo set, 2 image sizes x 2 coreset ratios.
+SWEEP_VALUES = {"image_size": "64,128", "coreset_sampling_ratio": "0.02,0.2"}
+
+
+@pytest.fixture(scope="session")
+def sweep_root(tmp_path_factory) -> tuple[Path, str]:
+    """An artifacts folder with one finished 2 x 2 sweep (queued with ``core.jobs.sweep``, each run executed as the
+    worker would); returns (root, sweep id)."""
+    from core.data import datasets
+    from core.jobs import queue as jobs
+    from core.jobs import sweep
+
+    root = tmp_path_factory.mktemp("sweep")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {**_offline_env(root), "AW_AUTOSTART_WORKER": "0"}.items():
+            mp.setenv(key, value)
+        spec = datasets.demo(n_train=6, n_test_good=3, n_test_per_defect=2, size=128, seed=1)
+        runs = sweep.launch(sweep.plan("patchcore", spec, SWEEP_VALUES, base={"backbone": "tf_efficientnet_lite0"}))
+        for run in runs:
+            assert jobs.execute_claimed(run.id) == "done"
+    return root, runs[0].extra["sweep"]["id"]
+
+
+@pytest.fixture
+def finished_sweep(sweep_root, monkeypatch) -> str:
+    """Point the code under test at the session's finished sweep; returns its id."""
+    root, sweep_id = sweep_root
+    for key, value in {**_offline_env(root), "AW_AUTOSTART_WORKER": "0"}.items():
+        monkeypatch.setenv(key, value)
+    return sweep_id
+
+
 @pytest.fixture
 def demo_runs(demo_runs_root, monkeypatch) -> list[str]:
     """Point the code under test at the session's finished demo runs; returns their ids (PatchCore first)."""

@@ -28,12 +28,13 @@ HIDDEN_COMMANDS = ("worker", "execute")  # what the background worker runs; not 
 
 # The command groups, modules of this package registered in this order: each has ``register(sub)``, which adds
 # its commands (parsers next to their handlers). A new group is one more name here.
-COMMAND_GROUPS = ("runs", "data", "serve", "feedback", "trust")
+COMMAND_GROUPS = ("runs", "data", "serve", "feedback", "trust", "sweep")
 
 # The order of the commands in `--help` (and in the "invalid choice" message); commands not named here follow,
 # in the order their groups registered them.
 HELP_ORDER = (
     "train",
+    "sweep",
     "runs",
     "show",
     "models",
