@@ -54,9 +54,7 @@ def parse_assignments(lines: list[str]) -> dict[str, str]:
             continue
         name, sep, rest = line.partition("=")
         if not sep or not name.strip():
-            raise WorkbenchError(
-                f"'{line}': give a parameter and its values as name=v1,v2 (e.g. image_size=256,512)."
-            )
+            raise WorkbenchError(f"'{line}': give a parameter and its values as name=v1,v2 (e.g. image_size=256,512).")
         values[name.strip()] = rest.strip()
     return values
 
