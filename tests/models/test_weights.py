@@ -24,6 +24,21 @@ def test_the_bundled_lite0_weights_are_unpacked_with_the_known_checksum(artifact
     assert weights.default_backbone() == "tf_efficientnet_lite0"
 
 
+@pytest.mark.parametrize(
+    "name, sha256",
+    [
+        ("tf_efficientnet_lite1", "2e16a0178c2eeacbdf7dedfa3ef47c7100de6e4c4dcb777fd04c9369e51e0f74"),
+        ("tf_efficientnet_lite2", "57fa2d5d0a66461c418d8710597621b83b62e7f1201624dd9b949ebd03382bf0"),
+    ],
+)
+def test_lite1_and_lite2_ship_like_lite0_and_build_every_backbone_model(artifacts, name, sha256):
+    assert weights.backbone_status(name) == "local"  # offline, from the pinned package
+    assert weights.read_manifest()[name]["sha256"]["model.safetensors"] == sha256
+    for model in ("patchcore", "padim"):
+        module = models.create_model(model, models.resolve_params(model, {"backbone": name}))
+        assert module is not None
+
+
 def test_unknown_models_and_bad_parameters_are_refused(artifacts):
     with pytest.raises(WorkbenchError, match="Unknown model 'padim2'"):
         models.get_entry("padim2")
