@@ -409,8 +409,7 @@ with sweeps_tab:
         left, right = st.columns(2)
         axis_q = left.selectbox("Quality", list(sweep_view.QUALITY), format_func=sweep_view.QUALITY.get, key="sw_q")
         axis_c = right.selectbox("Cost", list(sweep_view.COST), format_func=sweep_view.COST.get, key="sw_c")
-        front = sweep_view.pareto(frame, axis_q, axis_c)
-        st.dataframe(frame.assign(pareto=["★" if f else "" for f in front]), hide_index=True, key="sweep_table")
+        st.dataframe(sweep_view.marked(frame, axis_q, axis_c), hide_index=True, key="sweep_table")
         st.markdown(sweep_view.recommend(frame, axis_q, axis_c, swept))
         st.plotly_chart(sweep_view.tradeoff_chart(frame, axis_q, axis_c, swept), width="stretch", key="sweep_front")
         for i, fig in enumerate(sweep_view.metric_charts(frame, swept)):

@@ -22,9 +22,7 @@ def cmd_sweep(args) -> int:
         runs = sweep.sweep_runs(args.sweep_id)
         frame = sweep_view.sweep_frame(runs)
         swept = sweep_view.swept_parameters(frame, runs)
-        front = sweep_view.pareto(frame, args.quality, args.cost)
-        rows = frame.assign(pareto=["★" if f else "" for f in front]).to_dict("records")
-        print(table(rows))
+        print(table(sweep_view.marked(frame, args.quality, args.cost).to_dict("records")))
         print(sweep_view.recommend(frame, args.quality, args.cost, swept))
         return 0
     spec = parse_dataset(args.dataset)
@@ -53,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "sweep",
         help="train one run per point of a parameter grid and compare them as a group",
         description="Plan a sweep (every point with its estimate and the total), queue it with --yes, then read it "
-        "back: `aw sweep list`, `aw sweep show SWEEP_ID` (metrics per point, ★ Pareto-optimal, a recommendation).",
+        "back: `aw sweep list`, `aw sweep show SWEEP_ID` (each point, the Pareto-optimal ones, a recommendation).",
     )
     p.add_argument("action", nargs="?", default="plan", choices=["plan", "list", "show"], help="what to do")
     p.add_argument("sweep_id", nargs="?", default=None, help="the sweep to show (`aw sweep list` names them)")

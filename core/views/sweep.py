@@ -69,6 +69,11 @@ def pareto(frame: pd.DataFrame, quality: str, cost: str) -> pd.Series:
     return pd.Series(front, index=frame.index)
 
 
+def marked(frame: pd.DataFrame, quality: str, cost: str) -> pd.DataFrame:
+    """The sweep's table with a ``pareto_optimal`` column ("yes" on the front): the page's and ``aw sweep show``'s."""
+    return frame.assign(pareto_optimal=["yes" if f else "" for f in pareto(frame, quality, cost)])
+
+
 def recommend(frame: pd.DataFrame, quality: str, cost: str, swept: list[str] | None = None) -> str:
     """One line: the cheapest point within TOLERANCE of the best quality, and what the best would cost more."""
     q = pd.to_numeric(frame[quality], errors="coerce")
@@ -96,13 +101,13 @@ def recommend(frame: pd.DataFrame, quality: str, cost: str, swept: list[str] | N
     return line
 
 
-_NON_PARAMS = {"run", "status", *QUALITY, *COST, "fpr_at_full_recall"}
+_NON_PARAMS = {"run", "status", *QUALITY, *COST, "fpr_at_full_recall", "pareto_optimal"}
 
 
 def metric_charts(frame: pd.DataFrame, swept: list[str]) -> list:
     """One Plotly figure per swept parameter: each quality metric against the parameter's values (finished runs;
     the other swept parameters as colour)."""
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # plotly: only when a sweep's charts are drawn, not at page start-up
 
     done = frame[frame["status"] == "done"]
     figures = []
@@ -130,7 +135,7 @@ def metric_charts(frame: pd.DataFrame, swept: list[str]) -> list:
 
 def tradeoff_chart(frame: pd.DataFrame, quality: str, cost: str, swept: list[str]):
     """Quality against cost, one marker per finished point, the Pareto front drawn and marked."""
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # plotly: only when a sweep's charts are drawn, not at page start-up
 
     done = frame[(frame["status"] == "done") & frame[quality].notna() & frame[cost].notna()].copy()
     front = pareto(done, quality, cost) if len(done) else pd.Series(dtype=bool)
@@ -144,7 +149,7 @@ def tradeoff_chart(frame: pd.DataFrame, quality: str, cost: str, swept: list[str
             text=labels,
             textposition="top center",
             marker={"size": 11, "symbol": ["star" if f else "circle" for f in front]},
-            name="points (★ Pareto-optimal)",
+            name="points (stars: Pareto-optimal)",
         )
     )
     if front.any():

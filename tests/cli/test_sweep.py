@@ -30,5 +30,6 @@ def test_a_finished_sweep_is_shown_with_its_front_and_a_recommendation(finished_
     shown = cli("sweep", "show", finished_sweep, "--cost", "e2e_ms_p50")
 
     assert shown.returncode == 0, shown.stderr
-    assert "★" in shown.stdout and "Recommended: image_size=" in shown.stdout
+    assert "pareto_optimal" in shown.stdout and "| yes" in shown.stdout
+    assert "Recommended: image_size=" in shown.stdout
     assert finished_sweep in cli("sweep", "list").stdout

@@ -57,8 +57,8 @@ def test_a_typo_in_the_values_is_a_message_not_a_traceback(artifacts):
 def test_the_compare_page_charts_a_finished_sweep_with_its_front_and_a_recommendation(finished_sweep):
     at = open_app("pages/compare.py")
 
-    table = next(d.value for d in at.dataframe if "pareto" in d.value.columns)
-    assert len(table) == 4 and "★" in set(table["pareto"])
+    table = next(d.value for d in at.dataframe if "pareto_optimal" in d.value.columns)
+    assert len(table) == 4 and "yes" in set(table["pareto_optimal"])
     assert any(m.value.startswith("Recommended: image_size=") for m in at.markdown)
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
     assert "image AUROC against fit s" in titles
