@@ -312,3 +312,29 @@ def test_a_stakeholder_walks_from_home_to_every_page_without_typing_a_run_id(emp
             picked = box.inner_text() + " " + " ".join(i.input_value() for i in box.locator("input").all())
             assert run_id in picked, f"{title} opened on another run: {picked}"
         browser.close()
+
+
+def test_an_engineer_reads_a_finished_sweep_as_charts_and_a_recommendation(sweep_root, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    root, sweep_id = sweep_root
+    copy = tmp_path / "artifacts"
+    shutil.copytree(root, copy)
+    proc, url = _serve(copy, autostart=False)
+    try:
+        with sync_playwright() as pw:
+            browser, page = _browser(pw)
+            page.goto(f"{url}/compare-models", wait_until="domcontentloaded")
+            _settle(page, "Compare models")
+            page.get_by_role("tab", name="Sweeps").click()
+            page.get_by_text("Recommended: image_size=").first.wait_for(timeout=60_000)
+            page.wait_for_timeout(2000)  # the charts paint
+            body = check_view(page, "sweep-view")
+            box = page.get_by_test_id("stSelectbox").filter(has_text="Sweep").first
+            picked = box.inner_text() + " " + " ".join(i.input_value() for i in box.locator("input").all())
+            assert sweep_id in picked, picked
+            assert "image AUROC against fit s" in body and "Quality against image_size" in body
+            assert page.locator("[data-testid='stMain'] .js-plotly-plot").count() >= 3  # front + one per parameter
+            browser.close()
+    finally:
+        _stop(proc)
