@@ -71,7 +71,8 @@ def pareto(frame: pd.DataFrame, quality: str, cost: str) -> pd.Series:
 
 def marked(frame: pd.DataFrame, quality: str, cost: str) -> pd.DataFrame:
     """The sweep's table with a ``pareto_optimal`` column ("yes" on the front): the page's and ``aw sweep show``'s."""
-    return frame.assign(pareto_optimal=["yes" if f else "" for f in pareto(frame, quality, cost)])
+    out = frame.assign(pareto_optimal=["yes" if f else "" for f in pareto(frame, quality, cost)])
+    return out.astype(object).where(out.notna(), None)  # a point not finished yet shows "–", not "nan"
 
 
 def recommend(frame: pd.DataFrame, quality: str, cost: str, swept: list[str] | None = None) -> str:
