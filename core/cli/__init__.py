@@ -23,6 +23,7 @@ from pathlib import Path
 
 from core.errors import WorkbenchError
 from core.runtime import limit_heap_growth
+from core.store import incidents
 
 HIDDEN_COMMANDS = ("worker", "execute")  # what the background worker runs; not for users, not in --help
 
@@ -95,7 +96,5 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the guard at this entry: a line for the user, the traceback logged
-        from core.store import incidents
-
         print(f"error: {incidents.record(exc, f'aw {args.command}')}", file=sys.stderr)
         return 1

@@ -19,11 +19,12 @@ from pathlib import Path
 from core.cli.format import RUN_ID_HELP
 from core.config import settings
 from core.errors import WorkbenchError
+from core.jobs.feedback import retrain_with_feedback
+from core.store.runs import RunRegistry
+from core.store.versions import RunVersions
 
 
 def _run_dir(run_id: str) -> Path:
-    from core.store.runs import RunRegistry
-
     registry = RunRegistry(settings())
     registry.get(run_id)  # a clear RunError for an unknown id
     return registry.run_dir(run_id)
@@ -31,8 +32,6 @@ def _run_dir(run_id: str) -> Path:
 
 def cmd_feedback(args: argparse.Namespace) -> int:
     if args.retrain:
-        from core.jobs.feedback import retrain_with_feedback
-
         new = retrain_with_feedback(args.run_id)
         print(f"queued run {new.id}: {new.model} on {new.dataset.get('category')} with the images marked normal")
         return 0
@@ -44,7 +43,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     if not image.is_file():
         raise WorkbenchError(f"No image file at {image}.")
     run_dir = _run_dir(args.run_id)
-    from core.engine import feedback
+    from core.engine import feedback  # torch/anomalib: only `aw feedback` and `aw undo` load them
 
     if args.normal:
         result = feedback.mark_normal(run_dir, image, note=args.note, who=args.who)
@@ -58,8 +57,6 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 
 def versions_table(run_dir: Path) -> str:
     """The run's lineage as a plain text table; the current version is starred."""
-    from core.store.versions import RunVersions
-
     store = RunVersions(run_dir)
     current = store.current()
     rows = [
@@ -87,7 +84,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
 
 def cmd_undo(args: argparse.Namespace) -> int:
-    from core.engine import feedback
+    from core.engine import feedback  # torch/anomalib: only `aw feedback` and `aw undo` load them
 
     version = feedback.undo(_run_dir(args.run_id), who=args.who)
     print(f"run {args.run_id} is back at v{version.version} ({version.change}); the undone version is kept")

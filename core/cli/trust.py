@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 
 from core.cli.format import Bar, parse_dataset, table
+from core.data import exclusions
 from core.data.defects import DEFAULT_AREAS, DEFAULT_CONTRASTS, DEFAULT_N_PER_CELL, DEFECT_SHAPES
 from core.errors import WorkbenchError
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from core.data import exclusions
-    from core.engine.audit import audit_dataset, load_audit
+    from core.engine.audit import audit_dataset, load_audit  # torch: only `aw audit` loads it
 
     spec = parse_dataset(args.dataset)
     if args.exclude or args.include:
@@ -67,7 +67,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_limit(args: argparse.Namespace) -> int:
-    from core.engine.limit import POINTS, detection_limit
+    from core.engine.limit import POINTS, detection_limit  # torch: only `aw limit` loads it
 
     bar = Bar()
     try:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,8 @@ import numpy as np
 from core.config import Settings
 from core.config import settings as current_settings
 from core.data import images
+from core.data.demo_data import generate_demo_dataset
+from core.data.exclusions import excluded_names
 from core.errors import DatasetError
 
 MVTEC_CATEGORIES = (
@@ -96,10 +98,6 @@ class DatasetSpec:
 
     def with_recorded_exclusions(self, cfg: Settings | None = None) -> DatasetSpec:
         """This spec with the exclusions recorded for its dataset now (``core.data.exclusions``)."""
-        from dataclasses import replace
-
-        from core.data.exclusions import excluded_names
-
         return replace(self, excluded=excluded_names(self, cfg))
 
 
@@ -129,8 +127,6 @@ def mvtec(
 
 def demo(cfg: Settings | None = None, **generator_kwargs) -> DatasetSpec:
     """The synthetic demo dataset, generated on first use (a few seconds)."""
-    from core.data.demo_data import generate_demo_dataset
-
     cfg = cfg or current_settings()
     root = cfg.datasets_dir / "demo"
     existing = root / DEMO_CATEGORY
@@ -219,6 +215,7 @@ def check_available(spec: DatasetSpec, cfg: Settings | None = None) -> None:
 
 def _anomalib_dataset(rows: list[dict], split: str, category: str):
     """An anomalib image dataset over explicit (path, label, mask) rows."""
+    # pandas/anomalib: only when a datamodule is set up, not at page start-up (pages make specs)
     import pandas as pd
     from anomalib.data.datasets.base.image import AnomalibDataset
 
@@ -237,7 +234,7 @@ def _anomalib_dataset(rows: list[dict], split: str, category: str):
 
 def build_datamodule(spec: DatasetSpec, train_batch_size: int = 16, eval_batch_size: int = 16, seed: int = 0):
     """anomalib's MVTecAD datamodule over the spec's samples (validation = test set, as anomalib does)."""
-    from anomalib.data import MVTecAD
+    from anomalib.data import MVTecAD  # anomalib: seconds to import, not at page start-up
 
     class WorkbenchDataModule(MVTecAD):
         def _setup(self, _stage=None) -> None:

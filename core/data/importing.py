@@ -49,7 +49,7 @@ from core.data import images
 from core.data.datasets import DatasetSpec, custom_root
 from core.errors import DatasetError, ImageError
 from core.store import access
-from core.store.runs import process_alive
+from core.store.runs import RunRegistry, process_alive
 
 ProgressFn = Callable[[int, int], None]
 
@@ -290,8 +290,6 @@ def _link(source: Path, target: Path, move: bool) -> str:
 
 
 def _runs_using(name: str, cfg: Settings) -> list[str]:
-    from core.store.runs import RunRegistry
-
     if not cfg.registry_path.exists():
         return []
     return [

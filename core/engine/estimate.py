@@ -16,6 +16,7 @@ import time
 
 import psutil
 
+from core import models
 from core.data import datasets, images
 from core.data.datasets import DatasetSpec
 from core.models.cost import REFERENCE_GFLOPS, DatasetProfile, Estimate, estimate_from_cost, fmt_duration
@@ -42,7 +43,7 @@ def gemm_gflops() -> float:
     """This machine's float32 matrix-product speed with torch's current threads (GFLOP/s): the best of five
     2048 x 512 x 2048 products (~25 ms each on 2 cores). Compute-bound on purpose: a tall, thin product spends its
     time writing its output and read half this machine's speed on a busy moment."""
-    import torch
+    import torch  # torch: only when a run is first estimated, not at page start-up
 
     a, b = torch.randn(2048, 512), torch.randn(512, 2048)
     torch.mm(a, b)
@@ -79,8 +80,6 @@ def profile(spec: DatasetSpec) -> DatasetProfile | None:
 
 def estimate_run(model: str, params: dict, spec: DatasetSpec) -> Estimate | None:
     """The model's estimate for this dataset on this machine, with warnings; None if it can't be estimated."""
-    from core import models
-
     entry = models.get_entry(model)
     if entry.estimate is None and entry.cost is None:
         return None

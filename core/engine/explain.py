@@ -36,8 +36,10 @@ import numpy as np
 import torch
 
 from core import models
+from core.data import images
 from core.errors import WorkbenchError
 from core.models.knn import nearest_patch
+from core.similarity.embeddings import similar
 from core.store.artifacts import BankProvenance
 
 CONTEXT = 3  # crop window, in feature-grid cells (odd: the patch in the middle)
@@ -196,8 +198,6 @@ def explain(loaded, image, name: str | None = None, nearest_image: bool = True, 
 
 
 def _explain_bank(loaded, rgb: np.ndarray, notes: list[str]) -> tuple[Region, NearestPatch | None]:
-    from core.data import images
-
     rows, grid = patch_embedding(loaded, rgb)
     bank = loaded.module.model.memory_bank
     dist, idx = nearest_patch(rows, bank)
@@ -235,8 +235,6 @@ def _explain_bank(loaded, rgb: np.ndarray, notes: list[str]) -> tuple[Region, Ne
 
 def _nearest_normal_image(loaded, rgb: np.ndarray, notes: list[str], cfg) -> dict | None:
     try:
-        from core.similarity.embeddings import similar
-
         _, hits = similar(loaded.run_dir.name, loaded, rgb, using="global", k=1, label=0, split="train", cfg=cfg)
     except (ImportError, WorkbenchError) as exc:
         notes.append(f"No nearest normal image: the run's similarity index is not available ({exc}).")

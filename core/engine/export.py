@@ -43,9 +43,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from core.engine.inference import LoadedModel, RunModel, preprocess_images
 from core.errors import WorkbenchError
+from core.models import get_entry
 from core.models.weights import sha256_file
 from core.store import access
 from core.store.artifacts import RunArtifacts, read_json, write_json
@@ -70,7 +72,7 @@ class ExportError(WorkbenchError):
 
 def describe_transform(transform) -> list[dict]:
     """The pre-processor transform as plain data (only the steps we can rebuild exactly)."""
-    from torchvision.transforms.v2 import CenterCrop, Compose, Normalize, Resize
+    from torchvision.transforms.v2 import CenterCrop, Compose, Normalize, Resize  # torchvision: ~1.5 s, export only
 
     steps = list(transform.transforms) if isinstance(transform, Compose) else [transform]
     out = []
@@ -95,6 +97,7 @@ def describe_transform(transform) -> list[dict]:
 
 
 def build_transform(spec: list[dict]):
+    # torchvision: ~1.5 s to import, loaded with the first exported model, not with this module
     from torchvision.transforms.v2 import CenterCrop, Compose, InterpolationMode, Normalize, Resize
 
     steps = []
@@ -141,7 +144,7 @@ def _unchunked_knn(torch_model):
     unchunked branch's exact arithmetic with no branch on n. (A graph tiled over the memory bank, as
     ``core.engine.inference.nearest_patch`` is, was tried: no faster in OpenVINO and twice the file, since the
     bank's slices are stored as separate constants.)"""
-    from anomalib.models.image.patchcore.torch_model import PatchcoreModel
+    from anomalib.models.image.patchcore.torch_model import PatchcoreModel  # anomalib: only when exporting
 
     if not isinstance(torch_model, PatchcoreModel):
         yield
@@ -186,9 +189,9 @@ def export_openvino(run_dir: Path, precisions: tuple[str, ...] = PRECISIONS, n_c
     Raises ExportError if OpenVINO is missing, the model cannot be exported, or an export disagrees with
     the PyTorch model beyond ``TOLERANCE``; an earlier valid export is then left as it was."""
     access.check_write("export model", run=Path(run_dir).name, precisions=list(precisions))
+    # anomalib/openvino: seconds to import, only when a model is exported
     import anomalib
     import openvino as ov
-    import torch
     from anomalib.deploy import CompressionType
 
     run_dir = Path(run_dir)
@@ -196,8 +199,6 @@ def export_openvino(run_dir: Path, precisions: tuple[str, ...] = PRECISIONS, n_c
     if unknown:
         raise ExportError(f"Unknown precision(s) {sorted(unknown)}; choose from {PRECISIONS}.")
     loaded = LoadedModel(run_dir, fast=False)
-    from core.models import get_entry
-
     entry = get_entry(loaded.model_name)
     if entry.export_note:
         raise ExportError(f"{entry.label} is not exported to OpenVINO: {entry.export_note}")
@@ -362,6 +363,7 @@ class OpenVinoModel(RunModel):
         export_info: dict | None = None,
         max_batch: int | None = None,
     ) -> None:
+        # openvino: only when an exported model is run
         import openvino as ov
         import openvino.properties as props
         import openvino.properties.hint as hints

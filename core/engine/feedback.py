@@ -177,7 +177,7 @@ def mark_normal(
 
 def _version_files(loaded: LoadedModel, bank: torch.Tensor, path: str, picks: list[int], grid) -> dict:
     """The new version's model files: the parent's tensors with the new bank, its model.json, the provenance."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save_file  # safetensors: only when a version is written
 
     parent = RunArtifacts(loaded.model_dir)
     state = load_file(str(parent.checkpoint))

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from core.data import images
 from core.errors import ImageError, RunError, WeightsError, WorkbenchError
+from core.models import create_model, get_entry
 from core.models.knn import nearest_patch
 from core.models.pooling import pyramid
 from core.store.artifacts import RunArtifacts, read_json, write_json
@@ -48,7 +49,7 @@ from core.store.versions import RunVersions
 
 def save_weights(module, run_dir: Path) -> None:
     """The module's tensors as safetensors (loading a run never executes code from a file)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # safetensors: only when weights are written
 
     state = {
         k: v.detach().contiguous().cpu()
@@ -118,14 +119,14 @@ class Prediction:
 
 
 def _steps(transform) -> list:
-    from torchvision.transforms.v2 import Compose
+    from torchvision.transforms.v2 import Compose  # torchvision: ~1.5 s, comes with the model, not this module
 
     return list(transform.transforms) if isinstance(transform, Compose) else [transform]
 
 
 def _per_channel(step) -> bool:
     """Transforms that treat every channel alike (so a grey image can be transformed once)."""
-    from torchvision.transforms.v2 import CenterCrop, Resize
+    from torchvision.transforms.v2 import CenterCrop, Resize  # torchvision: comes with the model, not this module
 
     return isinstance(step, (Resize, CenterCrop))
 
@@ -185,6 +186,7 @@ class SeparableBlur(torch.nn.Module):
 
 
 def _fast_patchcore_ok(model) -> bool:
+    # anomalib: ~5 s to import; it comes with the model, not with this module
     from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
     blur = getattr(getattr(model, "anomaly_map_generator", None), "blur", None)
@@ -271,6 +273,7 @@ def speed_up(model: torch.nn.Module) -> list[str]:
     EfficientNet feature model stops early (``stop_early``), PaDiM's Mahalanobis distance runs as one batched
     product (``mahalanobis``), and anomalib's 2-D Gaussian blurs run as two 1-D convolutions (``SeparableBlur``).
     Returns the names of the modules changed."""
+    # anomalib: ~5 s to import; it comes with the model, not with this module
     from anomalib.models.components.filters import GaussianBlur2d
     from anomalib.models.image.padim.anomaly_map import AnomalyMapGenerator as PadimMap
 
@@ -314,7 +317,7 @@ class FastPatchcore:
     def run(self, input_tensor: torch.Tensor):
         """(anomalib's InferenceBatch, the patch embedding (B, D, h, w) it scored): the embedding is what the
         similarity index pools, so indexing needs no second backbone pass."""
-        from anomalib.data import InferenceBatch
+        from anomalib.data import InferenceBatch  # anomalib: comes with the model, not with this module
 
         m = self.model
         output_size = input_tensor.shape[-2:]
@@ -418,9 +421,7 @@ class LoadedModel(RunModel):
     load; default the run's current one."""
 
     def __init__(self, run_dir: Path, fast: bool = True, version: int | None = None) -> None:
-        from safetensors.torch import load_file
-
-        from core.models import create_model, get_entry
+        from safetensors.torch import load_file  # safetensors: only when a model is loaded
 
         self._read_run(run_dir, version)
         self.module = create_model(self.model_name, self.params, pre_trained=False)
@@ -462,8 +463,6 @@ class LoadedModel(RunModel):
         """:meth:`forward` plus the patch features (B, D, h, w) the model scored, from the same pass where the
         model allows it (PatchCore's fast path, a hook on the registry's ``feature_submodule``); otherwise one
         more pass of the registry's ``patch_features``."""
-        from core.models import get_entry
-
         if isinstance(self._fast_forward, FastPatchcore):
             result, feats = self._fast_forward.run(batch)
             return (*_scores_and_maps(result, batch.shape[0]), feats)
@@ -485,8 +484,6 @@ class LoadedModel(RunModel):
     def patch_features(self, batch: torch.Tensor) -> torch.Tensor:
         """The patch features (B, D, h, w) alone: the backbone part of the model, no scoring (the cheap pass
         for images that need only their similarity vectors)."""
-        from core.models import get_entry
-
         if isinstance(self._fast_forward, FastPatchcore):
             return self._fast_forward.embed(batch)
         entry = get_entry(self.model_name)

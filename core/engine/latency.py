@@ -36,6 +36,7 @@ def cpu_model() -> str:
 
 def environment() -> dict:
     """Versions and hardware recorded with every run."""
+    # anomalib/timm: seconds to import, for two version strings; importing this module needs only torch
     import anomalib
     import timm
 

@@ -16,6 +16,8 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+from lightning.pytorch import seed_everything
+from lightning.pytorch.callbacks import Callback
 
 from core import models
 from core.config import Settings
@@ -23,8 +25,10 @@ from core.config import settings as current_settings
 from core.data import images
 from core.data.datasets import DatasetSpec, build_datamodule, check_available, test_samples
 from core.engine import evaluation, latency
+from core.engine.inference import LoadedModel, calibrate_post_processor, save_checkpoint, save_weights
 from core.errors import RunCancelled, WorkbenchError, explain
 from core.models.pooling import pool
+from core.runtime import limit_heap_growth, set_threads, tune_malloc_for_inference
 from core.similarity.embeddings import index_and_record
 from core.store.artifacts import RunArtifacts, write_json
 from core.store.runs import CANCELLED, DONE, FAILED, RunRegistry
@@ -79,7 +83,6 @@ class RunHooks(models.Hooks):
 def _progress_callback(hooks: RunHooks, loss_path: Path, phase: str):
     """A Lightning callback: fit progress (steps, or batches over all epochs), the training-loss curve, and
     cancellation at every batch."""
-    from lightning.pytorch.callbacks import Callback
 
     class Progress(Callback):
         def __init__(self) -> None:
@@ -115,8 +118,7 @@ def _progress_callback(hooks: RunHooks, loss_path: Path, phase: str):
 
 def fit(run, spec: DatasetSpec, hooks: RunHooks, run_dir: Path, cfg: Settings):
     """Train with anomalib's Engine. Returns the trained Lightning module and the fit time in seconds."""
-    from anomalib.engine import Engine
-    from lightning.pytorch import seed_everything
+    from anomalib.engine import Engine  # anomalib.engine: another second (timm), only when a model is fitted
 
     seed_everything(run.seed, workers=True, verbose=False)
     entry = models.get_entry(run.model)
@@ -224,8 +226,6 @@ def test(
         for i, s in enumerate(samples)
     ]
     art.save_records(records, maps, masks)
-    from core.engine.inference import calibrate_post_processor, save_weights
-
     if calibrate_post_processor(loaded.module, scores, maps, threshold, metrics.get("pixel_threshold")):
         save_weights(loaded.module, art.run_dir)
     write_json(art.curves_path, evaluation.curves(scores, labels))
@@ -255,9 +255,6 @@ def execute(
     """Run ``run_id`` (already claimed as 'running'). Returns its final status; never raises for run errors.
     ``registry``: where progress and results go (default: the one in ``cfg``; a Ray task passes one that also
     reports to the worker, see core.jobs.cluster)."""
-    from core.engine.inference import LoadedModel, save_checkpoint
-    from core.runtime import limit_heap_growth, set_threads, tune_malloc_for_inference
-
     cfg = cfg or current_settings()
     registry = registry or RunRegistry(cfg)
     run = registry.get(run_id)

@@ -32,6 +32,7 @@ task is killed (``ray.cancel(force=True)``).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -66,7 +67,7 @@ def resources() -> dict:
 
 def connect(addr: str):
     """Connect this process to the cluster once, shipping the ``core`` package with every task."""
-    import ray
+    import ray  # ray: ~0.5 s to import, only for a cluster run (AW_RAY_ADDRESS)
 
     if not ray.is_initialized():
         ray.init(
@@ -101,7 +102,7 @@ class _ReportingRegistry(RunRegistry):
         self._reporter.progress.remote(run_id, phase, progress, message)
 
     def cancel_requested(self, run_id: str) -> bool:
-        import ray
+        import ray  # ray: only on a cluster node
 
         return bool(ray.get(self._reporter.cancel_requested.remote(run_id), timeout=30))
 
@@ -117,12 +118,9 @@ def _archive(*folders: tuple[str, Path]) -> bytes:
 
 def execute_on_node(run_row: dict, cfg_dict: dict, reporter) -> dict:
     """Body of the Ray task: execute one run in a scratch folder; return its status and outputs as an archive."""
-    import dataclasses
+    import ray  # ray: only on a cluster node
 
-    import ray
-
-    from core.config import Settings
-    from core.engine import training
+    from core.engine import training  # torch/anomalib: only on the node that trains, not at page start-up
 
     scratch = Path(tempfile.mkdtemp(prefix="aw-ray-run-"))
     try:
@@ -147,7 +145,7 @@ def execute_on_node(run_row: dict, cfg_dict: dict, reporter) -> dict:
 
 
 def _reporter_class():
-    import ray
+    import ray  # ray: optional, only for a cluster run
 
     @ray.remote(num_cpus=0)
     class RunReporter:
@@ -189,14 +187,12 @@ def _reporter_class():
 
 
 def _cfg_dict(cfg: Settings) -> dict:
-    import dataclasses
-
     return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
 
 
 def _land(registry: RunRegistry, cfg: Settings, run_id: str, result: dict) -> str:
     """Unpack a finished task's outputs into the artifacts folder and its index into the store."""
-    from core.similarity.vectorstore import VectorStore
+    from core.similarity.vectorstore import VectorStore  # qdrant_client: ~1.5 s, not at page start-up
 
     tmp = Path(tempfile.mkdtemp(prefix=".ray-landing-", dir=cfg.artifacts))
     try:
@@ -214,7 +210,7 @@ def _land(registry: RunRegistry, cfg: Settings, run_id: str, result: dict) -> st
 
 
 def _failure_message(exc: BaseException) -> str:
-    import ray.exceptions as rex
+    import ray.exceptions as rex  # ray: optional, only for a cluster run
 
     if isinstance(exc, (rex.WorkerCrashedError, rex.NodeDiedError, rex.ActorDiedError)):
         return (

@@ -24,6 +24,7 @@ from core.config import PROJECT_ROOT, TRAINING_ENV, Settings
 from core.config import settings as current_settings
 from core.data.datasets import DatasetSpec, check_available
 from core.errors import RunError
+from core.jobs import cluster
 from core.store.runs import QUEUED, RUNNING, Run, RunRegistry, process_alive
 
 log = logging.getLogger("workbench.jobs")
@@ -106,8 +107,6 @@ def worker_loop(cfg: Settings | None = None) -> None:
             return
         registry = RunRegistry(cfg)
         registry.recover_interrupted()
-        from core.jobs import cluster
-
         if cluster.address(cfg):
             cluster.run_queue(cfg)
             return
@@ -130,7 +129,7 @@ def worker_loop(cfg: Settings | None = None) -> None:
 
 def execute_claimed(run_id: str, cfg: Settings | None = None, echo=None, index: bool = True) -> str:
     """Claim a queued run for this process and execute it (the child side of the worker)."""
-    from core.engine.training import execute
+    from core.engine.training import execute  # torch/anomalib: only where a run executes, not at page start-up
 
     cfg = cfg or current_settings()
     registry = RunRegistry(cfg)

@@ -24,6 +24,7 @@ from core import models
 from core.config import Settings
 from core.config import settings as current_settings
 from core.data.datasets import DatasetSpec
+from core.engine.estimate import estimate_run
 from core.errors import WorkbenchError
 from core.jobs import launch as launching
 from core.store.runs import Run, RunRegistry
@@ -82,8 +83,6 @@ def parse_grid(model: str, values: dict[str, list[str] | str]) -> dict[str, list
 
 def plan(model: str, spec: DatasetSpec, values: dict[str, list[str] | str], base: dict | None = None) -> SweepPlan:
     """Every point of the grid (the product of the values) with ``base`` parameters under it, and its estimate."""
-    from core.engine.estimate import estimate_run
-
     grid = parse_grid(model, values)
     names = list(grid)
     combos = list(itertools.product(*(grid[n] for n in names)))

@@ -41,6 +41,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from core.errors import RunCancelled
+from core.runtime import release_freed
 
 ProgressFn = Callable[[int, int], None]
 StopFn = Callable[[], bool]
@@ -95,6 +96,7 @@ class FastKCenterGreedy:
         progress: ProgressFn | None = None,
         should_stop: StopFn | None = None,
     ) -> None:
+        # anomalib: ~5 s to import; this module itself needs only torch
         from anomalib.models.components.dimensionality_reduction import SparseRandomProjection
 
         self.embedding = embedding
@@ -642,8 +644,6 @@ def concat_and_clear(store: list[torch.Tensor]) -> torch.Tensor:
     """``torch.vstack(store)`` then ``store.clear()``, without holding both copies: each batch is freed as soon as it
     is copied, and freed memory is handed back to the OS as it goes (glibc keeps freed batches in its heap
     otherwise: at 1 M patches x 152 features the fit's peak was 0.6 GB higher)."""
-    from core.runtime import release_freed
-
     if len(store) == 1:
         return store.pop()
     total = sum(t.shape[0] for t in store)
@@ -796,6 +796,7 @@ class BlockedKCenterGreedy:
         projected copy of the features is stored (at 2 M patches x 341 dims that would be 2.7 GB) and none is
         recomputed at each refresh (which cost ~2/3 of the time at 1 M patches), and the distance products are
         d-wide instead of JL-wide. The same distances in exact arithmetic; float32 rounding differs slightly."""
+        # anomalib: ~5 s to import; this module itself needs only torch
         from anomalib.models.components.dimensionality_reduction import SparseRandomProjection
 
         raw = self.embedding.detach().reshape(self.embedding.shape[0], -1)

@@ -58,7 +58,7 @@ def efficientad_time_note(max_steps: int, model_size: str = "small") -> str:
 
 
 def _build(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
-    from anomalib.models import EfficientAd
+    from anomalib.models import EfficientAd  # anomalib: not when the registry loads (page start-up)
 
     size = p["model_size"]
     untrained = p["teacher"] == "untrained"

@@ -247,11 +247,13 @@ def _fastflow_class(p: dict) -> type:
     """anomalib's Fastflow for the backbones it names (ResNet-18, WRN-50); for any other timm CNN the same model
     over that CNN's stride 4/8/16 stages: anomalib's torch model and flows, only the feature extractor is chosen
     by stage instead of by name."""
+    # timm/anomalib: not when the registry loads (page start-up)
     import timm
     from anomalib.models import Fastflow
 
     if p["backbone"] in ("resnet18", "wide_resnet50_2"):
         return Fastflow
+    # anomalib/torch: as above, not at page start-up
     from anomalib.models.components import AnomalibModule
     from anomalib.models.image.fastflow.anomaly_map import AnomalyMapGenerator
     from anomalib.models.image.fastflow.loss import FastflowLoss

@@ -34,6 +34,7 @@ from core.models.registry import (
     register,
     resize_normalize,
 )
+from core.runtime import heap_limited
 
 # A time/quality trade-off, measured (README "Own images at scale"): on 1,000 real 256² tiles (1 M patches) pixel
 # AUROC is flat from 10k entries on (0.981 -> 0.983 at 80k) while image AUROC still rises ~0.007 per doubling; fit and
@@ -87,7 +88,7 @@ def train_vectors(embedding, grid: tuple[int, int], hooks: Hooks | None = None, 
 
 
 def _build(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
-    from anomalib.models import Patchcore
+    from anomalib.models import Patchcore  # anomalib: not when the registry loads (page start-up)
 
     backbone = weights.get_backbone(p["backbone"])
     # With pre_trained=False the architecture is all that's needed: a run's checkpoint supplies the weights.
@@ -114,9 +115,8 @@ def _build(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
             return out
 
         def fit(self) -> None:
-            from core.models.coreset import concat_and_clear, select_coreset_indices
+            from core.models.coreset import concat_and_clear, select_coreset_indices  # torch: not at registry load
             from core.models.provenance import provenance_of  # pandas (run files): not when the registry loads
-            from core.runtime import heap_limited
 
             embedding = concat_and_clear(self.model.embedding_store)
             with heap_limited():  # see core/runtime.py

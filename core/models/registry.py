@@ -215,6 +215,7 @@ def backbone_users(backbone: str) -> str:
 
 def resize_normalize(image_size: int, mean=None, std=None):
     """anomalib PreProcessor: antialiased resize to a square, then the backbone's normalisation."""
+    # anomalib/torchvision: not when the registry loads (page start-up)
     from anomalib.pre_processing import PreProcessor
     from torchvision.transforms.v2 import Compose, Normalize, Resize
 

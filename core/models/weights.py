@@ -11,6 +11,7 @@ release page). Air-gapped, weights come from local folders: ``settings().weights
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -232,8 +233,7 @@ def _bundled(name: str, cfg: Settings) -> Path | None:
     in the same order and shapes, under other names; we rename them in order and write a timm ``local-dir`` folder
     once (its sha256 is recorded with the other weights).
     """
-    import importlib
-
+    # torch/safetensors: only when bundled weights are unpacked, not at page start-up
     import torch
     from safetensors.torch import save_file
 
@@ -284,7 +284,7 @@ def _bundled(name: str, cfg: Settings) -> Path | None:
 
 
 def _timm_state_names(architecture: str) -> list[str]:
-    import timm
+    import timm  # timm: seconds to import, not at page start-up
 
     return list(timm.create_model(architecture, pretrained=False).state_dict())
 
@@ -357,7 +357,7 @@ def default_backbone(cfg: Settings | None = None, preferred: str = "wide_resnet5
 
 
 def anomalib_pretrained_dir() -> Path:
-    from anomalib.utils.path import get_pretrained_weights_dir
+    from anomalib.utils.path import get_pretrained_weights_dir  # anomalib: ~5 s to import, only for this path
 
     return get_pretrained_weights_dir() / "efficientad_pretrained_weights"
 

@@ -43,7 +43,7 @@ def embed(loaded, rgbs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def collection_for(loaded, dim: int) -> str:
-    from core.similarity.vectorstore import collection_name
+    from core.similarity.vectorstore import collection_name  # qdrant_client: ~1.5 s, only where the index is used
 
     params = models.resolve_params(loaded.model_name, loaded.params)
     space = params.get("backbone") or f"efficientad_{params.get('model_size', 'small')}"
@@ -59,8 +59,7 @@ def index_run(
 
     Vectors the run already pooled (``vectors.npz``: its test pass, PatchCore's fit) are read, not recomputed;
     only images without one go through the model (a run from before, or a model whose fit keeps no features)."""
-    from core.similarity.vectorstore import VectorStore
-    from core.store.runs import RunRegistry
+    from core.similarity.vectorstore import VectorStore  # qdrant_client: ~1.5 s, only where the index is used
 
     cfg = cfg or current_settings()
     run = RunRegistry(cfg).get(run_id)
@@ -193,7 +192,7 @@ def similar(
     cfg: Settings | None = None,
 ) -> tuple[dict, list]:
     """The k nearest images of the run to ``rgb`` (a test image or an upload), best first."""
-    from core.similarity.vectorstore import VectorStore
+    from core.similarity.vectorstore import VectorStore  # qdrant_client: ~1.5 s, only where the index is used
 
     query = query_vectors(loaded, rgb)
     collection = collection_for(loaded, query["global"].shape[0])

@@ -39,6 +39,7 @@ Engines, one interface (everything above the store is the same for all three):
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import re
 import shutil
@@ -643,7 +644,7 @@ class _EdgeCollection(_Collection):
     """A collection as one Qdrant Edge shard (a folder); opened on construction if it exists, closed by ``close``."""
 
     def __init__(self, folder: Path, name: str) -> None:
-        from qdrant_edge import EdgeShard
+        from qdrant_edge import EdgeShard  # qdrant_edge: a 35 MB native library, for the Edge engine only
 
         self.folder, self.name = folder, name
         self.shard = None
@@ -662,7 +663,7 @@ class _EdgeCollection(_Collection):
         return self.shard is not None
 
     def create(self, sizes: dict[str, int]) -> None:
-        import qdrant_edge as qe
+        import qdrant_edge as qe  # qdrant_edge: a 35 MB native library, for the Edge engine only
 
         if any(self.folder.iterdir()):  # a half-created shard (a crash mid-create): start again
             shutil.rmtree(self.folder)
@@ -677,13 +678,11 @@ class _EdgeCollection(_Collection):
             self.shard.update(qe.UpdateOperation.create_field_index(field, kinds[kind]))
 
     def vector_sizes(self) -> dict[str, int]:
-        import json
-
         config = json.loads((self.folder / "edge_config.json").read_text())
         return {name: int(v["size"]) for name, v in config["vectors"].items()}
 
     def upsert(self, ids, arrays, payloads) -> None:
-        import qdrant_edge as qe
+        import qdrant_edge as qe  # qdrant_edge: a 35 MB native library, for the Edge engine only
 
         lists = {n: a.tolist() for n, a in arrays.items()}
         for start in range(0, len(ids), 1024):
@@ -698,7 +697,7 @@ class _EdgeCollection(_Collection):
         self.shard.flush()
 
     def delete(self, spec: dict) -> None:
-        import qdrant_edge as qe
+        import qdrant_edge as qe  # qdrant_edge: a 35 MB native library, for the Edge engine only
 
         flt = _edge_filter(**spec)
         if flt is None:
@@ -706,12 +705,12 @@ class _EdgeCollection(_Collection):
         self.shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
 
     def count(self, spec: dict) -> int:
-        import qdrant_edge as qe
+        import qdrant_edge as qe  # qdrant_edge: a 35 MB native library, for the Edge engine only
 
         return int(self.shard.count(qe.CountRequest(exact=True, filter=_edge_filter(**spec))))
 
     def query(self, vector, using, k, spec, exact=False) -> list[Hit]:
-        import qdrant_edge as qe
+        import qdrant_edge as qe  # qdrant_edge: a 35 MB native library, for the Edge engine only
 
         points = self.shard.query(
             qe.QueryRequest(
@@ -725,7 +724,7 @@ class _EdgeCollection(_Collection):
         return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in points]
 
     def _pages(self, spec: dict | None, with_vector, size: int = 1024):
-        import qdrant_edge as qe
+        import qdrant_edge as qe  # qdrant_edge: a 35 MB native library, for the Edge engine only
 
         offset = None
         flt = _edge_filter(**spec) if spec else None
@@ -878,7 +877,7 @@ def _client_filter(**spec) -> models.Filter | None:
 
 
 def _edge_filter(**spec):
-    import qdrant_edge as qe
+    import qdrant_edge as qe  # qdrant_edge: a 35 MB native library, for the Edge engine only
 
     must = [qe.FieldCondition(key=key, match=qe.MatchValue(value)) for key, value in _must(spec)]
     must_not = [] if spec.get("exclude_id") is None else [qe.HasIdCondition({uuid.UUID(spec["exclude_id"])})]

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from core.engine import evaluation
+from core.models import get_entry, model_warnings
 from core.store.runs import Run
 from core.views.csv_export import to_csv_bytes
 
@@ -170,8 +171,6 @@ REFERENCES: tuple[Reference, ...] = (
 
 def model_labels(runs: Sequence[Run]) -> set[str]:
     """The registry labels of the runs' models ('PatchCore', 'PaDiM'), to pick their published references."""
-    from core.models import get_entry
-
     labels = set()
     for run in runs:
         try:
@@ -241,8 +240,6 @@ def config_label(run: Run) -> str:
 
     Pipeline-check setups (e.g. EfficientAD with an untrained teacher) say so, so they are never mistaken for results.
     """
-    from core.models import get_entry
-
     try:
         entry_label = get_entry(run.model).label
     except Exception:  # a model removed from the registry since: still show its stored results
@@ -259,8 +256,6 @@ def config_label(run: Run) -> str:
 
 
 def run_warnings(run: Run) -> list[str]:
-    from core.models import model_warnings
-
     try:
         return model_warnings(run.model, run.params)
     except Exception:  # unknown model or parameters from an older version: nothing to warn about

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 import pandas as pd
+from plotly.offline import get_plotlyjs
 
 from core.data.images import read_image, to_png_bytes
 from core.errors import WorkbenchError
@@ -211,8 +212,6 @@ def build_html_report(
     include_references: bool = True,
 ) -> str:
     """The whole report as one HTML string (UTF-8, no external resources)."""
-    from plotly.offline import get_plotlyjs
-
     if not runs:
         raise WorkbenchError("No runs to report on: pick at least one finished run.")
     registry = registry or RunRegistry()

@@ -224,7 +224,7 @@ def score_uploads(model, files: Sequence[tuple[str, bytes]], cache: dict | None 
     ``cache`` (keyed by content and name) so that moving a slider does not rescore every upload; the
     caller keeps one cache per model. Kept images are downscaled, as they are only shown at display size.
     """
-    from core.engine.inference import Prediction
+    from core.engine.inference import Prediction  # torch: only when uploads are scored, not at page start-up
 
     cache = {} if cache is None else cache
     keys = [(hashlib.sha1(bytes(data)).hexdigest(), name) for name, data in files]
