@@ -222,52 +222,52 @@ def build_html_report(
     averages = comparison.averages_table(runs)
     labels = comparison.model_labels(runs)
     refs = comparison.reference_table(set(table["category"]), labels) if include_references else None
-    all_refs = comparison.reference_table(models=labels)
     several = table["category"].nunique() > 1
     long = comparison.metrics_long(table, averages if several else None, refs)
 
-    curves, histograms = {}, []
-    for run in runs:
-        art = arts[run.id]
-        name = f"{comparison.config_label(run)} · {run.category} · {run.id}"
-        curves[name] = art.curves()
-        if art.records_path.is_file():
-            threshold = (run.metrics or {}).get("image_threshold")
-            histograms.append(
-                charts.score_histogram(
-                    comparison.score_split(art.records),
-                    threshold,
-                    title=f"Scores: {name}",
-                    threshold_label="adaptive threshold",
-                )
-            )
+    body = _header(runs, title, refs)
+    body += _metrics_section(table, averages, comparison.reference_table(models=labels), include_references)
+    body.append("<h2>Charts</h2>")
+    body += [_figure(f) for f in _figures(runs, arts, table, long)]
+    # The training-set audit and detection limit, where they were measured (core.views.trust).
+    trust_html = trust.report_section(list(runs), registry, _figure, _table)
+    if trust_html:
+        body.append(trust_html)
+    body.append("<h2>Runs</h2>")
+    body += [_run_section(run, arts[run.id], heatmaps_per_run) for run in runs]
 
-    figures = [
-        charts.metric_bars(long),
-        charts.roc_pr_curves(curves),
-        *histograms,
-        charts.per_defect_bars(
-            comparison.per_defect_table(runs),
-            title="Detection rate per defect type (each run at its adaptive threshold)",
-        ),
-        charts.latency_bars(comparison.latency_table(runs)),
-        charts.fit_time_bars(table),
-    ]
-    warnings = [(run.id, w) for run in runs for w in comparison.run_warnings(run)]
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{e(title)}</title><style>{CSS}</style>"
+        f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
+
+
+def _header(runs: Sequence[Run], title: str, refs) -> list[str]:
+    """Title, generation time, links to each run, and the cautions a reader must see first."""
+    e = html.escape
     generated = time.strftime("%Y-%m-%d %H:%M:%S")
-
     body = [
         f"<h1>{e(title)}</h1>",
         f'<p class="note">Generated {e(generated)} · {len(runs)} run(s): '
         + ", ".join(f'<a href="#run-{e(r.id)}">{e(r.id)}</a>' for r in runs)
         + "</p>",
     ]
-    for run_id, w in warnings:
-        body.append(f'<div class="warn"><b>Caution, {e(run_id)}:</b> {e(w)}</div>')
+    for run in runs:
+        for w in comparison.run_warnings(run):
+            body.append(f'<div class="warn"><b>Caution, {e(run.id)}:</b> {e(w)}</div>')
     note = comparison.backbone_note(runs, refs)
     if note:
         body.append(f'<div class="warn"><b>Backbones:</b> {e(note)}</div>')
-    body += [
+    return body
+
+
+def _metrics_section(table, averages, all_refs, include_references: bool) -> list[str]:
+    """The metrics table, its average across categories and (optionally) the published reference numbers."""
+    e = html.escape
+    body = [
         "<h2>Metrics</h2>",
         '<p class="note">Image F1 is at anomalib\'s adaptive threshold, chosen on the test set itself '
         "(optimistic). Overkill at 0 escapes = share of normal images flagged when the threshold is lowered "
@@ -302,19 +302,34 @@ def build_html_report(
                 },
             ),
         ]
-    body.append("<h2>Charts</h2>")
-    body += [_figure(f) for f in figures]
-    # The training-set audit and detection limit, where they were measured (core.views.trust).
-    trust_html = trust.report_section(list(runs), registry, _figure, _table)
-    if trust_html:
-        body.append(trust_html)
-    body.append("<h2>Runs</h2>")
-    body += [_run_section(run, arts[run.id], heatmaps_per_run) for run in runs]
+    return body
 
-    return (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{e(title)}</title><style>{CSS}</style>"
-        f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
-    )
+
+def _figures(runs: Sequence[Run], arts: dict, table, long) -> list:
+    """Metric bars, ROC/PR curves, a score histogram per run, per-defect detection, latency and fit time."""
+    curves, histograms = {}, []
+    for run in runs:
+        art = arts[run.id]
+        name = f"{comparison.config_label(run)} · {run.category} · {run.id}"
+        curves[name] = art.curves()
+        if art.records_path.is_file():
+            threshold = (run.metrics or {}).get("image_threshold")
+            histograms.append(
+                charts.score_histogram(
+                    comparison.score_split(art.records),
+                    threshold,
+                    title=f"Scores: {name}",
+                    threshold_label="adaptive threshold",
+                )
+            )
+    return [
+        charts.metric_bars(long),
+        charts.roc_pr_curves(curves),
+        *histograms,
+        charts.per_defect_bars(
+            comparison.per_defect_table(runs),
+            title="Detection rate per defect type (each run at its adaptive threshold)",
+        ),
+        charts.latency_bars(comparison.latency_table(runs)),
+        charts.fit_time_bars(table),
+    ]
