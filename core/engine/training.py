@@ -153,18 +153,53 @@ def test(
     ``vectors``: also pool each image's similarity vectors from the features this pass scored (``vectors.npz``),
     so that indexing the run needs no second pass over the test set."""
     samples = test_samples(spec)
+    t0 = time.perf_counter()
+    scores, maps, masks = _score_test_set(loaded, samples, hooks, art, batch_size, vectors)
+    test_s = time.perf_counter() - t0
+    labels = np.array([s.label for s in samples])
+    metrics = _test_metrics(samples, labels, scores, maps, masks)
+    threshold = metrics.get("image_threshold")
+    records = [
+        {
+            "index": i,
+            "path": s.path,
+            "label": s.label,
+            "defect_type": s.defect_type,
+            "mask_path": s.mask_path,
+            "source": s.source,
+            "score": float(scores[i]),
+            "pred_label": int(threshold is not None and scores[i] >= threshold),
+        }
+        for i, s in enumerate(samples)
+    ]
+    art.save_records(records, maps, masks)
+    if calibrate_post_processor(loaded.module, scores, maps, threshold, metrics.get("pixel_threshold")):
+        save_weights(loaded.module, art.run_dir)
+    write_json(art.curves_path, evaluation.curves(scores, labels))
+    write_json(art.metrics_path, metrics)
+    # The range of anomaly values on the test set fixes the heatmap colour scale for every image of the run.
+    model_json = json.loads(art.model_json.read_text())
+    model_json["map_range"] = [float(np.percentile(maps, 1)), float(np.percentile(maps, 99.9))]
+    write_json(art.model_json, model_json)
+    metrics["test_s"] = test_s
+    return metrics
+
+
+def _score_test_set(
+    loaded, samples: list, hooks: RunHooks, art: RunArtifacts, batch_size: int, vectors: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores, maps, masks) of every test sample, in batches; with ``vectors``, each image's similarity vectors
+    pooled from the same pass are stored with the run."""
     scores = np.zeros(len(samples), dtype=np.float64)
     maps = None
     masks = None
     pooled: dict[str, list] = {"global": [], "defect": []}
     entry = models.get_entry(loaded.model_name)
     vectors = vectors and (entry.patch_features is not None or bool(entry.feature_submodule))
-    t0 = time.perf_counter()
     for start in range(0, len(samples), batch_size):
         hooks.check()
         chunk = samples[start : start + batch_size]
-        rgbs = [images.read_image(s.path) for s in chunk]
-        batch = loaded.preprocess(rgbs)
+        batch = loaded.preprocess([images.read_image(s.path) for s in chunk])
         if vectors:
             s, m, feats = loaded.forward_features(batch)
             for name, v in zip(("global", "defect"), pool(feats, m), strict=True):
@@ -180,11 +215,13 @@ def test(
             if sample.mask_path:
                 masks[start + i] = images.read_mask(sample.mask_path, shape=m.shape[1:])
         hooks.progress("testing", min(start + batch_size, len(samples)), len(samples))
-    test_s = time.perf_counter() - t0
     if vectors and samples:
         art.save_vectors("test", [s.path for s in samples], {k: np.concatenate(v) for k, v in pooled.items()}, scores)
+    return scores, maps, masks
 
-    labels = np.array([s.label for s in samples])
+
+def _test_metrics(samples: list, labels: np.ndarray, scores, maps, masks) -> dict:
+    """anomalib's metrics on the scored test set, with notes on what was not measurable and the threshold's source."""
     defect_types = [s.defect_type for s in samples]
     has_mask = np.array([s.mask_path is not None for s in samples])
     # Pixel metrics over the normal images and the abnormal ones that have a mask (an abnormal image without
@@ -211,30 +248,6 @@ def test(
         # so uploads still get a verdict (zero false alarms on the normals seen).
         metrics["image_threshold"] = float(np.nextafter(scores.max(), np.inf))
         metrics["threshold_source"] = "just above the highest held-out normal score (no abnormal test images)"
-    threshold = metrics.get("image_threshold")
-    records = [
-        {
-            "index": i,
-            "path": s.path,
-            "label": s.label,
-            "defect_type": s.defect_type,
-            "mask_path": s.mask_path,
-            "source": s.source,
-            "score": float(scores[i]),
-            "pred_label": int(threshold is not None and scores[i] >= threshold),
-        }
-        for i, s in enumerate(samples)
-    ]
-    art.save_records(records, maps, masks)
-    if calibrate_post_processor(loaded.module, scores, maps, threshold, metrics.get("pixel_threshold")):
-        save_weights(loaded.module, art.run_dir)
-    write_json(art.curves_path, evaluation.curves(scores, labels))
-    write_json(art.metrics_path, metrics)
-    # The range of anomaly values on the test set fixes the heatmap colour scale for every image of the run.
-    model_json = json.loads(art.model_json.read_text())
-    model_json["map_range"] = [float(np.percentile(maps, 1)), float(np.percentile(maps, 99.9))]
-    write_json(art.model_json, model_json)
-    metrics["test_s"] = test_s
     return metrics
 
 
