@@ -405,7 +405,7 @@ with sweeps_tab:
         )
         sweep_runs = sweep.sweep_runs(sweep_id)
         frame = sweep_view.sweep_frame(sweep_runs)
-        swept = sweep_view.swept_parameters(frame, sweep_runs)
+        swept = sweep_view.swept_parameters(sweep_runs)
         left, right = st.columns(2)
         axis_q = left.selectbox("Quality", list(sweep_view.QUALITY), format_func=sweep_view.QUALITY.get, key="sw_q")
         axis_c = right.selectbox("Cost", list(sweep_view.COST), format_func=sweep_view.COST.get, key="sw_c")

@@ -14,14 +14,15 @@ from core.views import sweep as sweep_view
 
 def cmd_sweep(args) -> int:
     if args.action == "list":
-        print(table(sweep.sweeps()) if sweep.sweeps() else "no sweeps yet")
+        groups = sweep.sweeps()
+        print(table(groups) if groups else "no sweeps yet")
         return 0
     if args.action == "show":
         if not args.sweep_id:
             raise WorkbenchError("`aw sweep show SWEEP_ID`: which sweep? `aw sweep list` shows them.")
         runs = sweep.sweep_runs(args.sweep_id)
         frame = sweep_view.sweep_frame(runs)
-        swept = sweep_view.swept_parameters(frame, runs)
+        swept = sweep_view.swept_parameters(runs)
         print(table(sweep_view.marked(frame, args.quality, args.cost).to_dict("records")))
         print(sweep_view.recommend(frame, args.quality, args.cost, swept))
         return 0

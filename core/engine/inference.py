@@ -469,7 +469,7 @@ class LoadedModel(RunModel):
         entry = get_entry(self.model_name)
         captured: list = []
         hook = None
-        if entry.patch_features is None and entry.feature_submodule:
+        if entry.patch_features is None and entry.feature_submodule:  # capture the scoring pass's features
             hook = getattr(self.module.model, entry.feature_submodule).register_forward_hook(
                 lambda _m, _i, out: captured.append(out)
             )

@@ -27,9 +27,8 @@ from core.data.datasets import DatasetSpec, build_datamodule, check_available, t
 from core.engine import evaluation, latency
 from core.engine.inference import LoadedModel, calibrate_post_processor, save_checkpoint, save_weights
 from core.errors import RunCancelled, WorkbenchError, explain
-from core.models.pooling import pool
 from core.runtime import limit_heap_growth, set_threads, tune_malloc_for_inference
-from core.similarity.embeddings import index_and_record
+from core.similarity.embeddings import embed, index_and_record
 from core.store.artifacts import RunArtifacts, write_json
 from core.store.runs import CANCELLED, DONE, FAILED, RunRegistry
 
@@ -194,18 +193,17 @@ def _score_test_set(
     maps = None
     masks = None
     pooled: dict[str, list] = {"global": [], "defect": []}
-    entry = models.get_entry(loaded.model_name)
-    vectors = vectors and (entry.patch_features is not None or bool(entry.feature_submodule))
+    vectors = vectors and models.get_entry(loaded.model_name).has_patch_features
     for start in range(0, len(samples), batch_size):
         hooks.check()
         chunk = samples[start : start + batch_size]
-        batch = loaded.preprocess([images.read_image(s.path) for s in chunk])
-        if vectors:
-            s, m, feats = loaded.forward_features(batch)
-            for name, v in zip(("global", "defect"), pool(feats, m), strict=True):
-                pooled[name].append(v)
+        rgbs = [images.read_image(s.path) for s in chunk]
+        if vectors:  # one scoring pass gives the scores, the maps and both similarity vectors
+            g, d, s, m = embed(loaded, rgbs)
+            pooled["global"].append(g)
+            pooled["defect"].append(d)
         else:
-            s, m = loaded.forward(batch)
+            s, m = loaded.forward(loaded.preprocess(rgbs))
         if maps is None:
             maps = np.zeros((len(samples), *m.shape[1:]), dtype=np.float32)
             masks = np.zeros((len(samples), *m.shape[1:]), dtype=bool)

@@ -90,6 +90,12 @@ class ModelEntry:
     unavailable: Callable[[Settings], str | None] | None = None
     tags: tuple[str, ...] = field(default_factory=tuple)
 
+    @property
+    def has_patch_features(self) -> bool:
+        """Whether similarity vectors can be pooled from this model's features (``feature_submodule`` or
+        ``patch_features``)."""
+        return self.patch_features is not None or bool(self.feature_submodule)
+
 
 REGISTRY: dict[str, ModelEntry] = {}
 

@@ -53,7 +53,7 @@ def sweep_frame(runs: list) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def swept_parameters(frame: pd.DataFrame, runs: list) -> list[str]:
+def swept_parameters(runs: list) -> list[str]:
     return list((runs[0].extra.get("sweep") or {}).get("swept", [])) if runs else []
 
 

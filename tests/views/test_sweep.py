@@ -35,7 +35,7 @@ def test_without_finished_points_the_recommendation_says_so():
 def test_a_finished_sweep_shows_each_metric_against_each_parameter_and_quality_against_cost(finished_sweep):
     runs = sweep.sweep_runs(finished_sweep)
     frame = view.sweep_frame(runs)
-    swept = view.swept_parameters(frame, runs)
+    swept = view.swept_parameters(runs)
 
     assert swept == ["image_size", "coreset_sampling_ratio"]
     assert len(frame) == 4 and frame[["image_auroc", "pixel_auroc", "fit_s", "e2e_ms_p50"]].notna().all().all()
