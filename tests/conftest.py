@@ -22,7 +22,8 @@ pytest_plugins = ["tests.shared_guard"]
 _FOUND = shared_root()  # honours AW_SHARED of the caller: CI's first pass sets none
 SHARED = _FOUND or DEFAULT_SHARED_ROOT
 SHARED_GRID = SHARED / "datasets" / "mvtec_ad" / "grid"
-SHARED_LITE0 = SHARED / "weights" / "tf_efficientnet_lite0"
+SHARED_WEIGHTS = SHARED / "weights"
+SHARED_LITE0 = SHARED_WEIGHTS / "tf_efficientnet_lite0"
 _REAL_DATA = {
     "grid": (SHARED_GRID / "train" / "good", "real MVTec AD grid"),
     "weights": (SHARED_LITE0 / "model.safetensors", "local EfficientNet-Lite0 weights"),

@@ -41,6 +41,7 @@ LITE0_EXTRACT_S = 0.055
 LITE1_EXTRACT_S = 0.078  # Lite1 and Lite2: Lite0's figure x their FLOPs ratio at 256² (1.4x, 1.7x; README)
 LITE2_EXTRACT_S = 0.094
 WRN50_EXTRACT_S = 0.20
+MOBILENETV2_EXTRACT_S = 0.043  # Lite0's figure x MobileNetV2's FLOPs ratio at 224² (300 / 390 M; README)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -179,6 +180,25 @@ BACKBONES: dict[str, Backbone] = {
             ),
             extract_s_256=LITE2_EXTRACT_S,
         ),
+        Backbone(
+            "mobilenetv2_100",
+            ("blocks.1", "blocks.2", "blocks.4", "blocks.6"),
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            "timm/mobilenetv2_100.ra_in1k",
+            "MobileNetV2 (3.5 M parameters). Offline: torchvision's ImageNet weights from a mobilenet_v2*.pth in "
+            "the weights folder or torch's hub cache, converted to timm's layout on first use; online: timm's",
+            layer_shapes=(
+                ("blocks.0", 16, 2),
+                ("blocks.1", 24, 4),
+                ("blocks.2", 32, 8),
+                ("blocks.3", 64, 16),
+                ("blocks.4", 96, 16),
+                ("blocks.5", 160, 32),
+                ("blocks.6", 320, 32),
+            ),
+            extract_s_256=MOBILENETV2_EXTRACT_S,
+        ),
     )
 }
 
@@ -233,63 +253,133 @@ def _bundled(name: str, cfg: Settings) -> Path | None:
     in the same order and shapes, under other names; we rename them in order and write a timm ``local-dir`` folder
     once (its sha256 is recorded with the other weights).
     """
-    # torch/safetensors: only when bundled weights are unpacked, not at page start-up
-    import torch
-    from safetensors.torch import save_file
+    import torch  # torch: only when bundled weights are unpacked, not at page start-up
 
     module_name, class_name, package = BUNDLED_PACKAGES[name]
     try:
         model_file = getattr(importlib.import_module(module_name), class_name)  # pinned in requirements.txt
     except ImportError:  # an install from before this backbone shipped: the status says "missing", with the package
         return None
-    folder = cfg.weights_dir / name
     source = Path(model_file.get_model_file_path())
     state = torch.load(source, map_location="cpu", weights_only=True)  # weights_only: never runs code
-    timm_names = list(_timm_state_names(name))
+    timm_names = _timm_state_names(name)
     if len(state) != len(timm_names):
         return None
-    staging = folder.parent / f".{folder.name}.bundled-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    save_file(
-        {n: t.contiguous() for n, t in zip(timm_names, state.values(), strict=False)},
-        str(staging / "model.safetensors"),
-    )
-    (staging / "config.json").write_text(
-        json.dumps(
-            {
-                "architecture": name,
-                "num_classes": 1000,
-                "pretrained_cfg": {
-                    "architecture": name,
-                    "input_size": [3, 224, 224],
-                    "interpolation": "bicubic",
-                    "crop_pct": 0.875,
-                    "mean": [0.5] * 3,
-                    "std": [0.5] * 3,
-                    "num_classes": 1000,
-                    "first_conv": "conv_stem",
-                    "classifier": "classifier",
-                    "license": "apache-2.0",
-                },
-            },
-            indent=1,
-        )
-    )
-    if not folder.exists():
-        os.replace(staging, folder)
-    shutil.rmtree(staging, ignore_errors=True)
+    config = {
+        "architecture": name,
+        "num_classes": 1000,
+        "pretrained_cfg": {
+            "architecture": name,
+            "input_size": [3, 224, 224],
+            "interpolation": "bicubic",
+            "crop_pct": 0.875,
+            "mean": [0.5] * 3,
+            "std": [0.5] * 3,
+            "num_classes": 1000,
+            "first_conv": "conv_stem",
+            "classifier": "classifier",
+            "license": "apache-2.0",
+        },
+    }
+    folder = _write_timm_folder(cfg, name, dict(zip(timm_names, state.values(), strict=True)), config)
     _record(cfg, name, folder, f"package {package} ({source.name})")
     return folder
 
 
-def _timm_state_names(architecture: str) -> list[str]:
+def _timm_state(architecture: str, **kwargs) -> dict:
     import timm  # timm: seconds to import, not at page start-up
 
-    return list(timm.create_model(architecture, pretrained=False).state_dict())
+    return timm.create_model(architecture, pretrained=False, **kwargs).state_dict()
+
+
+def _timm_state_names(architecture: str, **kwargs) -> list[str]:
+    return list(_timm_state(architecture, **kwargs))
+
+
+def _timm_state_shapes(architecture: str, **kwargs) -> list[tuple[int, ...]]:
+    return [tuple(t.shape) for t in _timm_state(architecture, **kwargs).values()]
+
+
+def _write_timm_folder(cfg: Settings, name: str, tensors: dict, config: dict) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` as a timm ``local-dir`` folder under the weights folder, through
+    a staging sibling so an interrupted write never leaves half a folder."""
+    from safetensors.torch import save_file  # safetensors: only when weights are written
+
+    folder = cfg.weights_dir / name
+    staging = folder.parent / f".{folder.name}.bundled-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    save_file({n: t.contiguous() for n, t in tensors.items()}, str(staging / "model.safetensors"))
+    (staging / "config.json").write_text(json.dumps(config, indent=1))
+    if not folder.exists():
+        os.replace(staging, folder)
+    shutil.rmtree(staging, ignore_errors=True)
+    return folder
 
 
 BUNDLED = {name: (lambda cfg, name=name: _bundled(name, cfg)) for name in BUNDLED_PACKAGES}
+
+
+# ---- torchvision's MobileNetV2 as a timm folder -------------------------------------------------------------
+
+
+def _torch_hub_checkpoints() -> Path:
+    home = os.environ.get("TORCH_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "torch"
+    return Path(home).expanduser() / "hub" / "checkpoints"
+
+
+def torchvision_mobilenet_files(cfg: Settings) -> list[Path]:
+    """torchvision MobileNetV2 weight files an offline user may have: ``mobilenet_v2*.pth`` in a weights folder
+    (or the folder ``aw weights import`` put it in) and torchvision's own download cache."""
+    roots = [*cfg.weights_search_path, _torch_hub_checkpoints()]
+    found = []
+    for root in roots:
+        if root.is_dir():
+            found += sorted(root.glob("mobilenet_v2*.pth")) + sorted(root.glob("mobilenet_v2*/mobilenet_v2*.pth"))
+    return found
+
+
+def _mobilenet_from_torchvision(cfg: Settings) -> Path | None:
+    """timm's ``mobilenetv2_100`` folder from torchvision's MobileNetV2 ImageNet weights, written once.
+
+    torchvision's ``mobilenet_v2().features`` and timm's ``mobilenetv2_100`` (without its classifier) hold the same
+    312 tensors in the same order and shapes under other names (checked: equal outputs); a whole torchvision
+    checkpoint has its ``features.`` prefix stripped and its classifier dropped. The timm folder has no classifier
+    (``num_classes`` 0): the models only take features.
+    """
+    files = torchvision_mobilenet_files(cfg)
+    if not files:
+        return None
+    import torch  # torch: only when the weights are converted, not at page start-up
+
+    try:
+        state = torch.load(files[0], map_location="cpu", weights_only=True)  # weights_only: never runs code
+        state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
+    except Exception:  # noqa: BLE001 - not a state dict: the backbone stays 'missing', as with no file
+        return None
+    timm_names = _timm_state_names("mobilenetv2_100", num_classes=0)
+    if [tuple(t.shape) for t in state.values()] != _timm_state_shapes("mobilenetv2_100", num_classes=0):
+        return None  # another network's weights under a MobileNetV2 name: not used
+    config = {
+        "architecture": "mobilenetv2_100",
+        "num_classes": 0,
+        "pretrained_cfg": {
+            "architecture": "mobilenetv2_100",
+            "input_size": [3, 224, 224],
+            "interpolation": "bilinear",
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+            "num_classes": 0,
+            "first_conv": "conv_stem",
+            "classifier": "classifier",
+        },
+    }
+    folder = _write_timm_folder(cfg, "mobilenetv2_100", dict(zip(timm_names, state.values(), strict=True)), config)
+    _record(cfg, "mobilenetv2_100", folder, f"torchvision weights {files[0]}")
+    return folder
+
+
+BUNDLED["mobilenetv2_100"] = _mobilenet_from_torchvision
 
 
 def backbone_status(name: str, cfg: Settings | None = None) -> str:

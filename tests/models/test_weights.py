@@ -8,7 +8,7 @@ import pytest
 from core import models
 from core.errors import WeightsError, WorkbenchError
 from core.models import weights
-from tests.conftest import SHARED_LITE0
+from tests.conftest import SHARED_LITE0, SHARED_WEIGHTS
 
 
 def test_a_missing_backbone_offline_says_which_folder_is_needed(artifacts):
@@ -79,3 +79,62 @@ def test_a_machine_that_cannot_reach_the_hub_counts_as_offline_unless_told_other
     monkeypatch.setenv("AW_OFFLINE", "0")  # said to be online: downloads are tried whatever the probe says
     monkeypatch.setattr(config, "hub_reachable", lambda *a, **k: False)
     assert not config.settings().offline
+
+
+def _torchvision_mobilenet_checkpoint(path):
+    """A whole torchvision MobileNetV2 checkpoint (features + classifier), as torchvision's download cache holds one;
+    its weights are random here (the real ImageNet file is in ../shared: the real-data test below)."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    network = torchvision.models.mobilenet_v2().eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(network.state_dict(), path)
+    return network
+
+
+def test_torchvision_mobilenet_v2_weights_on_disk_become_a_timm_backbone_with_the_same_features(
+    artifacts, tmp_path, monkeypatch
+):
+    import torch
+    from anomalib.models.components import TimmFeatureExtractor
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert weights.backbone_status("mobilenetv2_100") == "missing"  # offline, nothing on disk
+    network = _torchvision_mobilenet_checkpoint(
+        tmp_path / "torch" / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth"
+    )
+
+    backbone = weights.resolve_backbone("mobilenetv2_100")
+    assert backbone.startswith("local-dir:") and weights.backbone_status("mobilenetv2_100") == "local"
+    assert "mobilenet_v2-b0353104.pth" in weights.read_manifest()["mobilenetv2_100"]["source"]
+    extractor = TimmFeatureExtractor(backbone, layers=["blocks.2", "blocks.4"], pre_trained=True).eval()
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        features = extractor(x)
+        assert torch.equal(features["blocks.2"], network.features[:7](x))  # stride 8, 32 channels
+        assert torch.equal(features["blocks.4"], network.features[:14](x))  # stride 16, 96 channels
+    module = models.create_model("patchcore", models.resolve_params("patchcore", {"backbone": "mobilenetv2_100"}))
+    assert module is not None
+
+
+def test_a_file_named_like_mobilenet_v2_that_holds_other_weights_is_not_used(artifacts, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    weights_dir = artifacts / "weights"
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({"conv.weight": torch.zeros(3, 3)}, weights_dir / "mobilenet_v2_mine.pth")
+    (weights_dir / "mobilenet_v2_text.pth").write_text("not a checkpoint")
+    assert weights.backbone_status("mobilenetv2_100") == "missing"
+    with pytest.raises(WeightsError, match="mobilenetv2_100"):
+        weights.resolve_backbone("mobilenetv2_100")
+
+
+@pytest.mark.real_data("weights")
+def test_the_shared_imagenet_mobilenet_v2_imports_with_its_known_checksum_and_trains_patchcore(artifacts):
+    imported = weights.import_weights(SHARED_WEIGHTS / "mobilenet_v2_features_imagenet_tvlayout.pth")
+    assert imported.known["mobilenet_v2_features_imagenet_tvlayout.pth"].startswith("torchvision mobilenet_v2")
+    assert weights.backbone_status("mobilenetv2_100") == "local"
+    assert models.create_model("patchcore", models.resolve_params("patchcore", {"backbone": "mobilenetv2_100"}))
