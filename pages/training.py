@@ -321,6 +321,12 @@ def estimates(build_specs: Callable[[], list[DatasetSpec]], chosen: dict[str, di
                 st.warning(text + " " + " ".join(est.warnings), icon=":material/timer:")
             else:
                 st.caption(":material/timer: " + text)
+            options = estimate.size_options(name, params, spec)
+            if options is not None:  # image_size 0: say what the data chose, why, and what each size costs
+                st.info(
+                    f"**Image size for {spec.label}: {options.choice.why}**\n\nEach size here: {options.summary()}.",
+                    icon=":material/aspect_ratio:",
+                )
 
 
 @ui.as_session_user

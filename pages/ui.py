@@ -330,12 +330,12 @@ def param_input(param, key: str, default=None, format_func=None):
         return st.selectbox(label, options, index=index, help=param.help, key=key, format_func=format_func or str)
     if param.kind == "int":
         return st.number_input(
-            label,
+            label + (" (0 = follow the data)" if param.auto else ""),
             value=int(default),
             step=1,
             help=param.help,
             key=key,
-            min_value=int(param.min) if param.min is not None else None,
+            min_value=0 if param.auto else int(param.min) if param.min is not None else None,
             max_value=int(param.max) if param.max is not None else None,
         )
     if param.kind == "float":

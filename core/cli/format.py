@@ -106,6 +106,9 @@ def show_run(run) -> str:
         f"run {run.id}  [{run.status}]  {run.model} on {run.dataset.get('category')} (seed {run.seed})",
         f"params: {json.dumps(run.params)}",
     ]
+    chosen = run.extra.get("chosen_for_data")
+    if chosen:
+        lines.append(f"image size chosen for the data: {chosen['why']}")
     lines += [f"WARNING: {w}" for w in models.model_warnings(run.model, run.params)]
     if run.error:
         lines.append(f"error: {run.error}")

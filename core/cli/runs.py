@@ -18,6 +18,9 @@ def cmd_train(args) -> int:
     spec = parse_dataset(args.dataset, args.max_train_images)
     params = parse_params(args.param)
     run = jobs.submit(args.model, spec, params, args.seed, start=args.background)
+    chosen = run.extra.get("chosen_for_data")
+    if chosen:
+        print(f"Image size (image_size=0 follows the data): {chosen['why']}")
     est = estimate.estimate_run(run.model, run.params, spec)
     if est is not None:
         print(est.summary())

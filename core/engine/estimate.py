@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import time
+from dataclasses import dataclass
 
 import psutil
 
@@ -20,14 +21,17 @@ from core import models
 from core.data import datasets, images
 from core.data.datasets import DatasetSpec
 from core.models.cost import REFERENCE_GFLOPS, DatasetProfile, Estimate, estimate_from_cost, fmt_duration
+from core.models.sizing import DATA_FREE_SIZE, HIGH_RES_SIZE, SizeChoice
 
 __all__ = [
     "DatasetProfile",
     "Estimate",
+    "SizeOptions",
     "estimate_from_cost",
     "estimate_run",
     "fmt_duration",
     "profile",
+    "size_options",
     "speed_factor",
 ]
 
@@ -86,7 +90,7 @@ def estimate_run(model: str, params: dict, spec: DatasetSpec) -> Estimate | None
     prof = profile(spec)
     if prof is None:
         return None
-    p = models.resolve_params(model, params)
+    p, _ = models.resolve_for_data(model, params, prof)  # image_size 0: the size this data gets
     if entry.estimate is not None:
         est = entry.estimate(p, prof, speed_factor())
     else:
@@ -100,3 +104,42 @@ def estimate_run(model: str, params: dict, spec: DatasetSpec) -> Estimate | None
             "are available: it may be killed or swap."
         )
     return est
+
+
+@dataclass(frozen=True)
+class SizeOptions:
+    """What "follow the data" chose for one dataset, and the estimate of each size it chose between."""
+
+    choice: SizeChoice
+    estimates: dict[int, Estimate]  # image size -> the run's estimate at that size
+    n_test: int
+
+    def per_image_ms(self, size: int) -> float:
+        est = self.estimates[size]
+        return 1000 * est.parts.get("testing", 0.0) / max(self.n_test, 1)
+
+    def summary(self) -> str:
+        """'256 px: about 2 min 10 s in all, ~180 ms per test image · 512 px (chosen): …'"""
+        chosen = self.choice.params["image_size"]
+        return " · ".join(
+            f"{size} px{' (chosen)' if size == chosen else ''}: about {fmt_duration(est.seconds)} in all, "
+            f"fit {fmt_duration(est.fit_seconds)}, ~{self.per_image_ms(size):.0f} ms per test image"
+            for size, est in sorted(self.estimates.items())
+        )
+
+
+def size_options(model: str, params: dict, spec: DatasetSpec) -> SizeOptions | None:
+    """For a run whose image size follows the data: the size chosen for ``spec``, why, and what the data-free and
+    the high-resolution size would each cost here. None where the size is given or not known before the run."""
+    prof = profile(spec)
+    p = models.resolve_params(model, params)
+    choice = models.data_choice(model, p, prof)
+    if prof is None or choice is None:
+        return None
+    estimates = {}
+    for size in (DATA_FREE_SIZE, HIGH_RES_SIZE):
+        alternative = {**p, **choice.params} if size == choice.params["image_size"] else {**p, "image_size": size}
+        est = estimate_run(model, alternative, spec)
+        if est is not None:
+            estimates[size] = est
+    return SizeOptions(choice, estimates, prof.n_test)

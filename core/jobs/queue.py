@@ -23,6 +23,7 @@ from core import models
 from core.config import PROJECT_ROOT, TRAINING_ENV, Settings
 from core.config import settings as current_settings
 from core.data.datasets import DatasetSpec, check_available
+from core.engine import estimate
 from core.errors import RunError
 from core.jobs import cluster
 from core.store.runs import QUEUED, RUNNING, Run, RunRegistry, process_alive
@@ -41,11 +42,13 @@ def submit(
     """Validate a run spec (model parameters, weights, data) and queue it. Errors surface now, not later."""
     cfg = cfg or current_settings()
     entry = models.get_entry(model)
-    resolved = models.resolve_params(entry.name, params)
     check_available(dataset, cfg)
+    # image_size 0 ("follow the data") becomes the size chosen for this dataset; the run records it and why.
+    resolved, choice = models.resolve_for_data(entry.name, params, estimate.profile(dataset))
     # Building the model checks that weights are reachable (offline: a clear message naming the file).
     models.create_model(entry.name, resolved, cfg)
-    run = RunRegistry(cfg).create(entry.name, dataset.to_dict(), resolved, seed)
+    extra = {"chosen_for_data": {"params": choice.params, "why": choice.why}} if choice else None
+    run = RunRegistry(cfg).create(entry.name, dataset.to_dict(), resolved, seed, extra)
     if start:
         ensure_worker(cfg)
     return run

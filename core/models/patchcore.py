@@ -13,7 +13,7 @@ import numpy as np
 
 from core.config import Settings
 from core.errors import WeightsError
-from core.models import weights
+from core.models import sizing, weights
 from core.models.cost import (
     DECODE_S_PER_MEGAPIXEL,
     FIT_OVERHEAD_S,
@@ -255,7 +255,7 @@ register(
                 ("blocked", "anomalib"),
             ),
             Param("num_neighbors", 9, "Neighbours used to re-weight the anomaly score.", "int", min=1, max=50),
-            image_size_param(),
+            image_size_param(follows_data=True),
         ),
         build=_build,
         stock_kwargs=lambda p, backbone: dict(
@@ -273,6 +273,9 @@ register(
         fit_phase="feature extraction",
         embedding_space=lambda p: f"patchcore-{p['backbone']}-{','.join(patchcore_layers(p))}",
         estimate=_estimate,
+        follow_data=lambda p, prof: sizing.patchcore_choice(
+            prof, None if p["max_bank_size"] == MAX_BANK_SIZE else p["max_bank_size"]
+        ),
         patch_features=_patch_features,
     )
 )

@@ -17,7 +17,8 @@ from typing import Any
 from core.config import Settings
 from core.config import settings as current_settings
 from core.errors import WorkbenchError
-from core.models import weights
+from core.models import sizing, weights
+from core.models.cost import DatasetProfile
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Param:
     choices: tuple = ()
     min: float | None = None
     max: float | None = None
+    auto: bool = False  # 0 is allowed and means "follow the data" (core.models.sizing)
 
 
 @dataclass
@@ -88,6 +90,8 @@ class ModelEntry:
     export_note: str | None = None
     # Why it cannot train on this machine now (missing weights offline), or None; backbone models need a backbone
     unavailable: Callable[[Settings], str | None] | None = None
+    # image_size = 0 ("follow the data"): the parameters to use for a dataset of this profile, and why
+    follow_data: Callable[[dict, DatasetProfile | None], sizing.SizeChoice] | None = None
     tags: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -144,10 +148,30 @@ def resolve_params(name: str, params: dict | None = None, strict: bool = True) -
             raise WorkbenchError(f"{entry.label}: parameter '{p.name}' must be a {p.kind}, got {value!r}.") from None
         if p.kind == "choice" and p.choices and value not in p.choices:
             raise WorkbenchError(f"{entry.label}: '{p.name}' must be one of {', '.join(map(str, p.choices))}.")
-        if p.min is not None and value < p.min or p.max is not None and value > p.max:
+        if p.auto and value == sizing.AUTO:
+            pass
+        elif p.min is not None and value < p.min or p.max is not None and value > p.max:
             raise WorkbenchError(f"{entry.label}: '{p.name}' must be between {p.min} and {p.max}, got {value}.")
         out[p.name] = value
     return out
+
+
+def data_choice(name: str, params: dict, profile: DatasetProfile | None) -> sizing.SizeChoice | None:
+    """What "follow the data" (image_size 0) picks for a dataset of this profile, or None where the size is given
+    (or the model has no such rule)."""
+    entry = get_entry(name)
+    if entry.follow_data is None or params.get("image_size") != sizing.AUTO:
+        return None
+    return entry.follow_data(params, profile)
+
+
+def resolve_for_data(
+    name: str, params: dict | None, profile: DatasetProfile | None
+) -> tuple[dict, sizing.SizeChoice | None]:
+    """``resolve_params`` with "follow the data" settled for this dataset: what a new run records, and why."""
+    p = resolve_params(name, params)
+    choice = data_choice(name, p, profile)
+    return ({**p, **choice.params} if choice else p), choice
 
 
 def create_model(
@@ -161,6 +185,8 @@ def create_model(
     (used when loading a run's own checkpoint, which holds every weight)."""
     entry = get_entry(name)
     params = resolve_params(entry.name, params, strict=pre_trained)
+    choice = data_choice(entry.name, params, None)  # no data known here: the data-free size
+    params = {**params, **choice.params} if choice else params
     return entry.build(params, cfg or current_settings(), hooks or Hooks(), pre_trained)
 
 
@@ -242,7 +268,19 @@ def backbone_param(model_default: str, help_text: str = "ImageNet CNN whose feat
     )
 
 
-def image_size_param(default: int = 256, minimum: int = 64) -> Param:
+def image_size_param(default: int = 256, minimum: int = 64, follows_data: bool = False) -> Param:
+    """The square size images are resized to; ``follows_data``: 0 (the default) lets the data choose it."""
+    if follows_data:
+        return Param(
+            "image_size",
+            sizing.AUTO,
+            "Images are resized to this square size. 0 = follow the data: 512 px for images of "
+            f"{sizing.HIGH_RES_SIDE} px and more (with a smaller bank), else 256 px; the run records the size used.",
+            "int",
+            min=minimum,
+            max=1024,
+            auto=True,
+        )
     return Param("image_size", default, "Images are resized to this square size.", "int", min=minimum, max=1024)
 
 

@@ -177,7 +177,7 @@ class RunRegistry:
             db.close()
 
     # -- create / read ------------------------------------------------------------------------------
-    def create(self, model: str, dataset: dict, params: dict, seed: int = 0) -> Run:
+    def create(self, model: str, dataset: dict, params: dict, seed: int = 0, extra: dict | None = None) -> Run:
         access.check_write("queue run", self.cfg, model=model, dataset=dataset.get("category"), params=params)
         run = Run(
             id=new_run_id(),
@@ -187,11 +187,22 @@ class RunRegistry:
             dataset=dataset,
             params=params,
             seed=int(seed),
+            extra=dict(extra or {}),
         )
         with self._connect() as db:
             db.execute(
-                "INSERT INTO runs (id, created_at, status, model, dataset, params, seed) VALUES (?,?,?,?,?,?,?)",
-                (run.id, run.created_at, run.status, model, json.dumps(dataset), json.dumps(params), run.seed),
+                "INSERT INTO runs (id, created_at, status, model, dataset, params, seed, extra) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    run.id,
+                    run.created_at,
+                    run.status,
+                    model,
+                    json.dumps(dataset),
+                    json.dumps(params),
+                    run.seed,
+                    json.dumps(run.extra),
+                ),
             )
         self.run_dir(run.id).mkdir(parents=True, exist_ok=True)
         return run

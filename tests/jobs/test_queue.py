@@ -50,3 +50,27 @@ def test_a_second_worker_leaves_the_queue_to_the_one_holding_the_lock(artifacts)
         jobs.worker_loop()  # returns at once: another process is the worker
         assert RunRegistry().get(run.id).status == QUEUED
     assert not jobs.worker_alive()  # the lock is free again once its holder is gone
+
+
+def test_a_run_that_follows_the_data_records_the_size_chosen_for_its_images_and_why(artifacts, tmp_path):
+    from core.data import importing
+    from core.data.demo_data import make_demo_image
+    from core.data.images import to_png_bytes
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(6):  # an engineer's own 800x800 photos, imported as a folder
+        image, _ = make_demo_image("good", seed=i, size=800)
+        (photos / f"part_{i}.png").write_bytes(to_png_bytes(image))
+    importing.import_folder("line3", photos)
+    from core.data.datasets import custom
+
+    run = jobs.submit("patchcore", custom("line3"), {"backbone": "tf_efficientnet_lite0"}, start=False)
+    stored = RunRegistry().get(run.id)
+    assert stored.params["image_size"] == 512 and stored.params["max_bank_size"] == 8_000
+    assert "800×800" in stored.extra["chosen_for_data"]["why"]
+
+    small = jobs.submit("patchcore", demo(**TINY_DEMO), {"backbone": "tf_efficientnet_lite0"}, start=False)
+    assert RunRegistry().get(small.id).params["image_size"] == 256
+    given = jobs.submit("patchcore", custom("line3"), FAST_PATCHCORE, start=False)
+    assert RunRegistry().get(given.id).params["image_size"] == 128 and "chosen_for_data" not in given.extra

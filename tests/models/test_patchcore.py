@@ -12,8 +12,9 @@ GRID_TILES = 0.0655  # megapixels of a 256x256 tile
 
 
 def patchcore_fit(n_images: int, slow: float = 1.0, **params):
-    p = models.resolve_params("patchcore", {"backbone": "tf_efficientnet_lite0", **params})
-    return models.get_entry("patchcore").estimate(p, DatasetProfile(n_images, 561, GRID_TILES), slow)
+    profile = DatasetProfile(n_images, 561, GRID_TILES)
+    p, _ = models.resolve_for_data("patchcore", {"backbone": "tf_efficientnet_lite0", **params}, profile)
+    return models.get_entry("patchcore").estimate(p, profile, slow)
 
 
 # Measured by benchmarks/scaling.py on the reference machine (fit seconds, peak RSS GB); the estimate must stay
