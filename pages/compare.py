@@ -31,6 +31,11 @@ if not runs:
         "or two); finished runs appear here automatically."
     )
     st.page_link("pages/training.py", label="Go to Training runs", icon=":material/model_training:")
+    for group in sweep.sweeps():  # a sweep under way: say so, its charts come with its first finished run
+        st.caption(
+            f":material/tune: Sweep **{group['id']}** ({group['model']} on {group['dataset']}, {group['swept']}): "
+            f"{group['done']}/{group['points']} runs done — charted under *Sweeps* here as they finish."
+        )
     st.stop()
 
 by_id = {r.id: r for r in runs}

@@ -71,6 +71,19 @@ SMALL_DEMO = dict(n_train=10, n_test_good=4, n_test_per_defect=3, size=256, seed
 FAST_PATCHCORE = {"backbone": "tf_efficientnet_lite0", "coreset_sampling_ratio": 0.05, "image_size": 128}
 
 
+def import_photos(name: str, folder: Path, n: int = 6, size: int = 800) -> None:
+    """An engineer's own photos of good parts (``size``² PNGs of the demo texture), imported as a folder dataset."""
+    from core.data import importing
+    from core.data.demo_data import make_demo_image
+    from core.data.images import to_png_bytes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        image, _ = make_demo_image("good", seed=i, size=size)
+        (folder / f"part_{i}.png").write_bytes(to_png_bytes(image))
+    importing.import_folder(name, folder)
+
+
 def _offline_env(root: Path) -> dict:
     return {
         "AW_ARTIFACTS": str(root),
@@ -179,8 +192,9 @@ def worst_false_alarm(run_dir: Path):
 
 @pytest.fixture(scope="session")
 def grid_run(tmp_path_factory):
-    """One PatchCore run on real MVTec grid (EfficientNet-Lite0, 1 % coreset, indexed), shared by the real-data
-    tests; None where ../shared has no grid (those tests are skipped before they ask for it)."""
+    """One PatchCore run on real MVTec grid with the defaults a user gets (EfficientNet-Lite0 offline, the image size
+    chosen for grid's 1024² photos), indexed, shared by the real-data tests; None where ../shared has no grid (those
+    tests are skipped before they ask for it)."""
     from core.data import datasets
     from core.jobs import queue as jobs
     from core.store.runs import RunRegistry
@@ -190,9 +204,7 @@ def grid_run(tmp_path_factory):
         for key, value in _offline_env(root).items():
             mp.setenv(key, value)
         spec = datasets.mvtec("grid", root=SHARED / "datasets" / "mvtec_ad")
-        run = jobs.submit(
-            "patchcore", spec, {"backbone": "tf_efficientnet_lite0", "coreset_sampling_ratio": 0.01}, start=False
-        )
+        run = jobs.submit("patchcore", spec, {}, start=False)
         status = jobs.execute_claimed(run.id)
         return RunRegistry().get(run.id), status
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.models import weights
+
 # Reference machine of the constants in the registry (2 cores): its matrix-product speed, measured with
 # ``gemm_gflops()`` (the scaling benchmark prints it with every table).
 REFERENCE_GFLOPS = 176.0
@@ -74,14 +76,24 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
+def backbone_ratio(backbone: str | None) -> float:
+    """A backbone's feature extraction time relative to EfficientNet-Lite0's (1.0 for none or an unknown one)."""
+    if backbone not in weights.BACKBONES:
+        return 1.0
+    return weights.BACKBONES[backbone].extract_s_256 / weights.LITE0_EXTRACT_S
+
+
 def estimate_from_cost(p: dict, prof: DatasetProfile, slow: float, cost, epochs: int = 1) -> Estimate:
     """The estimate of a model described by a ``models.Cost`` (reference seconds per 256² image and epoch):
     training is ``epochs`` passes over the training images, testing one forward per test image, timing and
     one per timed image (a fixed sample), indexing one backbone pass per training image."""
+    # The reference seconds were measured on EfficientNet-Lite0: another backbone scales them by its extraction time
+    # (an upper bound for the models whose own head, not the backbone, takes most of the time).
     scale = (p.get("image_size", 256) / 256) ** 2
+    time_scale = scale * backbone_ratio(p.get("backbone"))
     decode = DECODE_S_PER_MEGAPIXEL * prof.megapixels
-    train = prof.n_train * ((cost.train_s * scale) * epochs + decode) * slow
-    score = (cost.score_s * scale + decode) * slow
+    train = prof.n_train * ((cost.train_s * time_scale) * epochs + decode) * slow
+    score = (cost.score_s * time_scale + decode) * slow
     parts = {
         "training" if epochs > 1 else "feature extraction": train,
         "testing": prof.n_test * score,

@@ -9,11 +9,11 @@ import shutil
 import pytest
 
 from core.config import settings
-from core.data.datasets import demo
+from core.data.datasets import custom, demo
 from core.errors import RunError, WeightsError
 from core.jobs import queue as jobs
 from core.store.runs import FAILED, QUEUED, RunRegistry
-from tests.conftest import FAST_PATCHCORE
+from tests.conftest import FAST_PATCHCORE, import_photos
 
 TINY_DEMO = dict(n_train=4, n_test_good=2, n_test_per_defect=1, size=64)
 
@@ -53,17 +53,7 @@ def test_a_second_worker_leaves_the_queue_to_the_one_holding_the_lock(artifacts)
 
 
 def test_a_run_that_follows_the_data_records_the_size_chosen_for_its_images_and_why(artifacts, tmp_path):
-    from core.data import importing
-    from core.data.demo_data import make_demo_image
-    from core.data.images import to_png_bytes
-
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(6):  # an engineer's own 800x800 photos, imported as a folder
-        image, _ = make_demo_image("good", seed=i, size=800)
-        (photos / f"part_{i}.png").write_bytes(to_png_bytes(image))
-    importing.import_folder("line3", photos)
-    from core.data.datasets import custom
+    import_photos("line3", tmp_path / "photos", size=800)
 
     run = jobs.submit("patchcore", custom("line3"), {"backbone": "tf_efficientnet_lite0"}, start=False)
     stored = RunRegistry().get(run.id)

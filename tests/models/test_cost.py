@@ -46,3 +46,12 @@ def test_more_data_more_epochs_bigger_images_and_a_slower_machine_each_cost_more
     assert bigger.seconds > base.seconds and bigger.peak_mb > base.peak_mb
     assert slower.seconds == pytest.approx(2 * base.seconds)  # every part is time on this machine
     assert slower.peak_mb == base.peak_mb  # a slower machine needs no more memory
+
+
+def test_a_heavier_backbone_costs_more_time_but_no_more_memory_than_lite0():
+    lite0 = estimate_from_cost({"image_size": 256, "backbone": "tf_efficientnet_lite0"}, GRID, 1.0, COST)
+    lite2 = estimate_from_cost({"image_size": 256, "backbone": "tf_efficientnet_lite2"}, GRID, 1.0, COST)
+    mobilenet = estimate_from_cost({"image_size": 256, "backbone": "mobilenetv2_100"}, GRID, 1.0, COST)
+    assert lite2.fit_seconds > lite0.fit_seconds > mobilenet.fit_seconds
+    assert lite2.peak_mb == lite0.peak_mb == mobilenet.peak_mb
+    assert estimate_from_cost({"image_size": 256, "backbone": "???"}, GRID, 1.0, COST).seconds == lite0.seconds

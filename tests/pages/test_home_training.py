@@ -18,6 +18,7 @@ from core.data import datasets
 from core.jobs import launch
 from core.models import efficientad, weights
 from core.store.runs import DONE, FAILED, QUEUED, RunRegistry
+from tests.conftest import import_photos
 
 PAGES = {
     "pages/home.py": "Anomaly Workbench",
@@ -139,6 +140,25 @@ def test_launching_a_demo_patchcore_run_from_the_form_queues_it(artifacts):
     assert (run.model, run.status, run.dataset["kind"]) == ("patchcore", QUEUED, "demo")
     assert run.params["coreset_sampling_ratio"] == 0.01 and run.params["image_size"] == 128
     assert run.id in texts(at.success)
+
+
+def test_launching_on_high_resolution_photos_says_which_size_the_data_got_why_and_what_each_size_costs(
+    artifacts, tmp_path
+):
+    import_photos("line3", tmp_path / "photos", size=800)
+    at = open_app("pages/training.py")
+    at.radio(key="source").set_value("Own dataset").run()
+    at.selectbox(key="param_patchcore_backbone").set_value("tf_efficientnet_lite0").run()
+
+    assert at.number_input(key="param_patchcore_image_size").value == 0  # the default: follow the data
+    said = texts(at.info)
+    assert "Image size for Own images / line3: 512 px, the bank capped at 8,000 patches" in said and "800×800" in said
+    assert "256 px: about" in said and "512 px (chosen): about" in said  # what each size costs here
+
+    at.button(key="launch").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    [run] = RunRegistry().list()
+    assert run.params["image_size"] == 512 and "800×800" in run.extra["chosen_for_data"]["why"]
 
 
 def test_launching_on_an_mvtec_category_missing_offline_shows_an_error_not_a_traceback(artifacts):

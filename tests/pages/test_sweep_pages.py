@@ -43,6 +43,12 @@ def test_an_engineer_plans_a_sweep_sees_its_total_and_queues_it_as_one_group(art
     assert len({r.extra["sweep"]["id"] for r in runs}) == 1
     assert runs[0].extra["sweep"]["id"] in at.success[0].value
 
+    # Compare before any run has finished: the sweep is named with its progress, not only "no finished runs"
+    compare = open_app("pages/compare.py")
+    assert any(
+        f"Sweep **{runs[0].extra['sweep']['id']}**" in c.value and "0/4 runs done" in c.value for c in compare.caption
+    )
+
 
 def test_a_typo_in_the_values_is_a_message_not_a_traceback(artifacts):
     at = open_app("pages/training.py")
