@@ -552,6 +552,8 @@ def run_detail(run: Run) -> None:
     with c1:
         st.markdown("**Parameters**")
         st.json({**run.params, "seed": run.seed}, expanded=True)
+        if run.extra.get("chosen_for_data"):
+            st.caption(f"Image size chosen for the data: {run.extra['chosen_for_data']['why']}")
         st.markdown("**Dataset**")
         st.json(run.dataset, expanded=False)
         st.markdown("**Timings (s / MB)**")

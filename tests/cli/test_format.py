@@ -44,3 +44,21 @@ def test_a_dataset_of_an_unknown_kind_names_the_kinds_there_are(artifacts):
     with pytest.raises(WorkbenchError, match=r"Unknown dataset 'imagenet:dogs': use demo, mvtec:<category> or folder:"):
         parse_dataset("imagenet:dogs")
     assert parse_dataset("demo").kind == "demo"
+
+
+def test_a_run_shown_says_which_image_size_the_data_chose_and_why(artifacts):
+    from core.cli.format import show_run
+    from core.store.runs import Run
+
+    why = "512 px, the bank capped at 8,000 patches: the images are about 1024×1024"
+    run = Run(
+        id="r1",
+        created_at=0.0,
+        status="queued",
+        model="patchcore",
+        dataset={"kind": "mvtec", "category": "grid"},
+        params={"image_size": 512, "max_bank_size": 8000},
+        seed=0,
+        extra={"chosen_for_data": {"params": {"image_size": 512}, "why": why}},
+    )
+    assert f"image size chosen for the data: {why}" in show_run(run)
