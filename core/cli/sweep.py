@@ -37,13 +37,14 @@ def cmd_sweep(args) -> int:
         for point, e in zip(p.points, p.estimates, strict=True)
     ]
     print(table(rows))
-    print(f"{len(p.points)} runs of {p.model} on {spec.label}; estimated in all: {fmt_duration(p.total_seconds)}")
+    n = len(p.points)
+    print(f"{n} run{'s' * (n != 1)} of {p.model} on {spec.label}; estimated in all: {fmt_duration(p.total_seconds)}")
     if not args.yes:
         print("Nothing queued: add --yes to queue these runs.")
         return 0
     runs = sweep.launch(p, seed=args.seed)
     tag = runs[0].extra["sweep"]["id"]
-    print(f"queued {len(runs)} runs as {tag}; follow them with `aw sweep show {tag}`")
+    print(f"queued {len(runs)} run{'s' * (len(runs) != 1)} as {tag}; follow them with `aw sweep show {tag}`")
     return 0
 
 

@@ -203,6 +203,15 @@ def _estimate(p: dict, prof, slow: float):
     )
 
 
+def _follow_data(p: dict, prof) -> sizing.SizeChoice:
+    """image_size 0: the size for this data (core.models.sizing), never one whose fit would not fit in memory."""
+    return sizing.patchcore_choice(
+        prof,
+        None if p["max_bank_size"] == MAX_BANK_SIZE else p["max_bank_size"],
+        peak_mb=lambda chosen: _estimate({**p, **chosen}, prof, 1.0).peak_mb,
+    )
+
+
 def _patch_features(model, batch):
     feats = model.feature_extractor(batch)
     feats = {layer: model.feature_pooler(f) for layer, f in feats.items()}
@@ -273,9 +282,7 @@ register(
         fit_phase="feature extraction",
         embedding_space=lambda p: f"patchcore-{p['backbone']}-{','.join(patchcore_layers(p))}",
         estimate=_estimate,
-        follow_data=lambda p, prof: sizing.patchcore_choice(
-            prof, None if p["max_bank_size"] == MAX_BANK_SIZE else p["max_bank_size"]
-        ),
+        follow_data=_follow_data,
         patch_features=_patch_features,
     )
 )

@@ -148,9 +148,8 @@ def resolve_params(name: str, params: dict | None = None, strict: bool = True) -
             raise WorkbenchError(f"{entry.label}: parameter '{p.name}' must be a {p.kind}, got {value!r}.") from None
         if p.kind == "choice" and p.choices and value not in p.choices:
             raise WorkbenchError(f"{entry.label}: '{p.name}' must be one of {', '.join(map(str, p.choices))}.")
-        if p.auto and value == sizing.AUTO:
-            pass
-        elif p.min is not None and value < p.min or p.max is not None and value > p.max:
+        out_of_range = p.min is not None and value < p.min or p.max is not None and value > p.max
+        if out_of_range and not (p.auto and value == sizing.AUTO):
             raise WorkbenchError(f"{entry.label}: '{p.name}' must be between {p.min} and {p.max}, got {value}.")
         out[p.name] = value
     return out

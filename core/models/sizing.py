@@ -19,7 +19,10 @@ against 162 ms at 256 px, 1.4×; fit 100 s).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import psutil
 
 from core.models.cost import DatasetProfile
 
@@ -28,6 +31,7 @@ DATA_FREE_SIZE = 256  # what AUTO means where no data is known yet (anomalib's u
 # Images whose typical side is at least this are scored at HIGH_RES_SIZE: MVTec AD's photos are 700–1024 px.
 HIGH_RES_SIDE = 768
 HIGH_RES_SIZE = 512
+MEMORY_SHARE = 0.5  # of physical memory: the most a size chosen for the user may plan a fit to hold
 HIGH_RES_BANK = 8_000  # PatchCore's bank cap at HIGH_RES_SIZE (grid: 1.000 / 0.993, e2e 1.4x the 256-px run)
 
 
@@ -44,16 +48,40 @@ def typical_side(profile: DatasetProfile) -> int:
     return int(round(math.sqrt(max(profile.megapixels, 0.0) * 1e6)))
 
 
-def patchcore_choice(profile: DatasetProfile | None, max_bank_size: int | None = None) -> SizeChoice:
+def memory_budget_mb() -> float:
+    """What a fit chosen for the user may plan to hold: half of this machine's physical memory (the same on every
+    launch, unlike the memory free at the moment)."""
+    return MEMORY_SHARE * psutil.virtual_memory().total / 2**20
+
+
+def patchcore_choice(
+    profile: DatasetProfile | None,
+    max_bank_size: int | None = None,
+    peak_mb: Callable[[dict], float] | None = None,
+    memory_mb: float | None = None,
+) -> SizeChoice:
     """PatchCore's size for this data. ``max_bank_size``: a cap the user chose (None: the default, which is lowered
-    at 512 px)."""
+    at 512 px). ``peak_mb``: the fit's estimated peak memory for a set of parameters; 512 px has 4x the patches, so a
+    large set (or a wide backbone such as WRN-50) stays at 256 px where 512 px would not fit in ``memory_mb``
+    (default: ``memory_budget_mb()``)."""
     if profile is None:
         return SizeChoice({"image_size": DATA_FREE_SIZE}, f"{DATA_FREE_SIZE} px: the images' size is not known yet.")
     side = typical_side(profile)
     if side >= HIGH_RES_SIDE:
         bank = HIGH_RES_BANK if max_bank_size is None else max_bank_size
+        high = {"image_size": HIGH_RES_SIZE, "max_bank_size": bank}
+        need = peak_mb(high) if peak_mb else 0.0
+        budget = memory_budget_mb() if memory_mb is None else memory_mb
+        if need > budget:
+            return SizeChoice(
+                {"image_size": DATA_FREE_SIZE},
+                f"{DATA_FREE_SIZE} px: the images are about {side}×{side}, but at {HIGH_RES_SIZE} px this fit would "
+                f"need about {need / 1024:.1f} GB for its {profile.n_train:,} images' patches, more than the "
+                f"{budget / 1024:.1f} GB planned for a run here (half this machine's memory). Set "
+                f"image_size={HIGH_RES_SIZE} to try it anyway, or train on fewer images.",
+            )
         return SizeChoice(
-            {"image_size": HIGH_RES_SIZE, "max_bank_size": bank},
+            high,
             f"{HIGH_RES_SIZE} px, the bank capped at {bank:,} patches: the images are about {side}×{side}, and at "
             f"{DATA_FREE_SIZE} px a defect a few pixels wide shrinks below one patch (MVTec grid, 1024²: image / "
             f"pixel AUROC 1.000 / 0.993 at {HIGH_RES_SIZE} px against 0.983 / 0.973 at {DATA_FREE_SIZE} px).",

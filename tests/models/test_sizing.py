@@ -48,3 +48,16 @@ def test_models_without_a_measured_rule_keep_their_fixed_size_and_refuse_0():
 def test_a_model_built_before_the_data_is_known_uses_the_data_free_size(artifacts):
     module = models.create_model("patchcore", {"backbone": "tf_efficientnet_lite0"})
     assert module.pre_processor.transform.transforms[0].size == [256, 256]
+
+
+def test_a_high_resolution_set_too_large_for_memory_at_512_stays_at_256_and_says_how_much_it_would_need():
+    choice = sizing.patchcore_choice(
+        GRID, peak_mb=lambda p: 6_000.0 if p["image_size"] == 512 else 0.0, memory_mb=4_096
+    )
+    assert choice.params == {"image_size": 256}
+    assert "about 5.9 GB" in choice.why and "4.0 GB planned" in choice.why and "image_size=512" in choice.why
+
+    # through the registry, with PatchCore's own estimate: 4,000 photos of 1024² at 512 px would hold ~16 GB
+    many = DatasetProfile(n_train=4_000, n_test=500, megapixels=GRID.megapixels)
+    p, _ = models.resolve_for_data("patchcore", {"backbone": "tf_efficientnet_lite0"}, many)
+    assert p["image_size"] == (256 if sizing.memory_budget_mb() < 16_000 else 512)
