@@ -48,6 +48,25 @@ MVTEC_CATEGORIES = (
     "wood",
     "zipper",
 )
+# Each category's image side in pixels (square photos; Bergmann et al., IJCV 2021, table 1): what a run's image size
+# can follow before a category is downloaded.
+MVTEC_IMAGE_SIDE = {
+    "bottle": 900,
+    "cable": 1024,
+    "capsule": 1000,
+    "carpet": 1024,
+    "grid": 1024,
+    "hazelnut": 1024,
+    "leather": 1024,
+    "metal_nut": 700,
+    "pill": 800,
+    "screw": 1024,
+    "tile": 840,
+    "toothbrush": 1024,
+    "transistor": 1024,
+    "wood": 1024,
+    "zipper": 1024,
+}
 DEMO_CATEGORY = "demo"
 
 

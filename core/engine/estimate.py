@@ -32,6 +32,7 @@ __all__ = [
     "fmt_duration",
     "profile",
     "size_options",
+    "size_profile",
     "speed_factor",
 ]
 
@@ -80,6 +81,15 @@ def profile(spec: DatasetSpec) -> DatasetProfile | None:
         if wh:
             sizes.append(wh[0] * wh[1] / 1e6)
     return DatasetProfile(len(train), len(test), sum(sizes) / len(sizes) if sizes else 0.25)
+
+
+def size_profile(spec: DatasetSpec) -> DatasetProfile | None:
+    """What an image size can follow: the data's profile, or for an MVTec AD category not downloaded yet its published
+    image size (no counts: nothing to estimate yet)."""
+    prof = profile(spec)
+    if prof is None and spec.kind == "mvtec" and spec.category in datasets.MVTEC_IMAGE_SIDE:
+        return DatasetProfile(0, 0, datasets.MVTEC_IMAGE_SIDE[spec.category] ** 2 / 1e6)
+    return prof
 
 
 def estimate_run(model: str, params: dict, spec: DatasetSpec) -> Estimate | None:

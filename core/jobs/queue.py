@@ -44,7 +44,7 @@ def submit(
     entry = models.get_entry(model)
     check_available(dataset, cfg)
     # image_size 0 ("follow the data") becomes the size chosen for this dataset; the run records it and why.
-    resolved, choice = models.resolve_for_data(entry.name, params, estimate.profile(dataset))
+    resolved, choice = models.resolve_for_data(entry.name, params, estimate.size_profile(dataset))
     # Building the model checks that weights are reachable (offline: a clear message naming the file).
     models.create_model(entry.name, resolved, cfg)
     extra = {"chosen_for_data": {"params": choice.params, "why": choice.why}} if choice else None

@@ -64,3 +64,14 @@ def test_a_run_that_follows_the_data_records_the_size_chosen_for_its_images_and_
     assert RunRegistry().get(small.id).params["image_size"] == 256
     given = jobs.submit("patchcore", custom("line3"), FAST_PATCHCORE, start=False)
     assert RunRegistry().get(given.id).params["image_size"] == 128 and "chosen_for_data" not in given.extra
+
+
+def test_a_run_on_an_mvtec_category_not_downloaded_yet_follows_its_published_image_size(artifacts, monkeypatch):
+    from core.data.datasets import mvtec
+
+    monkeypatch.setenv("AW_OFFLINE", "0")  # online: the category is downloaded when the run starts
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    tile = jobs.submit("patchcore", mvtec("tile"), {"backbone": "tf_efficientnet_lite0"}, start=False)
+    nut = jobs.submit("patchcore", mvtec("metal_nut"), {"backbone": "tf_efficientnet_lite0"}, start=False)
+    assert RunRegistry().get(tile.id).params["image_size"] == 512 and "840×840" in tile.extra["chosen_for_data"]["why"]
+    assert RunRegistry().get(nut.id).params["image_size"] == 256  # 700² photos: below the 768-px rule
