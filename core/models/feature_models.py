@@ -22,8 +22,7 @@ from collections.abc import Callable
 
 from core.config import Settings
 from core.errors import WeightsError
-from core.models import sizing, weights
-from core.models.cost import estimate_from_cost
+from core.models import weights
 from core.models.registry import (
     Cost,
     Hooks,
@@ -118,9 +117,6 @@ def padim_features(p: dict) -> int:
     return _PADIM_FEATURES.get(backbone.name, min(100, channels or 100))
 
 
-PADIM_COST = Cost(train_s=0.085, score_s=0.16, fit_mb=1.6, fixed_mb=600)
-
-
 def _padim_kwargs(p: dict, backbone: str) -> dict:
     return dict(backbone=backbone, layers=stage_layers(p, PADIM_STAGES), n_features=padim_features(p))
 
@@ -144,7 +140,7 @@ register(
                 min=0,
                 max=2000,
             ),
-            image_size_param(follows_data=True),
+            image_size_param(),
         ),
         build=_builder("Padim", _padim_kwargs),
         stock_kwargs=_stock(_padim_kwargs),
@@ -152,14 +148,9 @@ register(
         train_batch_size=16,
         fit_phase="feature extraction",
         embedding_space=_space("padim"),
-        cost=PADIM_COST,
+        cost=Cost(train_s=0.085, score_s=0.16, fit_mb=1.6, fixed_mb=600),
         feature_submodule="feature_extractor",
         channels_last=True,  # oneDNN's NHWC convolutions: backbone 29 -> 24 ms per 256² image (benchmarks/floor.py)
-        follow_data=lambda p, prof: sizing.follow_data(
-            prof,
-            sizing.PADIM_GRID,
-            peak_mb=lambda chosen: estimate_from_cost({**p, **chosen}, prof, 1.0, PADIM_COST).peak_mb,
-        ),
     )
 )
 

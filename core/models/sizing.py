@@ -54,12 +54,10 @@ def memory_budget_mb() -> float:
     return MEMORY_SHARE * psutil.virtual_memory().total / 2**20
 
 
-# What 512 px bought on real MVTec grid (1024²) against 256 px, with Lite0, measured by the sweeps in the README
+# What 512 px bought on real MVTec grid (1024²) against 256 px, with Lite0 (the README's sweeps: with each of Lite0,
+# Lite1, Lite2 and MobileNetV2 it raised image AUROC to 0.996-1.000). PaDiM's gain depended on the backbone there
+# (Lite0 +0.006, MobileNetV2 -0.034), so PaDiM keeps its fixed size.
 PATCHCORE_GRID = "MVTec grid, 1024²: image / pixel AUROC 1.000 / 0.993 at 512 px against 0.983 / 0.973 at 256 px"
-PADIM_GRID = (
-    "MVTec grid, 1024²: image / pixel AUROC 0.998 / 0.980 and false alarms at 100 % recall 10 % at 512 px, against "
-    "0.992 / 0.976 and 48 % at 256 px"
-)
 
 
 def follow_data(
