@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from core.data import images
 from core.errors import ImageError, RunError, WeightsError, WorkbenchError
 from core.models import create_model, get_entry
+from core.models.folding import fold_batchnorm
 from core.models.knn import nearest_patch
 from core.models.pooling import pyramid
 from core.store.artifacts import RunArtifacts, read_json, write_json
@@ -298,6 +299,7 @@ class FastPatchcore:
 
     def __init__(self, model) -> None:
         self.model = model
+        fold_batchnorm(model.feature_extractor)  # as in the fit (core.models.patchcore): the bank's own features
         self.features = truncated_features(model.feature_extractor)
         self.blur = SeparableBlur(model.anomaly_map_generator.blur)
         self.bank_sq = model.memory_bank.pow(2).sum(dim=-1)
@@ -438,6 +440,9 @@ class LoadedModel(RunModel):
             self.module.model.to(memory_format=torch.channels_last)
             model = self.module.model
             self._fast_forward = lambda batch: model(batch.contiguous(memory_format=torch.channels_last))
+        if fast and not isinstance(self._fast_forward, FastPatchcore):
+            # after the channels-last conversion: the folded weights take the convolutions' memory format
+            self.folded = fold_batchnorm(self.module.model)
         self.path_name = "torch" if fast else "torch-reference"
 
     # -- steps, separately timed by the latency benchmark -------------------------------------------

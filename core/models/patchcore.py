@@ -24,6 +24,7 @@ from core.models.cost import (
     TORCH_BASE_MB,
     Estimate,
 )
+from core.models.folding import fold_batchnorm
 from core.models.registry import (
     Hooks,
     ModelEntry,
@@ -108,6 +109,10 @@ def _build(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
             # embedding store belongs to image k // (h*w) of this list.
             if not hasattr(self, "train_paths"):
                 self.train_paths = []
+                # The frozen backbone runs in eval mode anyway (anomalib's extractor sets it on every call): fold its
+                # BatchNorms once, as the test pass does, so the bank holds the features the test pass computes.
+                self.model.feature_extractor.eval()
+                fold_batchnorm(self.model.feature_extractor)
             self.train_paths.extend(str(path) for path in batch.image_path)
             out = super().training_step(batch, *args, **kwargs)
             rows = self.model.embedding_store[-1].shape[0] // len(batch.image_path)

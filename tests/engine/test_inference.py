@@ -53,7 +53,8 @@ def _stock_outputs(demo_runs_root, out_dir: Path, index: int, model: str) -> dic
     """One demo run, its test images, and stock Engine.predict's raw outputs on them."""
     root, ids = demo_runs_root
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AW_ARTIFACTS", str(root))
+        for key, value in _offline_env(root).items():  # as a user's machine: no ../shared (a module fixture runs first)
+            mp.setenv(key, value)
         cfg = settings()
         run = RunRegistry(cfg).get(ids[index])
         run_dir = RunRegistry(cfg).run_dir(ids[index])
