@@ -92,12 +92,13 @@ def size_profile(spec: DatasetSpec) -> DatasetProfile | None:
     return prof
 
 
-def estimate_run(model: str, params: dict, spec: DatasetSpec) -> Estimate | None:
-    """The model's estimate for this dataset on this machine, with warnings; None if it can't be estimated."""
+def estimate_run(model: str, params: dict, spec: DatasetSpec, prof: DatasetProfile | None = None) -> Estimate | None:
+    """The model's estimate for this dataset on this machine, with warnings; None if it can't be estimated.
+    ``prof``: the dataset's profile when the caller has read it already."""
     entry = models.get_entry(model)
     if entry.estimate is None and entry.cost is None:
         return None
-    prof = profile(spec)
+    prof = prof or profile(spec)
     if prof is None:
         return None
     p, _ = models.resolve_for_data(model, params, prof)  # image_size 0: the size this data gets
@@ -149,7 +150,7 @@ def size_options(model: str, params: dict, spec: DatasetSpec) -> SizeOptions | N
     estimates = {}
     for size in (DATA_FREE_SIZE, HIGH_RES_SIZE):
         alternative = {**p, **choice.params} if size == choice.params["image_size"] else {**p, "image_size": size}
-        est = estimate_run(model, alternative, spec)
+        est = estimate_run(model, alternative, spec, prof)  # the headers read once, not once per size
         if est is not None:
             estimates[size] = est
     return SizeOptions(choice, estimates, prof.n_test)

@@ -339,6 +339,16 @@ def torchvision_mobilenet_files(cfg: Settings) -> list[Path]:
     return found
 
 
+# Files already read and found not to be MobileNetV2 (path, size, mtime): the backbone's status is asked on every page
+# render, and reading a checkpoint with torch each time would put seconds on it.
+_NOT_MOBILENET: set[tuple[str, int, float]] = set()
+
+
+def _file_key(path: Path) -> tuple[str, int, float]:
+    stat = path.stat()
+    return str(path), stat.st_size, stat.st_mtime
+
+
 def _mobilenet_from_torchvision(cfg: Settings) -> Path | None:
     """timm's ``mobilenetv2_100`` folder from torchvision's MobileNetV2 ImageNet weights, written once.
 
@@ -347,7 +357,7 @@ def _mobilenet_from_torchvision(cfg: Settings) -> Path | None:
     checkpoint has its ``features.`` prefix stripped and its classifier dropped. The timm folder has no classifier
     (``num_classes`` 0): the models only take features.
     """
-    files = torchvision_mobilenet_files(cfg)
+    files = [f for f in torchvision_mobilenet_files(cfg) if _file_key(f) not in _NOT_MOBILENET]
     if not files:
         return None
     import torch  # torch: only when the weights are converted, not at page start-up
@@ -356,10 +366,12 @@ def _mobilenet_from_torchvision(cfg: Settings) -> Path | None:
         state = torch.load(files[0], map_location="cpu", weights_only=True)  # weights_only: never runs code
         state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
     except Exception:  # noqa: BLE001 - not a state dict: the backbone stays 'missing', as with no file
+        _NOT_MOBILENET.add(_file_key(files[0]))
         return None
     timm_names = _timm_state_names("mobilenetv2_100", num_classes=0)
     if [tuple(t.shape) for t in state.values()] != _timm_state_shapes("mobilenetv2_100", num_classes=0):
-        return None  # another network's weights under a MobileNetV2 name: not used
+        _NOT_MOBILENET.add(_file_key(files[0]))  # another network's weights under a MobileNetV2 name: not used
+        return None
     config = {
         "architecture": "mobilenetv2_100",
         "num_classes": 0,
