@@ -131,18 +131,20 @@ def floor(loaded, paths: list[str], repeats: int = 3) -> dict:
     """Each step's median ms (batch 1) on ``paths``, their sum, and e2e on the same images."""
     from core.engine import latency
     from core.engine.inference import FastPatchcore
+    from core.runtime import threads
 
     rgbs = [loaded.read_image(p) for p in paths]
     batches = [loaded.preprocess([rgb]) for rgb in rgbs]
-    loaded.forward(batches[0])  # warm-up: first calls allocate and pick kernels
+    loaded.forward(batches[0])  # warm-up: first calls allocate and pick kernels (and one image's thread count)
     steps = {
         "decode": _median_ms(loaded.read_image, paths, repeats),
         "pre-process": _median_ms(lambda rgb: loaded.preprocess([rgb]), rgbs, repeats),
     }
-    if isinstance(loaded._fast_forward, FastPatchcore):
-        steps.update(_patchcore_steps(loaded, batches, repeats))
-    else:
-        steps.update(_hooked_steps(loaded, batches, repeats))
+    with threads(getattr(loaded, "single_image_threads", None)):  # each step alone as the e2e path runs it
+        if isinstance(loaded._fast_forward, FastPatchcore):
+            steps.update(_patchcore_steps(loaded, batches, repeats))
+        else:
+            steps.update(_hooked_steps(loaded, batches, repeats))
     score = float(loaded.forward(batches[0])[0][0])
     steps["verdict"] = _median_ms(lambda s: loaded.verdict(s), [score] * len(paths), repeats)
     e2e = latency.measure(loaded, paths, batch_sizes=(), max_images=len(paths))["e2e_ms_p50"]

@@ -78,3 +78,52 @@ def set_threads(n: int | None = None) -> int:
     n = n or int(os.environ.get("AW_THREADS", 0)) or os.cpu_count() or 1
     torch.set_num_threads(n)
     return n
+
+
+class threads:
+    """``with threads(n):`` torch runs on ``n`` threads inside the block (None: unchanged), then as before."""
+
+    def __init__(self, n: int | None) -> None:
+        self.n, self.before = n, None
+
+    def __enter__(self):
+        if self.n:
+            import torch
+
+            self.before = torch.get_num_threads()
+            torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        if self.before:
+            import torch
+
+            torch.set_num_threads(self.before)
+        return False
+
+
+def fastest_threads(step, repeats: int = 2) -> int:
+    """The thread count (1 or all of torch's) at which ``step()`` runs faster, each timed after a warm-up call.
+
+    One image through a small network is many short operations; with OpenMP threads that sleep while they wait
+    (OMP_WAIT_POLICY=PASSIVE, set for a shared machine) each operation on two threads first wakes the second one,
+    which can cost more than the work it shares: on 2 cores EfficientNet-Lite0 at 256², batch 1, took 34-36 ms on
+    two threads and ~17 ms on one (11-12 ms with spinning threads, which collapse when another process needs the
+    CPU). Large products (PatchCore's nearest-neighbour search at 512 px) still gain from both threads, so the
+    choice is measured per model, not assumed. ``AW_THREADS`` set by the user: that, unmeasured."""
+    import time
+
+    import torch
+
+    every = torch.get_num_threads()
+    if os.environ.get("AW_THREADS") or every <= 1:
+        return every
+    best = (float("inf"), every)
+    for n in (every, 1):
+        with threads(n):
+            step()
+            for _ in range(repeats):
+                start = time.perf_counter()
+                step()
+                best = min(best, (time.perf_counter() - start, n))
+    return best[1]

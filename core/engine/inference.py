@@ -27,6 +27,11 @@ same numbers as the stock step it replaces (tests/engine/test_inference.py, benc
   memory banks). faiss was not used: an exact flat index does the same matrix product.
 - PatchCore anomaly map: the 33×33 Gaussian blur is separable; two 1-D passes replace one 2-D convolution
   (~16× fewer operations; maps agree to float rounding, ~1e-6 relative).
+- every timm backbone: BatchNorm folded into its convolution (``core.models.folding``) and TensorFlow's "same"
+  padding done by the convolution instead of a padded copy (``core.models.padding``).
+- one image at a time: with OpenMP threads that sleep while they wait (the product's setting for a shared
+  machine), a second thread costs a wake-up per operation, so the first single image measures 1 thread against
+  all and keeps the faster (``core.runtime.fastest_threads``; batches use all threads).
 """
 
 from __future__ import annotations
@@ -43,7 +48,9 @@ from core.errors import ImageError, RunError, WeightsError, WorkbenchError
 from core.models import create_model, get_entry
 from core.models.folding import fold_batchnorm
 from core.models.knn import nearest_patch
+from core.models.padding import static_same_padding
 from core.models.pooling import pyramid
+from core.runtime import fastest_threads, threads
 from core.store.artifacts import RunArtifacts, read_json, write_json
 from core.store.versions import RunVersions
 
@@ -300,6 +307,7 @@ class FastPatchcore:
     def __init__(self, model) -> None:
         self.model = model
         fold_batchnorm(model.feature_extractor)  # as in the fit (core.models.patchcore): the bank's own features
+        static_same_padding(model.feature_extractor)
         self.features = truncated_features(model.feature_extractor)
         self.blur = SeparableBlur(model.anomaly_map_generator.blur)
         self.bank_sq = model.memory_bank.pow(2).sum(dim=-1)
@@ -443,7 +451,10 @@ class LoadedModel(RunModel):
         if fast and not isinstance(self._fast_forward, FastPatchcore):
             # after the channels-last conversion: the folded weights take the convolutions' memory format
             self.folded = fold_batchnorm(self.module.model)
+            static_same_padding(self.module.model)
         self.path_name = "torch" if fast else "torch-reference"
+        # torch threads for one image at a time, measured on the first one (None: not yet, and batches use all)
+        self.single_image_threads: int | None = None
 
     # -- steps, separately timed by the latency benchmark -------------------------------------------
     def preprocess(self, rgbs: list[np.ndarray]) -> torch.Tensor:
@@ -455,13 +466,19 @@ class LoadedModel(RunModel):
                 tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
                 out.append(transform(tensor.unsqueeze(0)))
             return torch.cat(out)
-        return preprocess_images(rgbs, transform)
+        with threads(self.single_image_threads if len(rgbs) == 1 else None):
+            return preprocess_images(rgbs, transform)
 
     @torch.inference_mode()
     def forward(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Raw image scores (B,) and anomaly maps (B, H, W) at model resolution."""
-        result = (self._fast_forward or self.module.model)(batch)
-        return _scores_and_maps(result, batch.shape[0])
+        run = self._fast_forward or self.module.model
+        if batch.shape[0] != 1 or not self.fast:
+            return _scores_and_maps(run(batch), batch.shape[0])
+        if self.single_image_threads is None:  # measured on the first single image (core.runtime.fastest_threads)
+            self.single_image_threads = fastest_threads(lambda: run(batch))
+        with threads(self.single_image_threads):
+            return _scores_and_maps(run(batch), 1)
 
     @torch.inference_mode()
     def forward_features(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:

@@ -140,6 +140,8 @@ def measure(loaded, paths: list[str], batch_sizes=(4, 8), max_images: int = 16, 
         "peak_rss_mb": peak_rss_mb(),
         "model_mb": model_mb,
         "threads": getattr(loaded, "threads", None) or torch.get_num_threads(),
+        # torch's path at batch 1 runs on the count it measured faster (core.runtime.fastest_threads)
+        "threads_single_image": getattr(loaded, "single_image_threads", None),
         "cpu": cpu_model(),
     }
     result["paths"] = {name: path_entry(result)}

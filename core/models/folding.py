@@ -54,6 +54,7 @@ def fold_batchnorm(net: torch.nn.Module) -> int:
                 bias = shift if conv.bias is None else conv.bias * scale + shift
             proxy = copy.copy(conv)
             proxy._parameters = dict(conv._parameters)  # its own table: the network's conv keeps its weights
+            proxy.__dict__.pop("forward", None)  # a forward patched on the conv would run its unfolded weights
             proxy.weight = torch.nn.Parameter(weight, requires_grad=False)
             proxy.bias = torch.nn.Parameter(bias.detach(), requires_grad=False)
             conv.forward = proxy.forward

@@ -25,6 +25,7 @@ from core.models.cost import (
     Estimate,
 )
 from core.models.folding import fold_batchnorm
+from core.models.padding import static_same_padding
 from core.models.registry import (
     Hooks,
     ModelEntry,
@@ -113,6 +114,7 @@ def _build(p: dict, cfg: Settings, hooks: Hooks, pre_trained: bool):
                 # BatchNorms once, as the test pass does, so the bank holds the features the test pass computes.
                 self.model.feature_extractor.eval()
                 fold_batchnorm(self.model.feature_extractor)
+                static_same_padding(self.model.feature_extractor)
             self.train_paths.extend(str(path) for path in batch.image_path)
             out = super().training_step(batch, *args, **kwargs)
             rows = self.model.embedding_store[-1].shape[0] // len(batch.image_path)

@@ -98,6 +98,8 @@ def test_torch_path_scores_like_stock(stock_demo):
         maps.append(m[0])
     assert _rel(scores, stock_demo["raw"]) <= 1e-4
     assert np.max(np.abs(np.stack(maps) - stock_demo["maps"])) <= 1e-4 * np.max(np.abs(stock_demo["maps"]))
+    # one image at a time ran on the thread count measured faster on the first one; the process's is unchanged
+    assert loaded.single_image_threads in {1, torch.get_num_threads()}
     # batched as well (the test phase and uploads score in batches)
     batched, _ = loaded.forward(loaded.preprocess([loaded.read_image(p) for p in stock_demo["paths"]]))
     assert _rel(batched, stock_demo["raw"]) <= 1e-4
